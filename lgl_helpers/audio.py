@@ -1,0 +1,85 @@
+"""Reading and writing 16 kHz mono wav files, with the checks every stage relies on.
+
+VoxCeleb, MUSAN and RIR files are all 16 kHz mono; anything else is reported with the file's path
+rather than silently resampled, so a wrongly converted corpus is caught before training starts.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from lgl_helpers.runs import atomic_write_bytes
+
+SAMPLE_RATE = 16000
+MIN_SECONDS = 0.5
+
+
+class AudioError(ValueError):
+    """A wav file that is unreadable, not 16 kHz mono, or too short. The message names the file."""
+
+
+@dataclass(frozen=True)
+class WavInfo:
+    frames: int
+    sample_rate: int
+    channels: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def wav_info(path: str | os.PathLike) -> WavInfo:
+    """Header-only information (no decoding), so scanning a million files stays cheap."""
+    try:
+        info = soundfile.info(str(path))
+    except Exception as error:  # soundfile raises several types for missing/corrupt files
+        raise AudioError(f"{path}: cannot read wav header ({error})") from error
+    return WavInfo(frames=int(info.frames), sample_rate=int(info.samplerate), channels=int(info.channels))
+
+
+def check_wav(path: str | os.PathLike, min_seconds: float = MIN_SECONDS) -> WavInfo:
+    """Return the header of ``path`` or raise :class:`AudioError` if it is not usable by the kit."""
+    info = wav_info(path)
+    if info.sample_rate != SAMPLE_RATE:
+        raise AudioError(f"{path}: sample rate is {info.sample_rate} Hz, expected {SAMPLE_RATE} Hz")
+    if info.channels != 1:
+        raise AudioError(f"{path}: has {info.channels} channels, expected mono")
+    if info.duration < min_seconds:
+        raise AudioError(f"{path}: is {info.duration:.3f} s long, shorter than the minimum {min_seconds} s")
+    return info
+
+
+def read_wav(path: str | os.PathLike, start: int = 0, frames: int = -1, check: bool = True) -> np.ndarray:
+    """Read ``frames`` samples (all with -1) from sample ``start``.
+
+    Returns: (T,) float32 in [-1, 1]. With ``check`` the file must be 16 kHz mono and at least
+    ``MIN_SECONDS`` long; partial reads only decode the requested range (long noise files).
+    """
+    if check:
+        check_wav(path)
+    try:
+        wave, sample_rate = soundfile.read(str(path), start=start, frames=frames, dtype="float32", always_2d=False)
+    except Exception as error:
+        raise AudioError(f"{path}: cannot decode audio ({error})") from error
+    if wave.ndim != 1:
+        raise AudioError(f"{path}: has {wave.shape[1]} channels, expected mono")
+    if sample_rate != SAMPLE_RATE:
+        raise AudioError(f"{path}: sample rate is {sample_rate} Hz, expected {SAMPLE_RATE} Hz")
+    return wave
+
+
+def write_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write (T,) float audio in [-1, 1] as 16-bit PCM, atomically."""
+    wave = np.asarray(wave)
+    if wave.ndim != 1:
+        raise ValueError(f"{path}: expected a 1-D waveform, got shape {wave.shape}")
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.clip(wave, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+    return atomic_write_bytes(path, buffer.getvalue())

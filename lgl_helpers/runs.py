@@ -1,0 +1,248 @@
+"""Run folders, atomic writes, seeding, devices and progress bars shared by every stage.
+
+Every artefact of the kit is written through the atomic helpers here (temp file in the same folder,
+then ``os.replace``), so an interruption never leaves a half-written list, checkpoint or report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import os
+import platform
+import random
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def _atomic_write(path: str | os.PathLike, write_fn, mode: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            write_fn(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` so that readers see either the old or the complete new file."""
+    return _atomic_write(path, lambda handle: handle.write(text), "w")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Byte version of :func:`atomic_write_text`."""
+    return _atomic_write(path, lambda handle: handle.write(data), "wb")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` through a temp file, so a crash mid-save keeps the previous checkpoint."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """``np.save`` through a temp file."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _to_jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Atomic, pretty-printed JSON (dataclasses, paths and numpy scalars are converted)."""
+    return atomic_write_text(path, json.dumps(_to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (CPU and CUDA): the single place where a run's seed is applied."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def get_device(name: str = "auto"):
+    """``"auto"`` → CUDA when available, else CPU; ``"cpu"``/``"cuda"``/``"cuda:1"`` as given."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} was requested but CUDA is not available; use device='auto' or 'cpu'")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"device={name!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N'")
+    return torch.device(name)
+
+
+def _progress_enabled() -> bool:
+    if os.environ.get("LGL_PROGRESS") in ("0", "1"):
+        return os.environ["LGL_PROGRESS"] == "1"
+    if "ipykernel" in sys.modules and "PAPERMILL_EXECUTION" not in os.environ:
+        return True
+    return sys.stderr.isatty()
+
+
+def progress(iterable: Iterable | None = None, **tqdm_kwargs):
+    """tqdm bar, disabled when output is neither a terminal nor an interactive notebook.
+
+    Headless runs (papermill, CI, log files) rely on the one-line-per-epoch log instead; set
+    ``LGL_PROGRESS=1`` to force the bar on or ``0`` to force it off.
+    """
+    if "ipykernel" in sys.modules and "PAPERMILL_EXECUTION" not in os.environ:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
+    tqdm_kwargs.setdefault("disable", not _progress_enabled())
+    tqdm_kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, **tqdm_kwargs)
+
+
+def environment_info() -> dict:
+    """Machine and package versions recorded next to every run's parameters."""
+    import torch
+
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "numpy": np.__version__,
+    }
+    for module in ("torchaudio", "faiss", "sklearn", "umap", "soundfile", "papermill"):
+        try:
+            info[module] = __import__(module).__version__
+        except Exception:  # a missing optional package is recorded, not fatal
+            info[module] = None
+    return info
+
+
+def open_run(run_dir: str | os.PathLike, config: Any, name: str) -> Path:
+    """Create the run folder and write ``<name>_params.json``: the resolved config plus the environment.
+
+    ``config`` is a dataclass (or dict) of the notebook's parameters. Returns the folder as a Path.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / f"{name}_params.json", {"params": config, "environment": environment_info()})
+    return run_dir
+
+
+class _FlushingFileHandler(logging.FileHandler):
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        self.flush()
+
+
+def add_file_log(run_dir: str | os.PathLike, name: str) -> Path:
+    """Send the kit's INFO log lines to ``run_dir/<name>.log`` and to stdout (once per file).
+
+    Stdout is what papermill's ``--log-output`` streams, so headless runs show one line per epoch.
+    """
+    path = Path(run_dir) / f"{name}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger("lgl_helpers")
+    root.setLevel(logging.INFO)
+    formatter = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve() for h in root.handlers):
+        handler = _FlushingFileHandler(path)
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    if not any(getattr(h, "_lgl_stdout", False) for h in root.handlers):
+        stream = logging.StreamHandler(sys.stdout)
+        stream.setFormatter(formatter)
+        stream._lgl_stdout = True
+        root.addHandler(stream)
+    return path
+
+
+def project_root() -> Path:
+    """The kit's checkout (folder holding ``lgl_helpers/`` and ``notebooks/``), found from the cwd upwards.
+
+    Notebooks run with their own folder as cwd in JupyterLab and with the project root under the
+    pipeline; resolving relative paths against the project root makes both agree.
+    """
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "lgl_helpers").is_dir() and (folder / "notebooks").is_dir():
+            return folder
+    return here
+
+
+def resolve_path(path: str | os.PathLike | None) -> Path | None:
+    """Absolute paths unchanged; relative ones against :func:`project_root`; ``""``/``None`` → ``None``."""
+    if path is None or str(path) == "":
+        return None
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else project_root() / path
+
+
+def run_folder(run_name: str, runs_dir: str | os.PathLike = "runs") -> Path:
+    """``<project>/runs/<run_name>`` (``runs_dir`` may be absolute)."""
+    if not run_name or "/" in run_name or run_name in (".", ".."):
+        raise ValueError(f"run_name={run_name!r} must be a plain folder name")
+    return resolve_path(runs_dir) / run_name
+
+
+DATA_KEYS = ("train_root", "train_list", "test_root", "trials", "val_trials", "musan_root", "rir_root")
+
+
+def resolve_data_paths(run_dir: str | os.PathLike, **overrides: str) -> dict[str, Path | None]:
+    """Data locations for a stage: ``run_dir/data.json`` (written by notebook 00) with non-empty overrides on top.
+
+    Keys are :data:`DATA_KEYS`. A stage's notebook passes its own data parameters as overrides, so
+    ``""`` means "as set up by notebook 00" and any path given explicitly wins.
+    """
+    unknown = set(overrides) - set(DATA_KEYS)
+    if unknown:
+        raise ValueError(f"unknown data keys {sorted(unknown)}; valid keys are {list(DATA_KEYS)}")
+    data_file = Path(run_dir) / "data.json"
+    paths = {key: None for key in DATA_KEYS}
+    if data_file.is_file():
+        paths.update({key: resolve_path(value) for key, value in read_json(data_file).items() if key in DATA_KEYS})
+    paths.update({key: resolve_path(value) for key, value in overrides.items() if value})
+    if paths["val_trials"] is None:
+        paths["val_trials"] = paths["trials"]
+    return paths
