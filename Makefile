@@ -1,0 +1,22 @@
+# Entry points. Each target sets up .venv first (idempotent), so on a fresh clone one command does everything.
+RUN ?= demo
+PROFILE ?= demo
+PY := .venv/bin/python
+
+.PHONY: setup demo test lab clean-runs
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup  ## the main job: toy corpus + the whole pipeline headless + the report table
+	@.venv/bin/lgl-kit run --profile $(PROFILE) --run-name $(RUN) --log-output
+	@.venv/bin/lgl-kit report --run-name $(RUN)
+
+test: setup  ## unit tests + notebooks executed headless on a tiny corpus
+	@$(PY) -m pytest -q
+
+lab: setup  ## step through the notebooks interactively
+	@.venv/bin/jupyter lab notebooks/
+
+clean-runs:
+	rm -rf runs/

@@ -1,0 +1,185 @@
+"""The ``lgl-kit`` console script: toy corpus generation and the VoxCeleb list tools.
+
+    lgl-kit toy OUT [--preset tiny] [--seed N] ...
+    lgl-kit lists build --root DIR --out FILE
+    lgl-kit lists subset --list FILE --out FILE --n-utterances N [--n-speakers K] [--seed S]
+    lgl-kit lists check --list FILE --root DIR [--kind train|trials]
+    lgl-kit lists fetch-voxceleb [--out data_lists/voxceleb]
+
+Each subcommand registers its own parser in an ``add_<name>_parser(subparsers)`` function and sets
+``func``; :func:`main` builds the parser at call time (never at import) and returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from lgl_helpers import pipeline
+
+EXIT_ERROR = 1
+
+
+def _run_toy(args: argparse.Namespace) -> int:
+    from lgl_helpers.toy import ToyConfig, generate_toy_corpus
+
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(ToyConfig)
+                 if getattr(args, f.name) is not None}
+    config = ToyConfig.preset(args.preset, **overrides)
+    summary = generate_toy_corpus(args.out, config, workers=args.workers, overwrite=args.force)
+    print(f"toy corpus written to {summary['root']} in {summary['seconds']:.1f} s")
+    for key in ("n_train_speakers", "n_train_utterances", "train_hours", "n_test_speakers", "n_test_files",
+                "n_trials", "n_target_same_session", "n_target_cross_session", "n_nontarget", "musan_chunks",
+                "n_rirs", "train_list", "trials"):
+        print(f"  {key}: {summary[key]}")
+    return 0
+
+
+def add_toy_parser(subparsers) -> argparse.ArgumentParser:
+    """``lgl-kit toy OUT``: every ToyConfig field is an option (``--n-train-speakers`` ...)."""
+    from lgl_helpers.toy import PRESETS, ToyConfig
+
+    parser = subparsers.add_parser(
+        "toy", help="generate the embedded toy corpus (VoxCeleb/MUSAN/RIR layout)",
+        description="Generate a deterministic toy speaker corpus in the VoxCeleb, MUSAN and RIR layouts, "
+                    "with lists/train_list.txt and lists/trials.txt. Same options, same bytes.",
+    )
+    parser.add_argument("out", help="output folder (must not exist or be empty, unless --force)")
+    parser.add_argument("--preset", choices=PRESETS, default="default",
+                        help="sizes to start from: 'default' (demo pipeline) or 'tiny' (tests); default %(default)s")
+    defaults = ToyConfig()
+    for field in dataclasses.fields(ToyConfig):
+        value = getattr(defaults, field.name)
+        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=type(value), default=None,
+                            metavar=type(value).__name__.upper(), help=f"override the preset (default preset: {value})")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores); any value gives the same files")
+    parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    parser.set_defaults(func=_run_toy)
+    return parser
+
+
+def _run_lists_build(args: argparse.Namespace) -> int:
+    from lgl_helpers.lists import build_train_list
+
+    entries = build_train_list(args.root, args.out, workers=args.workers, min_seconds=args.min_seconds,
+                               skip_bad=args.skip_bad)
+    hours = sum(e.duration for e in entries) / 3600.0
+    print(f"{args.out}: {len(entries)} utterances of {len({e.speaker for e in entries})} speakers, {hours:.2f} h")
+    return 0
+
+
+def _run_lists_subset(args: argparse.Namespace) -> int:
+    from lgl_helpers.lists import read_train_list, subset_train_list, write_train_list
+
+    entries = subset_train_list(read_train_list(args.list), args.n_utterances, n_speakers=args.n_speakers,
+                                seed=args.seed, per_speaker=args.per_speaker)
+    write_train_list(args.out, entries)
+    print(f"{args.out}: {len(entries)} utterances of {len({e.speaker for e in entries})} speakers")
+    return 0
+
+
+def _run_lists_check(args: argparse.Namespace) -> int:
+    from lgl_helpers.lists import check_list
+
+    counts = check_list(args.list, args.root, args.kind, min_seconds=args.min_seconds, workers=args.workers)
+    print(f"{args.list}: OK")
+    for key, value in counts.items():
+        print(f"  {key}: {value}")
+    return 0
+
+
+def _run_lists_fetch(args: argparse.Namespace) -> int:
+    from lgl_helpers.lists import fetch_voxceleb
+
+    for name, path in fetch_voxceleb(args.out, timeout=args.timeout).items():
+        print(f"{name}: {path} (verified)")
+    return 0
+
+
+def add_lists_parser(subparsers) -> argparse.ArgumentParser:
+    """``lgl-kit lists build|subset|check|fetch-voxceleb``."""
+    from lgl_helpers.audio import MIN_SECONDS
+
+    parser = subparsers.add_parser("lists", help="build, subset, check or fetch VoxCeleb-format lists",
+                                   description="Tools for the training-list and trial-list formats.")
+    commands = parser.add_subparsers(dest="lists_command", metavar="{build,subset,check,fetch-voxceleb}",
+                                     required=True)
+
+    build = commands.add_parser(
+        "build", help="scan <root>/<speaker>/<session>/<utt>.wav into a training list",
+        description="Scan a VoxCeleb-layout folder into '<speaker> <relative path> <seconds>' lines. "
+                    "Durations come from the wav headers (no decoding), read in parallel; output sorted by path.",
+    )
+    build.add_argument("--root", required=True, help="training audio folder, e.g. voxceleb2/dev/wav")
+    build.add_argument("--out", required=True, help="training list to write (atomically)")
+    build.add_argument("--workers", type=int, default=8, help="header-reading threads (default %(default)s)")
+    build.add_argument("--min-seconds", type=float, default=MIN_SECONDS, help="shortest usable file (default %(default)s)")
+    build.add_argument("--skip-bad", action="store_true", help="leave unusable files out with a warning instead of failing")
+    build.set_defaults(func=_run_lists_build)
+
+    subset = commands.add_parser(
+        "subset", help="draw a speaker-stratified subset of a training list",
+        description="Draw a speaker-stratified subset by seed, e.g. the reference's train_mini: "
+                    "--n-utterances 100000 --n-speakers 4082.",
+    )
+    subset.add_argument("--list", required=True, help="training list to draw from")
+    subset.add_argument("--out", required=True, help="subset list to write")
+    subset.add_argument("--n-utterances", type=int, required=True, help="utterances in the subset")
+    subset.add_argument("--n-speakers", type=int, default=None, help="speakers drawn first (default: all)")
+    subset.add_argument("--per-speaker", choices=["equal", "proportional"], default="equal",
+                        help="split utterances evenly over speakers or draw them uniformly (default %(default)s)")
+    subset.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    subset.set_defaults(func=_run_lists_subset)
+
+    check = commands.add_parser(
+        "check", help="validate a training or trial list against its audio",
+        description="Validate every line's format and that each referenced file exists, is readable, 16 kHz mono "
+                    "and long enough. Reports every problem as file:line and exits non-zero; prints counts on success.",
+    )
+    check.add_argument("--list", required=True, help="list file to check")
+    check.add_argument("--root", required=True, help="folder the list's paths are relative to")
+    check.add_argument("--kind", choices=["auto", "train", "trials"], default="auto",
+                       help="list format (default: detect from the first line)")
+    check.add_argument("--min-seconds", type=float, default=MIN_SECONDS, help="shortest usable file (default %(default)s)")
+    check.add_argument("--workers", type=int, default=8, help="header-reading threads (default %(default)s)")
+    check.set_defaults(func=_run_lists_check)
+
+    fetch = commands.add_parser(
+        "fetch-voxceleb", help="download and verify the official Vox1-O/E/H trial lists",
+        description="Download veri_test2.txt, list_test_all2.txt and list_test_hard2.txt (VoxCeleb1 cleaned "
+                    "trial lists), verify trial counts and Vox1-O's sha256, and write them atomically.",
+    )
+    fetch.add_argument("--out", default="data_lists/voxceleb", help="folder to write into (default %(default)s)")
+    fetch.add_argument("--timeout", type=float, default=60.0, help="seconds per download attempt (default %(default)s)")
+    fetch.set_defaults(func=_run_lists_fetch)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lgl-kit", description="LGL Kit: self-supervised speaker recognition "
+                                                                 "with loss-gated learning.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    subparsers = parser.add_subparsers(dest="command", metavar="{toy,lists,run,report}", required=True)
+    add_toy_parser(subparsers)
+    add_lists_parser(subparsers)
+    pipeline.register_cli(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``lgl-kit``; returns the exit status (errors print one clear message, no traceback)."""
+    from lgl_helpers.lists import FetchError, ListFormatError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except (ListFormatError, FetchError, FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f"lgl-kit {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

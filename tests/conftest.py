@@ -1,0 +1,26 @@
+"""Shared fixtures. ``tiny_corpus``: one tiny toy corpus per test session, for every module's tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lgl_helpers.toy import ToyConfig, generate_toy_corpus
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> ToyConfig:
+    """The configuration ``tiny_corpus`` is generated with (8 train / 4 test speakers, 1-2 s utterances)."""
+    return ToyConfig.tiny()
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory, tiny_config) -> Path:
+    """Path of a tiny toy corpus: train/, test/, musan_split/, rirs/, lists/{train_list,trials}.txt.
+
+    Generated once per session in about a second; shared, so tests must treat it as read-only.
+    """
+    root = tmp_path_factory.mktemp("toy") / "tiny"
+    generate_toy_corpus(root, tiny_config, workers=1, show_progress=False)
+    return root
