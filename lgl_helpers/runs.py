@@ -186,7 +186,13 @@ def add_file_log(run_dir: str | os.PathLike, name: str) -> Path:
     root = logging.getLogger("lgl_helpers")
     root.setLevel(logging.INFO)
     formatter = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve() for h in root.handlers):
+    # One run log at a time: a later run in the same process (tests, a notebook rerun) must not
+    # keep writing into an earlier run's file.
+    for handler in [h for h in root.handlers if isinstance(h, _FlushingFileHandler)]:
+        if Path(handler.baseFilename) != path.resolve():
+            root.removeHandler(handler)
+            handler.close()
+    if not any(isinstance(h, _FlushingFileHandler) for h in root.handlers):
         handler = _FlushingFileHandler(path)
         handler.setFormatter(formatter)
         root.addHandler(handler)
