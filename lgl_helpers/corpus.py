@@ -31,7 +31,7 @@ class DataSetupConfig:
     run_name: str = "demo"  # folder under runs_dir
     runs_dir: str = "runs"  # where run folders live (relative to the project root)
     toy_root: str = "runs/toy"  # the toy corpus, used for every data path left ""
-    toy_preset: str = "default"  # toy corpus sizes: "default" (demo) or "tiny" (tests, CI)
+    toy_preset: str = "default"  # toy corpus sizes: "default" (demo), "small" (CI pipeline) or "tiny" (unit tests)
     make_toy: bool = True  # generate the toy corpus at toy_root when it is missing
     train_root: str = ""  # training audio <root>/<speaker>/<session>/<utt>.wav; "" = toy
     train_list: str = ""  # "<spk> <rel path> <seconds>" list; "" = toy's, or built from train_root

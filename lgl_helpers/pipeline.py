@@ -12,6 +12,7 @@ import ast
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -247,6 +248,8 @@ def run_pipeline(
     state = read_json(state_path) if state_path.is_file() else {"run_name": run_name, "notebooks": {}}
     state["profile"] = str(profile)
     kernel = kernel_name()
+    # Kernels inherit this: headless runs log one line per epoch instead of drawing progress widgets.
+    os.environ.setdefault("LGL_PROGRESS", "0")
     upstream_reran = False
     for step in plan:
         record = state["notebooks"].get(step.name, {})
@@ -255,6 +258,7 @@ def run_pipeline(
             continue
         upstream_reran = True
         echo(f"[{step.name}] running → {step.output}")
+        step.output.parent.mkdir(parents=True, exist_ok=True)
         record = {"fingerprint": step.fingerprint, "parameters": step.parameters, "status": "running"}
         state["notebooks"][step.name] = record
         write_json(state_path, state)

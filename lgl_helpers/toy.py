@@ -124,16 +124,25 @@ class ToyConfig:
         return cls(**values)
 
     @classmethod
+    def small(cls, **overrides) -> "ToyConfig":
+        """The CI pipeline's corpus: tiny utterances but 40 training speakers, enough for a model to generalise."""
+        values = dict(n_train_speakers=40, n_test_speakers=10, n_trials=200)
+        values.update(overrides)
+        return cls.tiny(**values)
+
+    @classmethod
     def preset(cls, name: str, **overrides) -> "ToyConfig":
-        """``"default"`` (the demo corpus) or ``"tiny"`` (tests), with field overrides on top."""
+        """``"default"`` (the demo corpus), ``"small"`` (the CI pipeline) or ``"tiny"`` (unit tests), with field overrides on top."""
         if name == "default":
             return cls(**overrides)
         if name == "tiny":
             return cls.tiny(**overrides)
-        raise ValueError(f"unknown toy preset {name!r}; choose 'default' or 'tiny'")
+        if name == "small":
+            return cls.small(**overrides)
+        raise ValueError(f"unknown toy preset {name!r}; choose one of {PRESETS}")
 
 
-PRESETS = ("default", "tiny")
+PRESETS = ("default", "small", "tiny")
 
 
 # ---------------------------------------------------------------------------------------------

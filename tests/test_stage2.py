@@ -1,0 +1,277 @@
+"""Stage II engine: configuration checks, gate overrides, skipped batches, end-to-end runs and resume in phase L."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lgl_helpers import gate, stage2
+from lgl_helpers.data import Stage2Dataset, make_loader
+from lgl_helpers.lists import read_train_list
+from lgl_helpers.losses import AAMSoftmax
+from lgl_helpers.models import ECAPATDNN, load_encoder, save_encoder
+
+
+@pytest.fixture(scope="module")
+def stage1_model(tmp_path_factory):
+    """A small untrained encoder standing in for the Stage I checkpoint."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("stage1") / "best.model"
+    save_encoder(path, ECAPATDNN(16).eval())
+    return path
+
+
+def _config(corpus, runs_dir, stage1_model, **overrides):
+    entries = read_train_list(corpus / "lists" / "train_list.txt")
+    n_speakers = len({e.speaker for e in entries})
+    params = dict(
+        run_name="t", runs_dir=str(runs_dir), init_model=str(stage1_model),
+        train_list=str(corpus / "lists" / "train_list.txt"), train_root=str(corpus / "train"),
+        test_root=str(corpus / "test"), trials=str(corpus / "lists" / "trials.txt"),
+        musan_root=str(corpus / "musan_split"), rir_root=str(corpus / "rirs"),
+        n_clusters=max(2, min(n_speakers, len(entries) // 2)), cluster_n_iter=5, frames=40,
+        batch_size=min(16, len(entries)), max_epochs_per_phase=2, workers=0, device="cpu", interactive=False,
+    )
+    params.update(overrides)
+    return stage2.Stage2Config(**params)
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _positions(history):
+    return [(r["iteration"], r["phase"], r["epoch"]) for r in history]
+
+
+# --- configuration and overrides (no training) -------------------------------------------------
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"mode": "gated"}, "mode"),
+        ({"gates": [1, 3]}, "gates has 2 value"),
+        ({"gates": [1, -3, 3, 5, 6]}, r"gates\[1\]"),
+        ({"gates": "valley"}, "gates="),
+        ({"n_clusters": 1}, "n_clusters"),
+        ({"last_channels": 100}, "last_channels"),
+        ({"max_epochs_per_phase": -1}, "max_epochs_per_phase"),
+    ],
+)
+def test_config_validation_names_the_parameter(changes, message):
+    with pytest.raises(ValueError, match=message):
+        stage2.Stage2Config(**changes).validate()
+
+
+def test_baseline_ignores_gate_count_and_auto_is_accepted():
+    stage2.Stage2Config(mode="baseline", gates=[]).validate()
+    config = stage2.Stage2Config(gates="auto")
+    config.validate()
+    assert config.gate_spec(3) == "auto"
+    assert stage2.Stage2Config(gates=[1, "auto", 3, 5, 6]).gate_spec(1) == 1.0
+
+
+def test_prepare_data_rejects_too_many_clusters(tiny_corpus, tmp_path, stage1_model):
+    n = len(read_train_list(tiny_corpus / "lists" / "train_list.txt"))
+    with pytest.raises(ValueError, match=f"n_clusters={n + 1} is larger than the {n} utterances"):
+        stage2.prepare_data(_config(tiny_corpus, tmp_path, stage1_model, n_clusters=n + 1))
+    with pytest.raises(FileNotFoundError, match="init_model"):
+        stage2.prepare_data(_config(tiny_corpus, tmp_path, tmp_path / "missing.model"))
+
+
+def test_gate_overrides_and_pending_iteration(tmp_path):
+    assert stage2.read_gate_overrides(tmp_path) == {}
+    stage2.write_gate_override(tmp_path, 2, 4.5)
+    stage2.write_gate_override(tmp_path, 1, 2)
+    assert stage2.read_gate_overrides(tmp_path) == {1: 2.0, 2: 4.5}
+    with pytest.raises(ValueError, match="gate"):
+        stage2.write_gate_override(tmp_path, 1, float("nan"))
+    (tmp_path / stage2.GATE_OVERRIDES).write_text(json.dumps({"x": 1}))
+    with pytest.raises(ValueError, match="gate_overrides.json"):
+        stage2.read_gate_overrides(tmp_path)
+
+    state = {"mode": "lgl", "iteration": 2, "phase": "T", "gate": None, "params": {"max_iterations": 3}}
+    assert stage2.next_gate_iteration(state) == 2
+    assert stage2.next_gate_iteration({**state, "phase": "L", "gate": 3.0}) == 3
+    assert stage2.next_gate_iteration({**state, "iteration": 3, "phase": "L", "gate": 3.0}) is None
+    assert stage2.next_gate_iteration({**state, "phase": "done"}) is None
+    assert stage2.next_gate_iteration({**state, "mode": "baseline"}) is None
+
+
+def test_batches_where_no_sample_passes_are_skipped_without_nan(tiny_corpus):
+    entries = read_train_list(tiny_corpus / "lists" / "train_list.txt")
+    labels = np.arange(len(entries)) % 3
+    dataset = Stage2Dataset(entries, tiny_corpus / "train", labels, frames=40)
+    loader = make_loader(dataset, batch_size=min(8, len(entries)), workers=0, seed=0, device="cpu")
+    torch.manual_seed(0)
+    encoder, head = ECAPATDNN(16), AAMSoftmax(3)
+    optimizer = torch.optim.Adam(list(encoder.parameters()) + list(head.parameters()), lr=1e-3)
+    weights = [p.detach().clone() for p in encoder.parameters()] + [head.weight.detach().clone()]
+    stats, arrays = stage2._train_epoch(encoder, head, optimizer, loader, 0.0, torch.device("cpu"), "gate 0")
+    assert stats["skipped_batches"] == len(loader) and stats["n_selected"] == 0
+    assert stats["loss"] == 0.0 and stats["fraction_selected"] == 0.0
+    assert not arrays["selected"].any() and np.isfinite(arrays["per_sample_loss"]).all()
+    after = list(encoder.parameters()) + [head.weight]
+    assert all(torch.equal(a, b) for a, b in zip(weights, after))
+    assert sorted(arrays["index"].tolist()) == sorted(set(arrays["index"].tolist()))
+
+
+# --- end to end on the tiny corpus -------------------------------------------------------------
+
+@pytest.mark.slow
+def test_baseline_two_iterations_end_to_end(tiny_corpus, tmp_path, stage1_model):
+    config = _config(tiny_corpus, tmp_path, stage1_model, mode="baseline", max_iterations=2)
+    result = stage2.run_stage2(config)
+    stage_dir = tmp_path / "t" / "stage2_baseline"
+    assert result["status"] == "done"
+
+    state = json.loads((stage_dir / "state.json").read_text())
+    assert (state["phase"], state["status"], state["mode"]) == ("done", "done", "baseline")
+    assert _positions(state["history"]) == [(1, "T", 1), (1, "T", 2), (2, "T", 1), (2, "T", 2)]
+    eers = [r["eer"] for r in state["history"]]
+    assert all(np.isfinite(e) and 0 <= e <= 100 for e in eers)
+    assert all(r["gate"] is None and r["fraction_selected"] == 1.0 and r["skipped_batches"] == 0 for r in state["history"])
+    # Iteration 2 clusters with iteration 1's best T model, whose checkpoint is the one kept.
+    first = state["iterations"][0]["phases"]["T"]
+    assert state["iterations"][1]["cluster_model"] == str(stage_dir / first["best_model"])
+    assert first["best_eer"] == min(first["eers"]) and first["best_epoch"] == int(np.argmin(first["eers"])) + 1
+    assert sorted(p.name for p in (stage_dir / "iter_01" / "T").glob("*.model")) == [f"epoch_{first['best_epoch']:03d}.model"]
+    assert len((stage_dir / "scores.txt").read_text().splitlines()) == 4
+
+    record = stage2.read_epoch_losses(stage_dir / state["history"][0]["losses"])
+    assert set(record) == {"index", "per_sample_loss", "selected", "reliable"}
+    assert record["per_sample_loss"].shape == record["index"].shape and record["selected"].all()
+
+    metrics = json.loads((stage_dir / "metrics.json").read_text())
+    assert metrics["eer"] == pytest.approx(min(eers))  # val trials = test trials here
+    assert [it["iteration"] for it in metrics["iterations"]] == [1, 2]
+    assert all(0 <= it["nmi"] <= 1 and it["gate"] is None and it["best_L_eer"] is None for it in metrics["iterations"])
+    assert [it["epochs"] for it in metrics["iterations"]] == [2, 2]
+    assert metrics["wall_seconds"] > 0 and len(metrics["evaluations"]) == 4
+    assert load_encoder(stage_dir / "best.model").channels == 16
+
+
+@pytest.mark.slow
+def test_lgl_pause_tune_interrupt_in_phase_l_and_resume_exactly(tiny_corpus, tmp_path, stage1_model):
+    config = _config(tiny_corpus, tmp_path / "a", stage1_model, mode="lgl", max_iterations=1, gates=[1000.0],
+                     pause_before_gate=True)
+    stage_dir = tmp_path / "a" / "t" / "stage2_lgl"
+
+    # 1. The run pauses after phase T so that the gate of phase L can be tuned.
+    paused = stage2.run_stage2(config)
+    assert (paused["status"], paused["iteration"]) == ("paused_before_gate", 1)
+    assert _positions(paused["state"]["history"]) == [(1, "T", 1), (1, "T", 2)]
+
+    # 2. The tuner starts from the configured gate; its button writes the override for iteration 1.
+    tuner, title = stage2.gate_tuner(stage_dir, config)
+    assert tuner.gate == 1000.0 and "gate for iteration 1" in title
+    tuned = float(np.median(tuner.per_sample_loss))
+    summary = tuner.set_gate(tuned)
+    assert 0.3 < summary.fraction_selected < 0.7
+    message = tuner.apply(lambda g: stage2.apply_gate(stage_dir, g))
+    assert "iteration 1" in message and stage2.read_gate_overrides(stage_dir) == {1: tuned}
+
+    # 3. Interrupted after the first epoch of phase L.
+    def crash(record, state):
+        if record["phase"] == "L":
+            raise KeyboardInterrupt("simulated interruption")
+
+    with pytest.raises(KeyboardInterrupt):
+        stage2.run_stage2(config, on_epoch=crash)
+    before = json.loads((stage_dir / "state.json").read_text())
+    labels_sha = _sha(stage_dir / "iter_01" / "pseudo_labels.txt")
+    assert (before["iteration"], before["phase"], before["epoch"], before["gate"]) == (1, "L", 1, tuned)
+    assert before["iterations"][0]["gate_source"] == "override"
+
+    # 4. The rerun continues with the same iteration, phase, gate and pseudo labels.
+    seen = []
+    done = stage2.run_stage2(config, on_epoch=lambda record, state: seen.append(
+        (record["iteration"], record["phase"], record["epoch"], record["gate"])))
+    assert done["status"] == "done"
+    assert seen == [(1, "L", 2, tuned)]
+    after = json.loads((stage_dir / "state.json").read_text())
+    assert after["history"][:3] == before["history"]
+    assert _positions(after["history"]) == [(1, "T", 1), (1, "T", 2), (1, "L", 1), (1, "L", 2)]
+    assert _sha(stage_dir / "iter_01" / "pseudo_labels.txt") == labels_sha
+    gated = after["history"][2:]
+    assert all(r["gate"] == tuned and 0 < r["fraction_selected"] < 1 for r in gated)
+    for r in gated:
+        losses = stage2.read_epoch_losses(stage_dir / r["losses"])
+        np.testing.assert_array_equal(losses["selected"], losses["per_sample_loss"] <= np.float32(tuned))
+    assert done["iterations"][0]["gate"] == tuned and done["iterations"][0]["best_L_eer"] is not None
+
+    # 5. Same numbers as a run that was never interrupted (nor paused).
+    plain = _config(tiny_corpus, tmp_path / "b", stage1_model, mode="lgl", max_iterations=1, gates=[tuned])
+    reference = stage2.run_stage2(plain)
+    plain_history = reference["state"]["history"]
+    for resumed, uninterrupted in zip(after["history"], plain_history, strict=True):
+        assert resumed["eer"] == pytest.approx(uninterrupted["eer"], abs=1e-9)
+        assert resumed["loss"] == pytest.approx(uninterrupted["loss"], rel=1e-5)
+        assert resumed["n_selected"] == uninterrupted["n_selected"]
+
+
+def test_gate_resolution_auto_config_and_override(tiny_corpus, tmp_path, stage1_model):
+    config = _config(tiny_corpus, tmp_path, stage1_model, mode="lgl", gates=[2.5, "auto", 3, 5, 6])
+    engine = stage2._Engine(config, stage2.prepare_data(config), None)
+    engine.load_or_start()
+    rng = np.random.default_rng(0)
+    losses = np.concatenate([rng.exponential(0.4, 300), rng.normal(9.0, 1.5, 100)]).astype(np.float32)
+    last = "iter_02/T/losses_epoch_003.npz"
+    (engine.stage_dir / "iter_02" / "T").mkdir(parents=True)
+    np.savez(engine.stage_dir / last, index=np.arange(400), per_sample_loss=losses, selected=np.ones(400, bool))
+    engine.state["iterations"] = [{"phases": {}}, {"phases": {"T": {"last_losses": last}}}]
+
+    assert engine.resolve_gate(1) == (2.5, "config")
+    value, source = engine.resolve_gate(2)
+    assert source == "auto" and value == pytest.approx(gate.auto_gate(losses, seed=config.seed))
+    assert 2.0 < value < 6.5  # the valley between the two loss modes
+    stage2.write_gate_override(engine.stage_dir, 2, 4.0)
+    assert engine.resolve_gate(2) == (4.0, "override")
+
+
+def test_last_iteration_widens_the_encoder_from_scratch(tiny_corpus, tmp_path, stage1_model):
+    config = _config(tiny_corpus, tmp_path, stage1_model, mode="baseline", max_iterations=2, last_channels=32)
+    engine = stage2._Engine(config, stage2.prepare_data(config), None)
+    assert (engine.channels_for(1), engine.channels_for(2)) == (16, 32)
+    first, _ = engine.build_models(1, "T")
+    stage1 = load_encoder(stage1_model)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), stage1.state_dict().values()))
+    wide, head = engine.build_models(2, "T")
+    assert wide.channels == 32 and head.weight.shape == (config.n_clusters, 192)
+
+
+def test_resume_refuses_changed_parameters(tiny_corpus, tmp_path, stage1_model):
+    config = _config(tiny_corpus, tmp_path, stage1_model, mode="baseline")
+    data = stage2.prepare_data(config)
+    engine = stage2._Engine(config, data, None)
+    engine.load_or_start()
+    changed = _config(tiny_corpus, tmp_path, stage1_model, mode="baseline", n_clusters=config.n_clusters + 1)
+    with pytest.raises(ValueError, match="n_clusters"):
+        stage2._Engine(changed, stage2.prepare_data(changed), None).load_or_start()
+
+
+@pytest.mark.slow
+def test_notebook04_runs_headless_and_draws_the_gate_histogram(tiny_corpus, tmp_path, stage1_model):
+    papermill = pytest.importorskip("papermill")
+    from lgl_helpers import pipeline
+    from lgl_helpers.runs import project_root
+
+    config = _config(tiny_corpus, tmp_path / "runs", stage1_model, max_iterations=1, gates="auto")
+    parameters = {name: getattr(config, name) for name in stage2.Stage2Config.field_names()}
+    parameters.update(run_name="nb04", mode="lgl", pause_before_gate=True)
+    out = tmp_path / "04_out.ipynb"
+    papermill.execute_notebook(
+        str(pipeline.notebook_path("04_stage2_lgl")), str(out), parameters=parameters,
+        kernel_name=pipeline.kernel_name(), cwd=str(project_root()), progress_bar=False,
+    )
+    # pause_before_gate stops before phase L; the rest of the notebook still runs (nothing blocks headless).
+    state = stage2.read_state(tmp_path / "runs" / "nb04" / "stage2_lgl")
+    assert (state["status"], state["phase"], state["gate"]) == ("paused_before_gate", "L", None)
+    cells = json.loads(out.read_text())["cells"]
+    outputs = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    texts = "".join("".join(o.get("text", "")) for o in outputs)
+    assert "selected" in texts and "not finished" in json.dumps(outputs)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 4  # histogram, precision, EER, NMI
