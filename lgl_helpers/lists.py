@@ -440,3 +440,33 @@ def fetch_voxceleb(out_dir: str | os.PathLike = "data_lists/voxceleb", *, names:
                 + f"\nDownload it by hand from one of these addresses into {out_dir}/ and run the command again."
             )
     return fetched
+
+
+def _check_trial_files(trials: list[Trial], root: Path, name: str, path: Path) -> None:
+    files = sorted({p for t in trials for p in (t.path_a, t.path_b)})
+    missing = [f for f in files if not (root / f).is_file()]
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise FileNotFoundError(
+            f"{name} {path}: {len(missing)} of its {len(files)} files are missing under test_root {root}: {shown}"
+        )
+
+
+def read_eval_trials(paths: dict) -> tuple[list[Trial], list[Trial]]:
+    """Validation and test trials of a training stage, every referenced file checked under ``test_root``.
+
+    ``paths`` as from :func:`lgl_helpers.runs.resolve_data_paths`. Returns ``(val_trials, test_trials)``;
+    when both are the same list (the reference's practice) it is read once and the leak of the test set
+    into model selection is logged.
+    """
+    test_trials = read_trials(paths["trials"])
+    _check_trial_files(test_trials, paths["test_root"], "trials", paths["trials"])
+    if paths["val_trials"] == paths["trials"]:
+        log.warning(
+            "val_trials is the test list %s: model selection (best epoch) sees the test set, as in the reference; "
+            "give a separate val_trials for an unbiased test EER", paths["trials"],
+        )
+        return test_trials, test_trials
+    val_trials = read_trials(paths["val_trials"])
+    _check_trial_files(val_trials, paths["test_root"], "val_trials", paths["val_trials"])
+    return val_trials, test_trials

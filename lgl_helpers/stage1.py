@@ -39,7 +39,7 @@ from lgl_helpers import runs
 from lgl_helpers.augment import AugmentSources, describe_recipe
 from lgl_helpers.data import Stage1Dataset, make_loader, stage1_views
 from lgl_helpers.embed import evaluate_trials
-from lgl_helpers.lists import Trial, TrainEntry, read_train_list, read_trials
+from lgl_helpers.lists import Trial, TrainEntry, read_eval_trials, read_train_list
 from lgl_helpers.losses import AATDiscriminator, ContrastiveLoss, grad_reverse
 from lgl_helpers.models import ECAPATDNN, load_encoder, save_encoder
 
@@ -125,16 +125,6 @@ def stage_folder(config: Stage1Config) -> Path:
     return runs.run_folder(config.run_name, config.runs_dir) / STAGE_DIR
 
 
-def _check_trial_files(trials: list[Trial], root: Path, name: str, path: Path) -> None:
-    files = sorted({p for t in trials for p in (t.path_a, t.path_b)})
-    missing = [f for f in files if not (root / f).is_file()]
-    if missing:
-        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        raise FileNotFoundError(
-            f"{name} {path}: {len(missing)} of its {len(files)} files are missing under test_root {root}: {shown}"
-        )
-
-
 def prepare_data(config: Stage1Config) -> Stage1Data:
     """Resolve and check every input before training: lists, files, crop length, augmentation roots.
 
@@ -156,17 +146,7 @@ def prepare_data(config: Stage1Config) -> Stage1Data:
         log.info("augment=False: training on clean views")
         sources = None
     dataset = Stage1Dataset(entries, paths["train_root"], config.frames, sources, seed=config.seed)
-    test_trials = read_trials(paths["trials"])
-    _check_trial_files(test_trials, paths["test_root"], "trials", paths["trials"])
-    if paths["val_trials"] == paths["trials"]:
-        val_trials = test_trials
-        log.warning(
-            "val_trials is the test list %s: model selection (best epoch) sees the test set, as in the reference; "
-            "give a separate val_trials for an unbiased test EER", paths["trials"],
-        )
-    else:
-        val_trials = read_trials(paths["val_trials"])
-        _check_trial_files(val_trials, paths["test_root"], "val_trials", paths["val_trials"])
+    val_trials, test_trials = read_eval_trials(paths)
     log.info(
         "Stage I data: %d utterances, %d validation trials, %d test trials, augmentation: %s",
         len(entries), len(val_trials), len(test_trials), sources.summary() if sources else "none (clean views)",

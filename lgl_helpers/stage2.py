@@ -56,7 +56,7 @@ from lgl_helpers import cluster, gate as gate_rules, runs
 from lgl_helpers.augment import AugmentSources
 from lgl_helpers.data import Stage2Dataset, check_train_files, make_loader, stage2_inputs
 from lgl_helpers.embed import evaluate_trials
-from lgl_helpers.lists import Trial, TrainEntry, read_train_list, read_trials
+from lgl_helpers.lists import Trial, TrainEntry, read_eval_trials, read_train_list
 from lgl_helpers.losses import AAMSoftmax
 from lgl_helpers.models import ECAPATDNN, load_encoder, save_encoder
 
@@ -195,14 +195,6 @@ class Stage2Data:
         return speakers if np.unique(speakers).size > 1 else None
 
 
-def _check_trial_files(trials: list[Trial], root: Path, name: str, path: Path) -> None:
-    files = sorted({p for t in trials for p in (t.path_a, t.path_b)})
-    missing = [f for f in files if not (root / f).is_file()]
-    if missing:
-        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        raise FileNotFoundError(f"{name} {path}: {len(missing)} of its {len(files)} files are missing under test_root {root}: {shown}")
-
-
 def prepare_data(config: Stage2Config) -> Stage2Data:
     """Resolve and check every input: lists, files, Stage I checkpoint, augmentation roots, n_clusters.
 
@@ -228,17 +220,7 @@ def prepare_data(config: Stage2Config) -> Stage2Data:
     sources = AugmentSources.from_roots(paths["musan_root"], paths["rir_root"]) if config.augment else None
     if not config.augment:
         log.info("augment=False: training on clean crops")
-    test_trials = read_trials(paths["trials"])
-    _check_trial_files(test_trials, paths["test_root"], "trials", paths["trials"])
-    if paths["val_trials"] == paths["trials"]:
-        val_trials = test_trials
-        log.warning(
-            "val_trials is the test list %s: model selection (best epoch) sees the test set, as in the reference; "
-            "give a separate val_trials for an unbiased test EER", paths["trials"],
-        )
-    else:
-        val_trials = read_trials(paths["val_trials"])
-        _check_trial_files(val_trials, paths["test_root"], "val_trials", paths["val_trials"])
+    val_trials, test_trials = read_eval_trials(paths)
     return Stage2Data(paths, init_model, entries, val_trials, test_trials, sources)
 
 
