@@ -3,7 +3,7 @@ RUN ?= demo
 PROFILE ?= demo
 PY := .venv/bin/python
 
-.PHONY: setup demo test lab clean-runs
+.PHONY: setup demo test test-latest lock lab clean-runs
 
 setup:
 	@bash scripts/setup.sh
@@ -14,6 +14,12 @@ demo: setup  ## the main job: toy corpus + the whole pipeline headless + the rep
 
 test: setup  ## unit tests + notebooks executed headless on a tiny corpus
 	@$(PY) -m pytest -q
+
+test-latest:  ## upgrade canary, not in CI: newest releases pyproject.toml allows, in .venv-latest
+	@bash scripts/test-latest.sh
+
+lock:  ## after editing pyproject.toml: re-resolve uv.lock and re-export requirements/*.txt
+	@bash scripts/lock.sh
 
 lab: setup  ## step through the notebooks interactively
 	@.venv/bin/jupyter lab notebooks/

@@ -1,29 +1,22 @@
 #!/usr/bin/env bash
-# Create .venv (if missing), install the kit with its pinned torch/torchaudio pair, and register the
-# Jupyter kernel "lgl-kit". Re-running is cheap: it reinstalls only when pyproject.toml changed.
-#   LGL_PYTHON=python3.11   interpreter used to create the venv (default: python3.11, else python3)
+# Create .venv with exactly the locked dependency set (uv.lock) and register the Jupyter kernel "lgl-kit".
+# Re-running is cheap: uv checks the venv against the lock in well under a second and installs only
+# what differs. Stops with a clear message when pyproject.toml and uv.lock disagree (run `make lock`).
+#   LGL_PYTHON=python3.11   interpreter for the venv (default: python3.11, else python3)
 #   LGL_FAISS=cpu|gpu       which faiss build to install (default: gpu when nvidia-smi works, else cpu)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+uv_bin=$(bash scripts/uv.sh --path)
 python_bin=${LGL_PYTHON:-$(command -v python3.11 || command -v python3)}
 if [ -z "${LGL_FAISS:-}" ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then LGL_FAISS=gpu; else LGL_FAISS=cpu; fi
 fi
+case "$LGL_FAISS" in cpu|gpu) ;; *) echo "[setup] LGL_FAISS must be cpu or gpu, got '$LGL_FAISS'" >&2; exit 2;; esac
 
-if [ ! -x .venv/bin/python ]; then
-  echo "[setup] creating .venv with $python_bin"
-  "$python_bin" -m venv .venv
-fi
-
-stamp=.venv/.lgl-kit-installed
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) faiss=$LGL_FAISS"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[setup] installing lgl-kit[$LGL_FAISS,dev] into .venv (first time: a few minutes)"
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[$LGL_FAISS,dev]"
-  echo "$want" > "$stamp"
-fi
+# --locked: refuse to run when the lock is stale instead of silently re-resolving.
+# Never download a Python: use the interpreter the user has.
+UV_PYTHON_DOWNLOADS=never "$uv_bin" sync --locked --quiet --python "$python_bin" --extra "$LGL_FAISS" --extra dev
 
 if [ ! -f .venv/share/jupyter/kernels/lgl-kit/kernel.json ]; then
   echo "[setup] registering Jupyter kernel lgl-kit"
