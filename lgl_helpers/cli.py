@@ -16,8 +16,9 @@ import argparse
 import dataclasses
 import logging
 import sys
+import traceback
 
-from lgl_helpers import pipeline
+from lgl_helpers import doctor, pipeline
 
 EXIT_ERROR = 1
 
@@ -141,7 +142,7 @@ def add_lists_parser(subparsers) -> argparse.ArgumentParser:
     check.add_argument("--list", required=True, help="list file to check")
     check.add_argument("--root", required=True, help="folder the list's paths are relative to")
     check.add_argument("--kind", choices=["auto", "train", "trials"], default="auto",
-                       help="list format (default: detect from the first line)")
+                       help="list format (default: detect from what most of the first lines look like)")
     check.add_argument("--min-seconds", type=float, default=MIN_SECONDS, help="shortest usable file (default %(default)s)")
     check.add_argument("--workers", type=int, default=8, help="header-reading threads (default %(default)s)")
     check.set_defaults(func=_run_lists_check)
@@ -161,23 +162,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lgl-kit", description="LGL Kit: self-supervised speaker recognition "
                                                                  "with loss-gated learning.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    subparsers = parser.add_subparsers(dest="command", metavar="{toy,lists,run,report}", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="{toy,lists,run,report,doctor}", required=True)
     add_toy_parser(subparsers)
     add_lists_parser(subparsers)
     pipeline.register_cli(subparsers)
+    doctor.add_doctor_parser(subparsers)
     return parser
 
 
+def _os_error_text(error: OSError) -> str:
+    """``"<reason>: <path>"`` for an OSError from the system; the kit's own messages (no filename) as they are."""
+    if error.filename is None:
+        return str(error)
+    paths = str(error.filename) + (f" -> {error.filename2}" if error.filename2 is not None else "")
+    return f"{error.strerror or type(error).__name__}: {paths}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``lgl-kit``; returns the exit status (errors print one clear message, no traceback)."""
+    """Entry point of ``lgl-kit``; returns the exit status.
+
+    Every error prints one clear message and exits 1 (``-v`` adds the traceback of system and
+    unexpected errors); Ctrl-C exits 130 (``run`` says how to resume).
+    """
     from lgl_helpers.lists import FetchError, ListFormatError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
-    except (ListFormatError, FetchError, FileNotFoundError, FileExistsError, ValueError) as error:
+    except (ListFormatError, FetchError, ValueError) as error:
         print(f"lgl-kit {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as error:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"lgl-kit {args.command}: error: {_os_error_text(error)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"lgl-kit {args.command}: interrupted", file=sys.stderr)
+        return pipeline.EXIT_INTERRUPTED
+    except Exception as error:  # unforeseen (a bug, a library failure): still one line, the traceback on -v
+        if args.verbose:
+            traceback.print_exc()
+        hint = "" if args.verbose else " (lgl-kit -v ... prints the traceback)"
+        print(f"lgl-kit {args.command}: error: {type(error).__name__}: {error}{hint}", file=sys.stderr)
         return EXIT_ERROR
 
 

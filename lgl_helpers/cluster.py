@@ -40,7 +40,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lgl_helpers.lists import ListFormatError, TrainEntry, read_train_list
+from lgl_helpers.lists import ListFormatError, TrainEntry, check_list, read_train_list
 from lgl_helpers.runs import (
     atomic_save_npy,
     atomic_write_bytes,
@@ -769,25 +769,42 @@ class ClusteringInputs:
         return np.array([e.speaker for e in self.entries])
 
 
+def check_inputs(cfg: ClusteringConfig, paths: dict, *, audio: bool = True) -> list[TrainEntry]:
+    """The checks of notebook 02's training data that need no encoder; returns the list's entries.
+
+    ``paths`` as from :func:`lgl_helpers.runs.resolve_data_paths`. The list and its root must be set and
+    exist, the list be well formed and hold at least ``n_clusters`` utterances; with ``audio`` every
+    listed wav must also be usable (:func:`lgl_helpers.lists.check_list`, header reads, problems as
+    ``file:line``), so a bad file is refused before any embedding. ``lgl-kit doctor`` calls this with
+    ``audio=False``. Raises ValueError / FileNotFoundError naming the parameter, file or line.
+    """
+    run_dir = run_folder(cfg.run_name, cfg.runs_dir)
+    for name in ("train_list", "train_root"):
+        if paths[name] is None:
+            raise ValueError(f"{name} is empty and {run_dir / 'data.json'} does not give it; run notebook 00 or set {name}")
+        if not paths[name].exists():
+            raise FileNotFoundError(f"{name}={getattr(cfg, name)!r}: {paths[name]} does not exist")
+    entries = read_train_list(paths["train_list"])
+    if cfg.n_clusters > len(entries):
+        raise ValueError(
+            f"n_clusters={cfg.n_clusters} is larger than the number of utterances N={len(entries)} in {paths['train_list']}"
+        )
+    if audio:
+        check_list(paths["train_list"], paths["train_root"], "train")
+    return entries
+
+
 def resolve_inputs(cfg: ClusteringConfig) -> ClusteringInputs:
     """Run folder, checkpoint (``""`` = ``runs/<run>/stage1/best.model``), training list and root
-    (``""`` = from ``runs/<run>/data.json``); a missing one raises naming its parameter."""
+    (``""`` = from ``runs/<run>/data.json``), checked by :func:`check_inputs`; a missing one raises
+    naming its parameter."""
     run_dir = run_folder(cfg.run_name, cfg.runs_dir)
     data = resolve_data_paths(run_dir, train_list=cfg.train_list, train_root=cfg.train_root)
     checkpoint = resolve_path(cfg.checkpoint) or run_dir / "stage1" / "best.model"
     if not checkpoint.is_file():
         hint = "set checkpoint" if cfg.checkpoint else "run notebook 01 first or set checkpoint"
         raise FileNotFoundError(f"checkpoint={cfg.checkpoint!r}: {checkpoint} does not exist ({hint})")
-    for name in ("train_list", "train_root"):
-        if data[name] is None:
-            raise ValueError(f"{name} is empty and {run_dir / 'data.json'} does not give it; run notebook 00 or set {name}")
-        if not data[name].exists():
-            raise FileNotFoundError(f"{name}={getattr(cfg, name)!r}: {data[name]} does not exist")
-    entries = read_train_list(data["train_list"])
-    if cfg.n_clusters > len(entries):
-        raise ValueError(
-            f"n_clusters={cfg.n_clusters} is larger than the number of utterances N={len(entries)} in {data['train_list']}"
-        )
+    entries = check_inputs(cfg, data)
     return ClusteringInputs(run_dir, run_dir / "clustering", checkpoint, data["train_list"], data["train_root"], entries)
 
 

@@ -86,13 +86,20 @@ def ensure_toy_corpus(toy_root: str | os.PathLike, preset: str = "default", make
     return root
 
 
-def resolve_data_setup(cfg: DataSetupConfig) -> dict[str, Path | None]:
+def toy_needed(cfg: DataSetupConfig) -> bool:
+    """True when a data location of ``cfg`` is left empty, so that it falls back to the toy corpus."""
+    return any(not getattr(cfg, key) for key in ("train_root", "test_root", "musan_root", "rir_root"))
+
+
+def resolve_data_setup(cfg: DataSetupConfig, generate: bool = True) -> dict[str, Path | None]:
     """The data locations of ``cfg``, keyed by ``runs.DATA_KEYS`` (absolute paths).
 
     Each empty location falls back to the toy corpus (generated if ``make_toy``). ``train_list`` is
     None when it is to be built from an explicit ``train_root``; ``val_trials`` defaults to ``trials``;
     ``musan_root``/``rir_root`` may be None (no augmentation sets). Raises naming the parameter when a
-    given path does not exist or a required one is missing.
+    given path does not exist or a required one is missing. With ``generate=False`` (``lgl-kit doctor``)
+    a missing toy corpus that ``make_toy`` would generate is not generated: its paths are returned as
+    they will be, not yet on disk.
     """
     given = {key: runs.resolve_path(getattr(cfg, key)) for key in runs.DATA_KEYS}
     for key, path in given.items():
@@ -102,8 +109,11 @@ def resolve_data_setup(cfg: DataSetupConfig) -> dict[str, Path | None]:
         raise ValueError("train_list is given but train_root is empty: the list's paths need their root folder")
     if given["trials"] is not None and given["test_root"] is None:
         raise ValueError("trials is given but test_root is empty: the trial paths need their root folder")
-    needs_toy = any(given[key] is None for key in ("train_root", "test_root", "musan_root", "rir_root"))
-    toy_root = ensure_toy_corpus(cfg.toy_root, cfg.toy_preset, cfg.make_toy) if needs_toy else None
+    toy_root = None
+    if toy_needed(cfg):
+        toy_root = ensure_toy_corpus(cfg.toy_root, cfg.toy_preset, cfg.make_toy and generate)
+        if toy_root is None and cfg.make_toy:
+            toy_root = runs.resolve_path(cfg.toy_root)  # generate=False: where notebook 00 will generate it
     fallback = toy.toy_paths(toy_root) if toy_root is not None else {key: None for key in runs.DATA_KEYS}
     paths = dict(given)
     if paths["train_root"] is None:

@@ -44,7 +44,7 @@ from lgl_helpers.augment import (
     sample_recipe,
     segment_samples,
 )
-from lgl_helpers.lists import TrainEntry
+from lgl_helpers.lists import TrainEntry, read_train_list
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +90,9 @@ def two_crops(path: str | os.PathLike, length: int, rng: np.random.Generator) ->
     return np.ascontiguousarray(crops, dtype=np.float32)
 
 
-def check_crop(entries: Sequence[TrainEntry], length: int, n_crops: int, list_name: str = "training list") -> int:
-    """Validate a crop of ``length`` samples against the list's durations; returns how many files need wrap-padding.
-
-    Raises :class:`CropError` when one crop is longer than the longest file. Logs a warning when the
-    ``n_crops`` non-overlapping crops fit in no file (the crops of every item then share content).
-    """
+def check_crop_length(entries: Sequence[TrainEntry], length: int, list_name: str = "training list") -> None:
+    """Raise :class:`CropError` naming ``frames`` when one crop of ``length`` samples is longer than every
+    file of the list (durations as listed; no audio is read)."""
     longest = max(e.duration for e in entries)
     crop_s = length / SAMPLE_RATE
     if crop_s > longest:
@@ -103,6 +100,17 @@ def check_crop(entries: Sequence[TrainEntry], length: int, n_crops: int, list_na
             f"frames gives a crop of {length} samples ({crop_s:.2f} s), longer than every file of the {list_name} "
             f"(longest {longest:.2f} s); choose frames <= {int((longest * SAMPLE_RATE - 240) // 160)}"
         )
+
+
+def check_crop(entries: Sequence[TrainEntry], length: int, n_crops: int, list_name: str = "training list") -> int:
+    """Validate a crop of ``length`` samples against the list's durations; returns how many files need wrap-padding.
+
+    Raises :class:`CropError` when one crop is longer than the longest file. Logs a warning when the
+    ``n_crops`` non-overlapping crops fit in no file (the crops of every item then share content).
+    """
+    check_crop_length(entries, length, list_name)
+    longest = max(e.duration for e in entries)
+    crop_s = length / SAMPLE_RATE
     need = n_crops * crop_s
     short = sum(e.duration < need for e in entries)
     if n_crops > 1 and need > longest:
@@ -113,6 +121,25 @@ def check_crop(entries: Sequence[TrainEntry], length: int, n_crops: int, list_na
     elif short:
         log.info("%d of %d files are shorter than %.2f s and are wrap-padded", short, len(entries), need)
     return short
+
+
+def check_training_list(paths: dict, run_dir: str | os.PathLike, *, batch_size: int, frames: int) -> list[TrainEntry]:
+    """The training list of a stage's resolved ``paths``, checked against its batch and crop without reading audio.
+
+    ``paths`` as from :func:`lgl_helpers.runs.resolve_data_paths`; the list, its root and the test trials
+    must be set (``run_dir`` names the data.json that would give them). The list must be well formed,
+    hold a full batch of ``batch_size`` utterances and a file as long as one crop of ``frames``. Raises
+    ValueError (ListFormatError, CropError) naming the parameter or ``file:line``.
+    """
+    for key in ("train_list", "train_root", "test_root", "trials"):
+        if paths[key] is None:
+            raise ValueError(f"{key} is not set: give it as a parameter or run notebook 00 to write {Path(run_dir) / 'data.json'}")
+    entries = read_train_list(paths["train_list"])
+    if batch_size > len(entries):
+        raise ValueError(f"batch_size={batch_size} is larger than the {len(entries)} utterances of "
+                         f"{paths['train_list']}: no full batch; choose batch_size <= {len(entries)}")
+    check_crop_length(entries, segment_samples(frames), f"training list {paths['train_list']}")
+    return entries
 
 
 def check_train_files(entries: Sequence[TrainEntry], root: str | os.PathLike, list_name: str = "training list") -> None:

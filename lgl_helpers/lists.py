@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 import os
 import urllib.error
 import urllib.request
@@ -32,6 +33,18 @@ log = logging.getLogger(__name__)
 
 class ListFormatError(ValueError):
     """A list file that cannot be used. The message names the file and, where it applies, the line."""
+
+
+# Shared by `build` (a file with whitespace in its path) and the field-count checks (such a path in a list line).
+_WHITESPACE = "the space-separated list format cannot hold"
+_TRAIN_FORMAT = "<speaker> <relative wav path> <seconds>"
+_TRIAL_FORMAT = "<1|0> <wav path A> <wav path B>"
+
+
+def _field_count_problem(expected: str, count: int) -> str:
+    """Message for a line without 3 fields; more than 3 most often means a path with spaces in it."""
+    message = f"expected 3 fields '{expected}', got {count}"
+    return message + f": does a path contain whitespace, which {_WHITESPACE}?" if count > 3 else message
 
 
 @dataclass(frozen=True)
@@ -64,9 +77,7 @@ def read_train_list(path: str | os.PathLike) -> list[TrainEntry]:
     entries = []
     for number, fields in _lines(path):
         if len(fields) != 3:
-            raise ListFormatError(
-                f"{path}:{number}: expected 3 fields '<speaker> <relative wav path> <seconds>', got {len(fields)}"
-            )
+            raise ListFormatError(f"{path}:{number}: {_field_count_problem(_TRAIN_FORMAT, len(fields))}")
         speaker, rel_path, duration_text = fields
         try:
             duration = float(duration_text)
@@ -85,9 +96,7 @@ def read_trials(path: str | os.PathLike) -> list[Trial]:
     trials = []
     for number, fields in _lines(path):
         if len(fields) != 3:
-            raise ListFormatError(
-                f"{path}:{number}: expected 3 fields '<1|0> <wav path A> <wav path B>', got {len(fields)}"
-            )
+            raise ListFormatError(f"{path}:{number}: {_field_count_problem(_TRIAL_FORMAT, len(fields))}")
         if fields[0] not in ("0", "1"):
             raise ListFormatError(f"{path}:{number}: trial label {fields[0]!r} is not 0 or 1")
         trials.append(Trial(int(fields[0]), fields[1], fields[2]))
@@ -197,7 +206,7 @@ def build_train_list(root: str | os.PathLike, out: str | os.PathLike | None = No
     entries, problems = [], []
     for rel, (duration, problem) in zip(rel_paths, checks):
         if problem is None and any(c.isspace() for c in rel):
-            problem = "path contains whitespace, which the space-separated list format cannot hold"
+            problem = f"path contains whitespace, which {_WHITESPACE}"
         if problem:
             problems.append(f"{root / rel}: {problem}")
         else:
@@ -263,12 +272,42 @@ def train_list_counts(entries: list[TrainEntry]) -> dict:
             "mean_seconds": round(float(durations.mean()), 3), "max_seconds": round(float(durations.max()), 3)}
 
 
-def _detect_kind(path: Path) -> str:
-    for _, fields in _lines(path):
-        if len(fields) == 3 and fields[0] in ("0", "1") and fields[2].lower().endswith(".wav"):
-            return "trials"
+_DETECT_LINES = 200  # lines looked at to tell a training list from a trial list
+
+
+def _line_kind(fields: list[str]) -> str | None:
+    """The kind one line looks like, from its last field: a duration (train) or a wav path (trials).
+
+    The last field rather than the first: a bad label or a path with spaces does not hide it. None when
+    the line looks like neither (e.g. a training line without its duration).
+    """
+    try:
+        float(fields[-1])
         return "train"
-    return "train"
+    except ValueError:
+        pass
+    if fields[-1].lower().endswith(".wav") and (len(fields) >= 3 or fields[0] in ("0", "1")):
+        return "trials"
+    return None
+
+
+def _detect_kind(path: Path) -> tuple[str, str | None]:
+    """``(kind, note)``: the kind most of the first lines look like; ``note`` says what was assumed and
+    how to force the kind when the lines disagree or none looks like either (then "train" is assumed)."""
+    votes: Counter = Counter()
+    sampled = 0
+    for _, fields in _lines(path):
+        votes[_line_kind(fields)] += 1
+        sampled += 1
+        if sampled == _DETECT_LINES:
+            break
+    kind = "trials" if votes["trials"] > votes["train"] else "train"
+    other = "train" if kind == "trials" else "trials"
+    if not sampled or (votes[kind] and votes[other] <= 0.1 * votes[kind]):
+        return kind, None  # sure, or an empty list (reported as such)
+    label = {"train": "training", "trials": "trial"}
+    return kind, (f"read as a {label[kind]} list: {votes[kind]} of the first {sampled} lines look like one, "
+                  f"{votes[other]} like a {label[other]} list; force the kind with --kind {other} (kind={other!r})")
 
 
 def check_list(list_path: str | os.PathLike, root: str | os.PathLike, kind: str = "auto", *,
@@ -278,8 +317,10 @@ def check_list(list_path: str | os.PathLike, root: str | os.PathLike, kind: str 
 
     Checks the format of every line and that every referenced file exists, has a readable wav header
     (libsndfile sizes a truncated file by its actual data), is 16 kHz mono and at least
-    ``min_seconds`` long, and for training lists that the listed duration matches the header. ``kind`` is "train", "trials" or "auto" (from the
-    first line). Raises :class:`ListCheckError` with every problem as ``file:line: message``.
+    ``min_seconds`` long, and for training lists that the listed duration matches the header. ``kind`` is
+    "train", "trials" or "auto" (what most of the first lines look like; when that is unclear the kind
+    assumed is logged and named in the error). Raises :class:`ListCheckError` with every problem as
+    ``file:line: message``.
     Returns counts: train → lines, speakers, hours, min/mean/max_seconds; trials → trials, target,
     nontarget, files, speakers.
     """
@@ -287,8 +328,11 @@ def check_list(list_path: str | os.PathLike, root: str | os.PathLike, kind: str 
     if not list_path.is_file():
         raise ListFormatError(f"list={str(list_path)!r}: list file does not exist")
     root = _require_folder(root, "root")
+    note = None
     if kind == "auto":
-        kind = _detect_kind(list_path)
+        kind, note = _detect_kind(list_path)
+        if note:
+            log.warning("%s: %s", list_path, note)
     if kind not in ("train", "trials"):
         raise ValueError(f"kind={kind!r} must be 'train', 'trials' or 'auto'")
     problems: list[str] = []
@@ -297,9 +341,9 @@ def check_list(list_path: str | os.PathLike, root: str | os.PathLike, kind: str 
     rows = []
     for number, fields in _lines(list_path):
         where = f"{list_path}:{number}"
-        expected = "<speaker> <relative wav path> <seconds>" if kind == "train" else "<1|0> <wav path A> <wav path B>"
         if len(fields) != 3:
-            problems.append(f"{where}: expected 3 fields '{expected}', got {len(fields)}")
+            expected = _TRAIN_FORMAT if kind == "train" else _TRIAL_FORMAT
+            problems.append(f"{where}: {_field_count_problem(expected, len(fields))}")
             continue
         if kind == "train":
             try:
@@ -342,7 +386,7 @@ def check_list(list_path: str | os.PathLike, root: str | os.PathLike, kind: str 
             problems.append(f"{list_path}: has no non-target (label 0) trials, so no EER can be computed")
     if problems:
         problems.sort(key=_problem_order)
-        raise ListCheckError(str(list_path), problems)
+        raise ListCheckError(str(list_path) if note is None else f"{list_path} ({note})", problems)
     if kind == "train":
         return train_list_counts([TrainEntry(f[0], f[1], checks[f[1]][0]) for _, f in rows])
     n_target = sum(1 for _, f in rows if f[0] == "1")
@@ -455,12 +499,15 @@ def _check_trial_files(trials: list[Trial], root: Path, name: str, path: Path) -
 def read_eval_trials(paths: dict) -> tuple[list[Trial], list[Trial]]:
     """Validation and test trials of a training stage, every referenced file checked under ``test_root``.
 
-    ``paths`` as from :func:`lgl_helpers.runs.resolve_data_paths`. Returns ``(val_trials, test_trials)``;
+    ``paths`` as from :func:`lgl_helpers.runs.resolve_data_paths`. Each list must exist and every file it
+    names must be a usable wav (:func:`check_list`: header reads only, every problem as ``file:line``), so
+    a bad test file is refused before any model is evaluated. Returns ``(val_trials, test_trials)``;
     when both are the same list (the reference's practice) it is read once and the leak of the test set
     into model selection is logged.
     """
     test_trials = read_trials(paths["trials"])
     _check_trial_files(test_trials, paths["test_root"], "trials", paths["trials"])
+    check_list(paths["trials"], paths["test_root"], "trials")
     if paths["val_trials"] == paths["trials"]:
         log.warning(
             "val_trials is the test list %s: model selection (best epoch) sees the test set, as in the reference; "
@@ -469,4 +516,5 @@ def read_eval_trials(paths: dict) -> tuple[list[Trial], list[Trial]]:
         return test_trials, test_trials
     val_trials = read_trials(paths["val_trials"])
     _check_trial_files(val_trials, paths["test_root"], "val_trials", paths["val_trials"])
+    check_list(paths["val_trials"], paths["test_root"], "trials")
     return val_trials, test_trials

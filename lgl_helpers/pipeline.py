@@ -9,11 +9,17 @@ with and whether it finished, so rerunning a run skips finished notebooks and re
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
+import re
+import signal
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from lgl_helpers.runs import project_root, read_json, resolve_path, run_folder, write_json
+from lgl_helpers.runs import project_root, read_json, remove_stale_temp_files, resolve_path, run_folder, write_json
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,19 @@ NOTEBOOKS = (
 )
 # Set by the pipeline itself for every notebook, so a profile never has to repeat them.
 PIPELINE_PARAMETERS = ("run_name", "runs_dir", "interactive")
+# What to write instead of setting one of them in a profile or --set (the pipeline's value would win).
+_PIPELINE_PARAMETER_HINTS = {
+    "run_name": "use the command-line option --run-name",
+    "runs_dir": "use the command-line option --runs-dir",
+    "interactive": "headless runs always use interactive=False; open the notebook in JupyterLab for widgets",
+}
+# Parameters that say which job a notebook does: 03 and 04 run one engine, told apart by `mode`, which
+# also names their output folder (stage2_<mode>). Given to every notebook at once, `mode=lgl` would make
+# 03 redo 04's run in 04's folder, so only `<notebook>.<name>` may set them, to a value of its own.
+PER_NOTEBOOK_PARAMETERS = ("mode",)
+# 128 + SIGINT: the status a shell reports for a command stopped by Ctrl-C.
+EXIT_INTERRUPTED = 130
+INTERRUPTED_MESSAGE = "interrupted — rerun the same command to resume"
 
 
 class PipelineError(RuntimeError):
@@ -97,29 +116,107 @@ def check_value(notebook: str, name: str, value: Any, default: Any) -> Any:
     )
 
 
-def load_profile(profile: str | Path) -> dict[str, dict[str, Any]]:
-    """Profile YAML → ``{"common": {...}, "<notebook>": {...}}``. ``profile`` is a name or a path."""
+class _ParameterLoader(yaml.SafeLoader):
+    """YAML with the plain scalars a user means: YAML 1.2's core schema plus Python's spellings.
+
+    PyYAML follows YAML 1.1, where ``1e-3`` is a string, ``010`` is octal 8, ``yes``/``on`` are booleans
+    and ``1:30`` is 90. Here ``1e-3``, ``1E-3`` and ``.5`` are floats, ``010`` is ten and ``100_000`` a
+    hundred thousand (``0x1f``/``0o17`` for other bases), only true/false (True, TRUE ...) are booleans,
+    ``null``/``None``/``~`` are None, and anything else plain (``yes``, ``1:30``, ``2024-01-01``) stays
+    a string.
+    """
+
+
+# Replace, not extend, YAML 1.1's resolvers; the merge key keeps `<<: *anchor` working in profiles.
+_ParameterLoader.yaml_implicit_resolvers = {}
+for _tag, _pattern, _first in (
+    ("bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
+    ("null", r"~|null|Null|NULL|None|", ["~", "n", "N", ""]),
+    ("int", r"[-+]?[0-9]+(_[0-9]+)*|0o[0-7]+|0x[0-9a-fA-F]+", "-+0123456789"),
+    ("float", r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)",
+     "-+0123456789."),
+    ("merge", r"<<", "<"),
+):
+    _ParameterLoader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(f"^(?:{_pattern})$"), list(_first))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    text = loader.construct_scalar(node)
+    return int(text, 0) if text.lower().startswith(("0x", "0o")) else int(text, 10)  # int("010", 10) == 10
+
+
+def _construct_float(loader: yaml.SafeLoader, node: yaml.Node) -> float:
+    text = loader.construct_scalar(node).lower()
+    if text.endswith(".inf"):
+        return -math.inf if text.startswith("-") else math.inf
+    return math.nan if text == ".nan" else float(text)
+
+
+_ParameterLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_ParameterLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+
+
+def _yaml_problem(error: Exception) -> str:
+    """One line from a YAML error (PyYAML's own message spans several lines with a source excerpt)."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        return ", ".join(part for part in (error.context, error.problem) if part) or "not valid YAML"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def parse_value(text: str, where: str) -> Any:
+    """A parameter value written as text (``1e-3``, ``010``, ``[1, 2]``, ``auto``, ``"quoted"``) →
+    Python value, by :class:`_ParameterLoader`'s rules; a malformed value raises naming ``where``."""
+    try:
+        return yaml.load(text, Loader=_ParameterLoader)
+    except (yaml.YAMLError, ValueError) as error:
+        raise PipelineError(f"{where}: {text!r} is not a valid value ({_yaml_problem(error)})") from None
+
+
+def profile_path(profile: str | Path) -> Path:
+    """The YAML file of ``profile``: a path ending in .yaml/.yml, else a name in ``notebooks/params/``."""
     path = Path(profile) if str(profile).endswith((".yaml", ".yml")) else notebooks_dir() / "params" / f"{profile}.yaml"
-    path = resolve_path(path)
+    return resolve_path(path)
+
+
+def load_profile(profile: str | Path) -> dict[str, dict[str, Any]]:
+    """Profile YAML → ``{"common": {...}, "<notebook>": {...}}``. ``profile`` is a name or a path.
+
+    Values are read by the same rules as ``--set`` values (:class:`_ParameterLoader`).
+    """
+    path = profile_path(profile)
     if not path.is_file():
         available = sorted(p.stem for p in (notebooks_dir() / "params").glob("*.yaml"))
         raise PipelineError(f"profile {str(profile)!r} not found at {path}; available profiles: {available}")
     with open(path) as handle:
-        data = yaml.safe_load(handle) or {}
+        try:
+            data = yaml.load(handle, Loader=_ParameterLoader) or {}
+        except yaml.YAMLError as error:
+            # where the unclosed construct began (an unclosed "[" is noticed only at the end of the file)
+            mark = getattr(error, "context_mark", None) or getattr(error, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise PipelineError(f"{where}: not valid YAML ({_yaml_problem(error)})") from None
+        except ValueError as error:  # e.g. an explicit `!!int x`
+            raise PipelineError(f"{path}: {error}") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"{path}: expected sections 'common:' and '<notebook>:', got a {_type_name(data)}")
     unknown = set(data) - {"common", *NOTEBOOKS}
     if unknown:
         raise PipelineError(f"{path}: unknown sections {sorted(unknown)}; valid: ['common', {', '.join(map(repr, NOTEBOOKS))}]")
+    not_mappings = [key for key, value in data.items() if not isinstance(value, (dict, type(None)))]
+    if not_mappings:
+        raise PipelineError(f"{path}: section {not_mappings[0]!r} must hold 'name: value' lines")
     return {key: dict(value or {}) for key, value in data.items()}
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["epochs=3", "gates=[1, 2]", "01_stage1_contrastive.lr=0.01"]`` → dict; values parsed as YAML."""
+    """``["epochs=3", "gates=[1, 2]", "01_stage1_contrastive.lr=1e-3"]`` → dict; values by :func:`parse_value`."""
     overrides = {}
     for item in items:
         key, sep, text = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise PipelineError(f"--set {item!r}: expected key=value")
-        overrides[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+        key = key.strip()
+        overrides[key] = parse_value(text, f"--set {key}") if text.strip() else ""
     return overrides
 
 
@@ -146,14 +243,21 @@ def plan_run(
 
     Keys in the profile's ``common`` section and in ``overrides`` apply to every notebook that has a
     parameter of that name (an error if none has it); ``<notebook>.<name>`` targets one notebook.
+    :data:`PIPELINE_PARAMETERS` come from the arguments only, and :data:`PER_NOTEBOOK_PARAMETERS`
+    only from ``<notebook>.<name>`` keys, with a different value in each notebook.
     """
     overrides = overrides or {}
     sections = load_profile(profile)
+    source = profile_path(profile)
     defaults = {name: notebook_parameters(notebook_path(name)) for name in NOTEBOOKS}
     valid_names = sorted({p for params in defaults.values() for p in params})
 
     def apply(target: dict[str, dict], key: str, value: Any, origin: str) -> None:
         notebook, dot, name = key.rpartition(".")
+        if name in PIPELINE_PARAMETERS:
+            raise PipelineError(
+                f"{origin} {key!r}: {name} is set by the pipeline for every notebook; {_PIPELINE_PARAMETER_HINTS[name]}"
+            )
         if dot:
             if notebook not in defaults:
                 raise PipelineError(f"{origin} {key!r}: unknown notebook {notebook!r}; valid: {list(NOTEBOOKS)}")
@@ -166,17 +270,33 @@ def plan_run(
         owners = [nb for nb in NOTEBOOKS if key in defaults[nb]]
         if not owners:
             raise PipelineError(f"{origin} {key!r}: no notebook has this parameter; valid names: {valid_names}")
+        if key in PER_NOTEBOOK_PARAMETERS:
+            raise PipelineError(
+                f"{origin} {key!r}: {key} is set per notebook, never for all at once "
+                f"({', '.join(f'{nb}: {defaults[nb][key]!r}' for nb in owners)}); "
+                + (f"write {' or '.join(f'{nb}.{key}=...' for nb in owners)}" if origin == "--set" else
+                   f"set it in the section of {' or '.join(owners)}")
+            )
         for notebook in owners:
             target[notebook][key] = check_value(notebook, key, value, defaults[notebook][key])
 
     resolved: dict[str, dict[str, Any]] = {name: {} for name in NOTEBOOKS}
     for key, value in sections.get("common", {}).items():
-        apply(resolved, key, value, "profile common")
+        apply(resolved, key, value, f"{source} common:")
     for notebook in NOTEBOOKS:
         for key, value in sections.get(notebook, {}).items():
-            apply(resolved, f"{notebook}.{key}", value, "profile")
+            apply(resolved, f"{notebook}.{key}", value, str(source))
     for key, value in overrides.items():
         apply(resolved, key, value, "--set")
+    for key in PER_NOTEBOOK_PARAMETERS:
+        values = {nb: resolved[nb].get(key, defaults[nb][key]) for nb in NOTEBOOKS if key in defaults[nb]}
+        for value in set(values.values()):
+            same = [f"{nb}.{key}" for nb, v in values.items() if v == value]
+            if len(same) > 1:
+                raise PipelineError(
+                    f"{' and '.join(same)} are the same ({value!r}): those notebooks would do the same job into the "
+                    f"same folder; keep each at its own value"
+                )
 
     out_dir = run_folder(run_name, runs_dir) / "notebooks"
     plan = []
@@ -212,16 +332,60 @@ def kernel_name() -> str:
     return "lgl-kit" if "lgl-kit" in KernelSpecManager().find_kernel_specs() else "python3"
 
 
+# Kernel configuration that drops two noise records of ipykernel from stderr (the file says which).
+KERNEL_CONFIG = Path(__file__).with_name("kernel_config.py")
+
+# CSI sequences (colours, cursor moves), OSC sequences (titles, links) and two-character escapes.
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without ANSI escape sequences (IPython colours the tracebacks papermill hands back)."""
+    return _ANSI_ESCAPE.sub("", text)
+
+
 def _failure_message(error: Exception, output: Path) -> str:
     import papermill.exceptions
 
     if isinstance(error, papermill.exceptions.PapermillExecutionError):
-        return (
+        return strip_ansi(
             f"cell {error.exec_count} failed with {error.ename}: {error.evalue}\n"
             f"{''.join(error.traceback[-3:]) if error.traceback else ''}\n"
             f"the executed notebook is saved for inspection at {output}"
         )
-    return f"{type(error).__name__}: {error}\nthe partial notebook (if any) is at {output}"
+    return strip_ansi(f"{type(error).__name__}: {error}\nthe partial notebook (if any) is at {output}")
+
+
+def _require_writable(folder: Path) -> None:
+    """Create ``folder`` and write a probe file in it, so that a read-only or impossible runs folder
+    is reported before any notebook runs rather than as an OSError in the middle of one."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        where = f" ({error.filename})" if error.filename and str(error.filename) != str(folder) else ""
+        raise PipelineError(f"run folder {folder} cannot be written: {reason}{where}; choose another --runs-dir") from None
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While active, SIGTERM raises KeyboardInterrupt, so ``kill`` ends a run the way Ctrl-C does
+    (state recorded, kernel shut down) instead of killing the process on the spot."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def run_pipeline(
@@ -239,11 +403,19 @@ def run_pipeline(
 
     A notebook whose recorded parameters equal the planned ones and that finished is skipped unless
     ``force``; when one reruns, every later notebook reruns too (its inputs may have changed).
+    Ctrl-C or SIGTERM during a notebook records it as "interrupted" (rerun like a failed one) and
+    re-raises KeyboardInterrupt. An unwritable run folder raises PipelineError before any notebook runs.
     """
     import papermill
 
+    from lgl_helpers.doctor import Preflight
+
     plan = plan_run(profile, run_name, overrides, runs_dir, select_notebooks(start, only))
+    # A doomed run stops here, not hours later: environment, configuration and the data that exists.
+    preflight = Preflight(plan, echo)
     run_dir = run_folder(run_name, runs_dir)
+    _require_writable(run_dir)
+    remove_stale_temp_files(run_dir)  # left by a run killed mid-write; no kit write is under way now
     state_path = run_dir / "pipeline.json"
     state = read_json(state_path) if state_path.is_file() else {"run_name": run_name, "notebooks": {}}
     state["profile"] = str(profile)
@@ -252,6 +424,7 @@ def run_pipeline(
     os.environ.setdefault("LGL_PROGRESS", "0")
     upstream_reran = False
     for step in plan:
+        preflight.before(step.name)  # the data checks deferred until notebook 00 has created the data
         record = state["notebooks"].get(step.name, {})
         if not force and not upstream_reran and record.get("status") == "done" and record.get("fingerprint") == step.fingerprint:
             echo(f"[{step.name}] already finished with the same parameters ({record['wall_seconds']:.0f} s) - skipped")
@@ -264,17 +437,25 @@ def run_pipeline(
         write_json(state_path, state)
         started = time.time()
         try:
-            papermill.execute_notebook(
-                str(step.source),
-                str(step.output),
-                parameters=step.parameters,
-                kernel_name=kernel,
-                cwd=str(project_root()),
-                log_output=log_output,
-                progress_bar=False,
-            )
+            with _sigterm_as_interrupt():
+                papermill.execute_notebook(
+                    str(step.source),
+                    str(step.output),
+                    parameters=step.parameters,
+                    kernel_name=kernel,
+                    cwd=str(project_root()),
+                    log_output=log_output,
+                    progress_bar=False,
+                    extra_arguments=[f"--IPKernelApp.extra_config_file={KERNEL_CONFIG}"],
+                )
+        except KeyboardInterrupt:
+            # papermill has shut the kernel down; anything but "done" reruns (and the notebook resumes) next time
+            record.update(status="interrupted", wall_seconds=time.time() - started)
+            write_json(state_path, state)
+            raise
         except Exception as error:
-            record.update(status="failed", wall_seconds=time.time() - started, error=str(error).splitlines()[-1][:500] if str(error) else type(error).__name__)
+            message = strip_ansi(str(error))
+            record.update(status="failed", wall_seconds=time.time() - started, error=message.splitlines()[-1][:500] if message else type(error).__name__)
             write_json(state_path, state)
             raise PipelineError(f"[{step.name}] failed: {_failure_message(error, step.output)}") from None
         record.update(status="done", wall_seconds=time.time() - started, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -298,6 +479,9 @@ def _cmd_run(args) -> int:
     except PipelineError as error:
         print(f"lgl-kit run: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"lgl-kit run: {INTERRUPTED_MESSAGE}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     total = sum(r.get("wall_seconds", 0.0) for r in state["notebooks"].values())
     print(f"run {args.run_name!r} finished: {run_folder(args.run_name, args.runs_dir)} ({total:.0f} s of notebook time)")
     return 0
@@ -327,7 +511,8 @@ def register_cli(subparsers) -> None:
     run.add_argument("--run-name", default="demo", help="folder under --runs-dir for every output")
     run.add_argument("--runs-dir", default="runs", help="where run folders live (default: runs/)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a parameter of every notebook that has it, or NOTEBOOK.KEY=VALUE for one; repeatable")
+                     help="override a parameter of every notebook that has it, or NOTEBOOK.KEY=VALUE for one "
+                          "(mode only this way); values as written: 1e-3, 010, true, [1, 2], auto; repeatable")
     run.add_argument("--from", dest="start", metavar="NOTEBOOK", help="start at this notebook (e.g. 02 or 02_clustering_umap)")
     run.add_argument("--only", metavar="NOTEBOOK", help="run only this notebook")
     run.add_argument("--log-output", action="store_true", help="stream each notebook's output (one log line per epoch)")

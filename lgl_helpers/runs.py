@@ -13,6 +13,7 @@ import logging
 import os
 import platform
 import random
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -23,10 +24,16 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+# The temp file of an atomic write is ".<target name>.<8 characters from mkstemp>.tmp" next to the target;
+# a killed process leaves it behind, and remove_stale_temp_files recognises exactly this pattern.
+_TEMP_SUFFIX = ".tmp"
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
 def _atomic_write(path: str | os.PathLike, write_fn, mode: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, mode) as handle:
             write_fn(handle)
@@ -38,6 +45,23 @@ def _atomic_write(path: str | os.PathLike, write_fn, mode: str) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files that interrupted atomic writes left anywhere under ``folder``; return them.
+
+    Only names of the pattern the kit's atomic writes use (``.last.model.k3j9x0qa.tmp``) are removed,
+    never other files. Call it when a stage starts or resumes in its folder, before it writes there.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = [p for p in sorted(folder.rglob(f".*{_TEMP_SUFFIX}")) if p.is_file() and _TEMP_NAME.fullmatch(p.name)]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    if removed:
+        log.info("removed %d temp file(s) of interrupted writes under %s", len(removed), folder)
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -160,12 +184,14 @@ def environment_info() -> dict:
 
 
 def open_run(run_dir: str | os.PathLike, config: Any, name: str) -> Path:
-    """Create the run folder and write ``<name>_params.json``: the resolved config plus the environment.
+    """Create the run folder, clear temp files of interrupted writes in it and write ``<name>_params.json``
+    (the resolved config plus the environment).
 
     ``config`` is a dataclass (or dict) of the notebook's parameters. Returns the folder as a Path.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(run_dir)
     write_json(run_dir / f"{name}_params.json", {"params": config, "environment": environment_info()})
     return run_dir
 
@@ -235,18 +261,21 @@ def run_folder(run_name: str, runs_dir: str | os.PathLike = "runs") -> Path:
 DATA_KEYS = ("train_root", "train_list", "test_root", "trials", "val_trials", "musan_root", "rir_root")
 
 
-def resolve_data_paths(run_dir: str | os.PathLike, **overrides: str) -> dict[str, Path | None]:
+def resolve_data_paths(run_dir: str | os.PathLike, base: dict | None = None, **overrides: str) -> dict[str, Path | None]:
     """Data locations for a stage: ``run_dir/data.json`` (written by notebook 00) with non-empty overrides on top.
 
     Keys are :data:`DATA_KEYS`. A stage's notebook passes its own data parameters as overrides, so
-    ``""`` means "as set up by notebook 00" and any path given explicitly wins.
+    ``""`` means "as set up by notebook 00" and any path given explicitly wins. ``base`` replaces
+    data.json (``lgl-kit doctor``: the locations notebook 00 is about to write there).
     """
     unknown = set(overrides) - set(DATA_KEYS)
     if unknown:
         raise ValueError(f"unknown data keys {sorted(unknown)}; valid keys are {list(DATA_KEYS)}")
     data_file = Path(run_dir) / "data.json"
     paths = {key: None for key in DATA_KEYS}
-    if data_file.is_file():
+    if base is not None:
+        paths.update({key: base.get(key) for key in DATA_KEYS})
+    elif data_file.is_file():
         paths.update({key: resolve_path(value) for key, value in read_json(data_file).items() if key in DATA_KEYS})
     paths.update({key: resolve_path(value) for key, value in overrides.items() if value})
     if paths["val_trials"] is None:

@@ -37,9 +37,9 @@ import torch.nn.functional as F
 
 from lgl_helpers import runs
 from lgl_helpers.augment import AugmentSources, describe_recipe
-from lgl_helpers.data import Stage1Dataset, make_loader, stage1_views
+from lgl_helpers.data import Stage1Dataset, check_training_list, make_loader, stage1_views
 from lgl_helpers.embed import evaluate_trials
-from lgl_helpers.lists import Trial, TrainEntry, read_eval_trials, read_train_list
+from lgl_helpers.lists import Trial, TrainEntry, check_list, read_eval_trials
 from lgl_helpers.losses import AATDiscriminator, ContrastiveLoss, grad_reverse
 from lgl_helpers.models import ECAPATDNN, load_encoder, save_encoder
 
@@ -125,8 +125,25 @@ def stage_folder(config: Stage1Config) -> Path:
     return runs.run_folder(config.run_name, config.runs_dir) / STAGE_DIR
 
 
+def check_inputs(config: Stage1Config, paths: dict, *, audio: bool = True) -> list[TrainEntry]:
+    """The checks of Stage I's training data that need no model; returns the training list's entries.
+
+    ``paths`` as from :func:`lgl_helpers.runs.resolve_data_paths`. The list must be set and well formed,
+    hold a full batch of ``batch_size`` utterances and a file as long as one crop of ``frames``; with
+    ``audio`` every listed wav must also be usable (:func:`lgl_helpers.lists.check_list`, header reads,
+    problems as ``file:line``). ``lgl-kit doctor`` calls this with ``audio=False``. Raises ValueError
+    (ListCheckError, CropError) naming the parameter, file or line.
+    """
+    entries = check_training_list(paths, runs.run_folder(config.run_name, config.runs_dir),
+                                  batch_size=config.batch_size, frames=config.frames)
+    if audio:
+        check_list(paths["train_list"], paths["train_root"], "train")
+    return entries
+
+
 def prepare_data(config: Stage1Config) -> Stage1Data:
-    """Resolve and check every input before training: lists, files, crop length, augmentation roots.
+    """Resolve and check every input before any model is built: lists, wav headers, batch and crop
+    against the list, augmentation roots, trial files.
 
     Empty data parameters come from ``runs/<run>/data.json``. Raises ValueError / FileNotFoundError /
     :class:`lgl_helpers.augment.AugmentError` / :class:`lgl_helpers.data.CropError` naming the problem.
@@ -136,16 +153,14 @@ def prepare_data(config: Stage1Config) -> Stage1Data:
     paths = runs.resolve_data_paths(
         run_dir, **{key: getattr(config, key) for key in runs.DATA_KEYS}
     )
-    for key in ("train_list", "train_root", "test_root", "trials"):
-        if paths[key] is None:
-            raise ValueError(f"{key} is not set: give it as a parameter or run notebook 00 to write {run_dir / 'data.json'}")
-    entries = read_train_list(paths["train_list"])
+    entries = check_inputs(config, paths)
     if config.augment:
         sources = AugmentSources.from_roots(paths["musan_root"], paths["rir_root"])
     else:
         log.info("augment=False: training on clean views")
         sources = None
-    dataset = Stage1Dataset(entries, paths["train_root"], config.frames, sources, seed=config.seed)
+    # check_inputs has read every file's header: the dataset need not look for them again.
+    dataset = Stage1Dataset(entries, paths["train_root"], config.frames, sources, seed=config.seed, check_files=False)
     val_trials, test_trials = read_eval_trials(paths)
     log.info(
         "Stage I data: %d utterances, %d validation trials, %d test trials, augmentation: %s",

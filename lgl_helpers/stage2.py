@@ -54,9 +54,9 @@ import torch
 
 from lgl_helpers import cluster, gate as gate_rules, runs
 from lgl_helpers.augment import AugmentSources
-from lgl_helpers.data import Stage2Dataset, check_train_files, make_loader, stage2_inputs
+from lgl_helpers.data import Stage2Dataset, check_training_list, make_loader, stage2_inputs
 from lgl_helpers.embed import evaluate_trials
-from lgl_helpers.lists import Trial, TrainEntry, read_eval_trials, read_train_list
+from lgl_helpers.lists import Trial, TrainEntry, check_list, read_eval_trials
 from lgl_helpers.losses import AAMSoftmax
 from lgl_helpers.models import ECAPATDNN, load_encoder, save_encoder
 
@@ -195,8 +195,27 @@ class Stage2Data:
         return speakers if np.unique(speakers).size > 1 else None
 
 
+def check_inputs(config: Stage2Config, paths: dict, *, audio: bool = True) -> list[TrainEntry]:
+    """The checks of Stage II's training data that need no model; returns the training list's entries.
+
+    ``paths`` as from :func:`lgl_helpers.runs.resolve_data_paths`. The list must be set and well formed,
+    hold at least ``n_clusters`` and ``batch_size`` utterances and a file as long as one crop of
+    ``frames``; with ``audio`` every listed wav must also be usable (:func:`lgl_helpers.lists.check_list`,
+    header reads, problems as ``file:line``). ``lgl-kit doctor`` calls this with ``audio=False``. Raises
+    ValueError (ListCheckError, CropError) naming the parameter, file or line.
+    """
+    entries = check_training_list(paths, runs.run_folder(config.run_name, config.runs_dir),
+                                  batch_size=config.batch_size, frames=config.frames)
+    if config.n_clusters > len(entries):
+        raise ValueError(f"n_clusters={config.n_clusters} is larger than the {len(entries)} utterances of {paths['train_list']}")
+    if audio:
+        check_list(paths["train_list"], paths["train_root"], "train")
+    return entries
+
+
 def prepare_data(config: Stage2Config) -> Stage2Data:
-    """Resolve and check every input: lists, files, Stage I checkpoint, augmentation roots, n_clusters.
+    """Resolve and check every input before any model is built or clustering starts: Stage I checkpoint,
+    lists, wav headers, n_clusters / batch / crop against the list, augmentation roots, trial files.
 
     Empty data parameters come from ``runs/<run>/data.json``; ``init_model`` ``""`` is
     ``runs/<run>/stage1/best.model``. Raises ValueError / FileNotFoundError naming the parameter.
@@ -204,19 +223,11 @@ def prepare_data(config: Stage2Config) -> Stage2Data:
     config.validate()
     run_dir = runs.run_folder(config.run_name, config.runs_dir)
     paths = runs.resolve_data_paths(run_dir, **{key: getattr(config, key) for key in runs.DATA_KEYS})
-    for key in ("train_list", "train_root", "test_root", "trials"):
-        if paths[key] is None:
-            raise ValueError(f"{key} is not set: give it as a parameter or run notebook 00 to write {run_dir / 'data.json'}")
     init_model = runs.resolve_path(config.init_model) or run_dir / "stage1" / "best.model"
     if not init_model.is_file():
         hint = "set init_model" if config.init_model else "run notebook 01 first or set init_model"
         raise FileNotFoundError(f"init_model={config.init_model!r}: {init_model} does not exist ({hint})")
-    entries = read_train_list(paths["train_list"])
-    if config.n_clusters > len(entries):
-        raise ValueError(f"n_clusters={config.n_clusters} is larger than the {len(entries)} utterances of {paths['train_list']}")
-    if config.batch_size > len(entries):
-        raise ValueError(f"batch_size={config.batch_size} is larger than the {len(entries)} utterances of {paths['train_list']}")
-    check_train_files(entries, paths["train_root"])
+    entries = check_inputs(config, paths)
     sources = AugmentSources.from_roots(paths["musan_root"], paths["rir_root"]) if config.augment else None
     if not config.augment:
         log.info("augment=False: training on clean crops")
