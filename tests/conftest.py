@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,12 @@ def tiny_corpus(tmp_path_factory, tiny_config) -> Path:
     root = tmp_path_factory.mktemp("toy") / "tiny"
     generate_toy_corpus(root, tiny_config, workers=1, show_progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def training_seed() -> int:
+    """Seed of the tests that assert on a learned number (0 unless ``LGL_TEST_SEED`` is set).
+
+    ``benchmarks/ci_margins.py --unit`` reruns those tests over several seeds to measure their margins.
+    """
+    return int(os.environ.get("LGL_TEST_SEED", "0"))

@@ -7,6 +7,16 @@ import pytest
 from lgl_helpers import pipeline
 from lgl_helpers.runs import read_json
 
+# Learned-number thresholds, each well inside the worst of 5 training seeds (0-4) measured with
+# `python benchmarks/ci_margins.py` (README, "Tests"). The ci corpus has 200 trials, so one EER point is
+# one trial: Stage II vs Stage I ranged from -3 to +6 points over those seeds and is not asserted here.
+STAGE1_GAIN_POINTS = 3.0  # Stage I EER below the untrained encoder's; measured 7-16 points
+STAGE2_GAIN_POINTS = 5.0  # both Stage II systems below the untrained encoder; measured 10-14 points
+NMI_GAIN = 0.03  # Stage I pseudo labels above an untrained encoder's NMI; measured 0.069-0.094
+T_LOSS_DROP = 3.0  # Stage II training loss, first to last T-phase epoch; measured 7.8-8.8
+# Fields of report.json that may differ between two runs with the same seed.
+RUN_SPECIFIC = {"run_name", "run_dir", "wall_seconds", "timings", "figures"}
+
 
 @pytest.fixture(scope="module")
 def ci_run(tmp_path_factory):
@@ -17,16 +27,35 @@ def ci_run(tmp_path_factory):
     return runs_dir / "ci", overrides, state, messages
 
 
+def _t_phase_losses(run_dir, mode):
+    history = read_json(run_dir / f"stage2_{mode}" / "state.json")["history"]
+    return [record["loss"] for record in history if record["phase"] == "T"]
+
+
+def _without_run_specific(value):
+    if isinstance(value, dict):
+        return {k: _without_run_specific(v) for k, v in value.items() if k not in RUN_SPECIFIC}
+    if isinstance(value, list):
+        return [_without_run_specific(v) for v in value]
+    return value
+
+
 @pytest.mark.slow
-def test_ci_pipeline_report_shows_each_stage_improving(ci_run):
+def test_ci_pipeline_report_shows_each_stage_learning(ci_run):
     run_dir, _, state, _ = ci_run
     assert all(record["status"] == "done" for record in state["notebooks"].values())
     assert sorted(state["notebooks"]) == sorted(pipeline.NOTEBOOKS)
     report = read_json(run_dir / "report.json")
     stage1, baseline, lgl = report["stage1"], report["baseline"], report["lgl"]
-    assert 0.0 <= stage1["eer"] < stage1["untrained_eer"], "Stage I must beat the untrained encoder"
-    assert baseline["eer"] < stage1["untrained_eer"] and lgl["eer"] < stage1["untrained_eer"]
-    assert min(baseline["eer"], lgl["eer"]) < stage1["eer"], "Stage II must improve on Stage I"
+    untrained = stage1["untrained_eer"]
+    assert 0.0 <= stage1["eer"] < untrained - STAGE1_GAIN_POINTS, "Stage I must beat the untrained encoder"
+    for system in (baseline, lgl):
+        assert system["eer"] < untrained - STAGE2_GAIN_POINTS, "Stage II must beat the untrained encoder"
+    for mode in ("baseline", "lgl"):
+        losses = _t_phase_losses(run_dir, mode)
+        assert losses[0] - losses[-1] > T_LOSS_DROP, f"{mode}: the T-phase training loss must fall: {losses}"
+    stage1_clustering = next(c for c in report["clustering"] if c["mode"] == "stage1")
+    assert stage1_clustering["nmi"] > stage1_clustering["untrained_nmi"] + NMI_GAIN
     iterations = [c for c in report["clustering"] if c["mode"] == "lgl"]
     assert [c["iteration"] for c in iterations] == [1]
     assert all(0.0 < c["nmi"] <= 1.0 for c in report["clustering"])
@@ -68,6 +97,16 @@ def test_changed_parameter_reruns_from_that_notebook(ci_run):
     recorded = read_json(run_dir / "pipeline.json")["notebooks"]
     changed = [step.name for step in plan if recorded[step.name]["fingerprint"] != step.fingerprint]
     assert changed == ["02_clustering_umap"]
+
+
+@pytest.mark.slow
+def test_same_seed_twice_gives_the_same_report(ci_run):
+    run_dir, overrides, _, _ = ci_run
+    pipeline.run_pipeline("ci", "ci_again", overrides, runs_dir=str(run_dir.parent), echo=lambda _: None)
+    first = read_json(run_dir / "report.json")
+    second = read_json(run_dir.parent / "ci_again" / "report.json")
+    assert _without_run_specific(second) == _without_run_specific(first)
+    assert second["run_name"] == "ci_again" and set(second["timings"]) == set(first["timings"])
 
 
 def test_failing_notebook_stops_with_cell_error_and_saved_notebook(tmp_path):

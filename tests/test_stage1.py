@@ -16,6 +16,10 @@ from lgl_helpers.models import load_encoder
 from lgl_helpers.toy import ToyConfig, generate_toy_corpus
 from reference import reference_path
 
+# EER points by which 3 epochs must beat the untrained encoder; measured over training seeds 0-4 with
+# `python benchmarks/ci_margins.py --unit` (README, "Tests").
+STAGE1_EER_GAIN = 5.0
+
 
 def _config(corpus, runs_dir, **overrides):
     params = dict(
@@ -38,14 +42,14 @@ def small_corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(small_corpus, tmp_path_factory):
+def trained(small_corpus, tmp_path_factory, training_seed):
     """A tiny Stage I run: C=32, 0.6 s crops, batch 32, 3 epochs (21 steps), evaluated at epochs 0 and 3.
 
     Clean views (augment=False): at this budget the augmented task learns too slowly to beat the
     untrained encoder reliably; the demo profile shows the full method's gain.
     """
     config = _config(small_corpus, tmp_path_factory.mktemp("runs"), channels=32, frames=60, batch_size=32, epochs=3,
-                     test_interval=3, augment=False, seed=0)
+                     test_interval=3, augment=False, seed=training_seed)
     records = []
     root = logging.getLogger("lgl_helpers")
     handler = _ListHandler()
@@ -70,7 +74,8 @@ class _ListHandler(logging.Handler):
 def test_stage1_lowers_eer_below_the_untrained_encoder(trained):
     _, result, _, _ = trained
     assert result["completed"] and result["epochs_run"] == 3 and result["best_epoch"] == 3
-    assert result["eer"] < result["untrained_eer"] - 5.0, (result["untrained_eer"], result["eer"])
+    print(f"MARGIN stage1_eer_gain {result['untrained_eer'] - result['eer']:.3f}")
+    assert result["eer"] < result["untrained_eer"] - STAGE1_EER_GAIN, (result["untrained_eer"], result["eer"])
 
 
 @pytest.mark.slow
