@@ -16,7 +16,8 @@ from lgl_helpers.stage1 import Stage1Config, train_stage1
 # Measured on the tiny corpus: mean NMI 0.58 after it against 0.44 untrained. With augmented views the
 # same 36 steps are too few to move the NMI (0.46).
 STAGE1_CHANNELS, STAGE1_FRAMES, STAGE1_BATCH, STAGE1_EPOCHS = 32, 50, 16, 12
-NMI_MARGIN = 0.1
+# Mean-NMI gain over the untrained encoder: 0.142-0.243 over training seeds 0-4 (`benchmarks/ci_margins.py --unit`).
+NMI_MARGIN = 0.07
 
 
 def unit(x):

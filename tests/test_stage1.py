@@ -16,9 +16,9 @@ from lgl_helpers.models import load_encoder
 from lgl_helpers.toy import ToyConfig, generate_toy_corpus
 from reference import reference_path
 
-# EER points by which 3 epochs must beat the untrained encoder; measured over training seeds 0-4 with
-# `python benchmarks/ci_margins.py --unit` (README, "Tests").
-STAGE1_EER_GAIN = 5.0
+# EER points by which 3 epochs must beat the untrained encoder: 7-16 points over training seeds 0-4
+# (`python benchmarks/ci_margins.py --unit`; 200 trials, so one point is one target trial).
+STAGE1_EER_GAIN = 3.0
 
 
 def _config(corpus, runs_dir, **overrides):
