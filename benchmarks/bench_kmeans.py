@@ -35,7 +35,7 @@ def main() -> None:
 
     import faiss
 
-    from lgl_helpers import cluster
+    from lgl_helpers.clustering import cluster
 
     gpu = cluster.faiss_gpu_available()
     print(f"faiss {faiss.__version__}, {'GPU' if gpu else 'CPU'} index, {faiss.omp_get_max_threads()} threads, "

@@ -13,7 +13,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from lgl_helpers import pipeline
+from lgl_helpers.app import pipeline
 from lgl_helpers.runs import read_json
 
 

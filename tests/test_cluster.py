@@ -7,10 +7,11 @@ import pytest
 from matplotlib.figure import Figure
 from sklearn.metrics import normalized_mutual_info_score
 
-from lgl_helpers import cluster, embed, models
-from lgl_helpers.lists import ListFormatError, TrainEntry, read_train_list
+from lgl_helpers.clustering import cluster
+from lgl_helpers.core import embed, models
+from lgl_helpers.corpus.lists import ListFormatError, TrainEntry, read_train_list
 from lgl_helpers.runs import seed_everything, write_json
-from lgl_helpers.stage1 import Stage1Config, train_stage1
+from lgl_helpers.training.stage1 import Stage1Config, train_stage1
 
 # Tiny Stage I run for the NMI comparison: 36 steps on clean views (one to three minutes on two CPU cores).
 # Measured on the tiny corpus: mean NMI 0.58 after it against 0.44 untrained. With augmented views the

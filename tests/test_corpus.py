@@ -7,10 +7,11 @@ import json
 import pytest
 from matplotlib.figure import Figure
 
-from lgl_helpers import corpus, runs
-from lgl_helpers.corpus import DataSetupConfig
-from lgl_helpers.lists import ListCheckError, read_train_list
-from lgl_helpers.toy import toy_paths
+from lgl_helpers import runs
+from lgl_helpers.corpus import data_setup as corpus
+from lgl_helpers.corpus.data_setup import DataSetupConfig
+from lgl_helpers.corpus.lists import ListCheckError, read_train_list
+from lgl_helpers.corpus.toy import toy_paths
 
 
 def _config(tiny_corpus, **overrides) -> DataSetupConfig:

@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-from lgl_helpers import cli, doctor, pipeline
+from lgl_helpers.app import cli, doctor, pipeline
 from lgl_helpers.runs import project_root
 
 UNDEFINED_SYMBOL = "/venv/torchaudio/lib/libtorchaudio.so: undefined symbol: _ZN3c104cuda9SetDeviceEab"
@@ -156,7 +156,7 @@ def test_torch_torchaudio_mismatch_stops_doctor_and_run_before_any_notebook(tmp_
     common = ["--profile", "ci", "--run-name", "r", "--runs-dir", str(tmp_path / "runs"),
               "--set", f"00_data_setup.toy_root={tmp_path / 'toy'}"]
     for command in ("doctor", "run"):
-        done = subprocess.run([sys.executable, "-m", "lgl_helpers.cli", command, *common], cwd=project_root(),
+        done = subprocess.run([sys.executable, "-m", "lgl_helpers.app.cli", command, *common], cwd=project_root(),
                               env=env, capture_output=True, text=True, timeout=300)
         output = done.stdout + done.stderr
         assert done.returncode == 1, output

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lgl_helpers import gate
+from lgl_helpers.core import gate
 
 
 # --- stopping rule -----------------------------------------------------------------------------

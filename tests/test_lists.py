@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from lgl_helpers import cli, lists
-from lgl_helpers.lists import (ListCheckError, ListFormatError, FetchError, TrainEntry, build_train_list, check_list,
+from lgl_helpers.app import cli
+from lgl_helpers.corpus import lists
+from lgl_helpers.corpus.lists import (ListCheckError, ListFormatError, FetchError, TrainEntry, build_train_list, check_list,
                                fetch_voxceleb, read_train_list, subset_train_list)
 
 

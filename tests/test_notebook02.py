@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
-from lgl_helpers import cluster, models, pipeline
-from lgl_helpers.lists import read_train_list
+from lgl_helpers.app import pipeline
+from lgl_helpers.clustering import cluster
+from lgl_helpers.core import models
+from lgl_helpers.corpus.lists import read_train_list
 from lgl_helpers.runs import project_root, seed_everything
 
 

@@ -6,16 +6,16 @@ import subprocess
 
 import pytest
 
-from lgl_helpers import pipeline
+from lgl_helpers.app import pipeline
 from lgl_helpers.runs import project_root
 
 CONFIGS = {
-    "00_data_setup": ("lgl_helpers.corpus", "DataSetupConfig"),
-    "01_stage1_contrastive": ("lgl_helpers.stage1", "Stage1Config"),
-    "02_clustering_umap": ("lgl_helpers.cluster", "ClusteringConfig"),
-    "03_stage2_baseline": ("lgl_helpers.stage2", "Stage2Config"),
-    "04_stage2_lgl": ("lgl_helpers.stage2", "Stage2Config"),
-    "05_compare": ("lgl_helpers.report", "CompareConfig"),
+    "00_data_setup": ("lgl_helpers.corpus.data_setup", "DataSetupConfig"),
+    "01_stage1_contrastive": ("lgl_helpers.training.stage1", "Stage1Config"),
+    "02_clustering_umap": ("lgl_helpers.clustering.cluster", "ClusteringConfig"),
+    "03_stage2_baseline": ("lgl_helpers.training.stage2", "Stage2Config"),
+    "04_stage2_lgl": ("lgl_helpers.training.stage2", "Stage2Config"),
+    "05_compare": ("lgl_helpers.app.report", "CompareConfig"),
 }
 
 

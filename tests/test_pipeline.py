@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lgl_helpers import pipeline
+from lgl_helpers.app import pipeline
 from lgl_helpers.runs import read_json
 
 

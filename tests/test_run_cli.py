@@ -20,8 +20,9 @@ import papermill.exceptions
 import pytest
 import zmq
 
-from lgl_helpers import cli, kernel_config, pipeline, runs
-from lgl_helpers.lists import ListCheckError, ListFormatError, check_list, read_train_list, read_trials
+from lgl_helpers import runs
+from lgl_helpers.app import cli, kernel_config, pipeline
+from lgl_helpers.corpus.lists import ListCheckError, ListFormatError, check_list, read_train_list, read_trials
 from lgl_helpers.runs import read_json
 
 INTERRUPTED_LINE = "lgl-kit run: interrupted — rerun the same command to resume\n"

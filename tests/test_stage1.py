@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from lgl_helpers import stage1
-from lgl_helpers.augment import AugmentError
-from lgl_helpers.data import CropError
-from lgl_helpers.lists import Trial, read_trials, write_trials
-from lgl_helpers.models import load_encoder
-from lgl_helpers.toy import ToyConfig, generate_toy_corpus
+from lgl_helpers.training import stage1
+from lgl_helpers.core.augment import AugmentError
+from lgl_helpers.core.data import CropError
+from lgl_helpers.corpus.lists import Trial, read_trials, write_trials
+from lgl_helpers.core.models import load_encoder
+from lgl_helpers.corpus.toy import ToyConfig, generate_toy_corpus
 from reference import reference_path
 
 

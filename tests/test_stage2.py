@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from lgl_helpers import gate, stage2
-from lgl_helpers.data import Stage2Dataset, make_loader
-from lgl_helpers.lists import read_train_list
-from lgl_helpers.losses import AAMSoftmax
-from lgl_helpers.models import ECAPATDNN, load_encoder, save_encoder
+from lgl_helpers.core import gate
+from lgl_helpers.training import stage2
+from lgl_helpers.core.data import Stage2Dataset, make_loader
+from lgl_helpers.corpus.lists import read_train_list
+from lgl_helpers.core.losses import AAMSoftmax
+from lgl_helpers.core.models import ECAPATDNN, load_encoder, save_encoder
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +256,7 @@ def test_resume_refuses_changed_parameters(tiny_corpus, tmp_path, stage1_model):
 @pytest.mark.slow
 def test_notebook04_runs_headless_and_draws_the_gate_histogram(tiny_corpus, tmp_path, stage1_model):
     papermill = pytest.importorskip("papermill")
-    from lgl_helpers import pipeline
+    from lgl_helpers.app import pipeline
     from lgl_helpers.runs import project_root
 
     config = _config(tiny_corpus, tmp_path / "runs", stage1_model, max_iterations=1, gates="auto")

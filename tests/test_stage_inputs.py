@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from lgl_helpers import cluster, stage1, stage2
-from lgl_helpers.data import CropError
-from lgl_helpers.lists import ListCheckError
+from lgl_helpers.clustering import cluster
+from lgl_helpers.training import stage1, stage2
+from lgl_helpers.core.data import CropError
+from lgl_helpers.corpus.lists import ListCheckError
 
 STEREO = "id99999/s1/00001.wav"
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from lgl_helpers import cli, toy
-from lgl_helpers.lists import read_train_list, read_trials
-from lgl_helpers.toy import ToyConfig, generate_toy_corpus, speaker_traits
+from lgl_helpers.app import cli
+from lgl_helpers.corpus import toy
+from lgl_helpers.corpus.lists import read_train_list, read_trials
+from lgl_helpers.corpus.toy import ToyConfig, generate_toy_corpus, speaker_traits
 
 LAYOUT = [
     re.compile(r"train/id0\d{4}/[A-Za-z0-9]{11}/\d{5}\.wav"),

@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from lgl_helpers.audio import SAMPLE_RATE, AudioError, read_wav, wav_info
+from lgl_helpers.core.audio import SAMPLE_RATE, AudioError, read_wav, wav_info
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ METHOD.md, "Stage II". One engine runs both modes; an iteration is
 2. **phase T**: the encoder is re-initialised from the Stage I checkpoint and a fresh AAM-softmax
    head (margin 0.2, scale 30) classifies the pseudo labels; Adam at a fixed ``lr``, ``frames``-frame
    crops with the Stage II augmentation (reverb p 0.5 at unit RIR energy, noise p 0.5, babble of 3-8
-   files); validation EER after every epoch; the stopping rule (:func:`lgl_helpers.gate.phase_should_stop`)
+   files); validation EER after every epoch; the stopping rule (:func:`lgl_helpers.core.gate.phase_should_stop`)
    or ``max_epochs_per_phase`` ends the phase and its best epoch is kept;
 3. **phase L** (LGL mode only): training continues from the best T epoch (encoder and head; a fresh
    Adam, the learning rate being fixed) with the iteration's gate: the loss averages the samples whose
@@ -19,7 +19,7 @@ C=512 Stage I weights cannot initialise it, so that encoder starts from random w
 
 The gate of iteration k is, in order of precedence: a value in ``gate_overrides.json`` (written by the
 gate tuner of notebook 04), else ``gates[k-1]``; ``"auto"`` places it with
-:func:`lgl_helpers.gate.auto_gate` on the per-sample losses of the last T epoch of iteration k.
+:func:`lgl_helpers.core.gate.auto_gate` on the per-sample losses of the last T epoch of iteration k.
 
 Run folder ``runs/<run>/stage2_<mode>/``:
 
@@ -52,13 +52,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from lgl_helpers import cluster, gate as gate_rules, runs
-from lgl_helpers.augment import AugmentSources
-from lgl_helpers.data import Stage2Dataset, check_training_list, make_loader, stage2_inputs
-from lgl_helpers.embed import evaluate_trials
-from lgl_helpers.lists import Trial, TrainEntry, check_list, read_eval_trials
-from lgl_helpers.losses import AAMSoftmax
-from lgl_helpers.models import ECAPATDNN, load_encoder, save_encoder
+from lgl_helpers import runs
+from lgl_helpers.clustering import cluster
+from lgl_helpers.core import gate as gate_rules
+from lgl_helpers.core.augment import AugmentSources
+from lgl_helpers.core.data import Stage2Dataset, check_training_list, make_loader, stage2_inputs
+from lgl_helpers.core.embed import evaluate_trials
+from lgl_helpers.corpus.lists import Trial, TrainEntry, check_list, read_eval_trials
+from lgl_helpers.core.losses import AAMSoftmax
+from lgl_helpers.core.models import ECAPATDNN, load_encoder, save_encoder
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +202,7 @@ def check_inputs(config: Stage2Config, paths: dict, *, audio: bool = True) -> li
 
     ``paths`` as from :func:`lgl_helpers.runs.resolve_data_paths`. The list must be set and well formed,
     hold at least ``n_clusters`` and ``batch_size`` utterances and a file as long as one crop of
-    ``frames``; with ``audio`` every listed wav must also be usable (:func:`lgl_helpers.lists.check_list`,
+    ``frames``; with ``audio`` every listed wav must also be usable (:func:`lgl_helpers.corpus.lists.check_list`,
     header reads, problems as ``file:line``). ``lgl-kit doctor`` calls this with ``audio=False``. Raises
     ValueError (ListCheckError, CropError) naming the parameter, file or line.
     """
@@ -389,7 +391,7 @@ def latest_epoch_losses(stage_dir: str | Path, phase: str | None = None) -> dict
 
 
 def gate_tuner(stage_dir: str | Path, config: Stage2Config) -> tuple[gate_rules.GateTuner, str]:
-    """A :class:`~lgl_helpers.gate.GateTuner` on the latest epoch's per-sample losses, and a figure title.
+    """A :class:`~lgl_helpers.core.gate.GateTuner` on the latest epoch's per-sample losses, and a figure title.
 
     The starting gate is the one the next pending phase L would use (its override, else its configured
     number); with ``"auto"`` or no pending phase, the latest epoch's gate or else the automatic gate.

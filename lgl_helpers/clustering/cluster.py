@@ -40,7 +40,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lgl_helpers.lists import ListFormatError, TrainEntry, check_list, read_train_list
+from lgl_helpers.corpus.lists import ListFormatError, TrainEntry, check_list, read_train_list
 from lgl_helpers.runs import (
     atomic_save_npy,
     atomic_write_bytes,
@@ -223,7 +223,7 @@ def read_pseudo_labels(
     """Read a pseudo-label file written for ``entries``. Returns (N,) int64 in ``entries`` order.
 
     Line i must name entries[i]'s relative path; every entry must be present exactly once, and with
-    ``n_clusters`` every id must be below it. Raises :class:`~lgl_helpers.lists.ListFormatError`
+    ``n_clusters`` every id must be below it. Raises :class:`~lgl_helpers.corpus.lists.ListFormatError`
     naming ``file:line``.
     """
     path = Path(path)
@@ -642,8 +642,8 @@ def cluster_utterances(
     ``max_seconds`` match (``reuse_embeddings``). Raises ``ValueError`` before embedding when
     ``n_clusters`` exceeds the number of entries.
     """
-    from lgl_helpers import models
-    from lgl_helpers.embed import embed_files
+    from lgl_helpers.core import models
+    from lgl_helpers.core.embed import embed_files
 
     if not isinstance(n_clusters, (int, np.integer)) or isinstance(n_clusters, bool) or n_clusters < 1:
         raise ValueError(f"n_clusters={n_clusters!r} must be a positive integer")
@@ -774,7 +774,7 @@ def check_inputs(cfg: ClusteringConfig, paths: dict, *, audio: bool = True) -> l
 
     ``paths`` as from :func:`lgl_helpers.runs.resolve_data_paths`. The list and its root must be set and
     exist, the list be well formed and hold at least ``n_clusters`` utterances; with ``audio`` every
-    listed wav must also be usable (:func:`lgl_helpers.lists.check_list`, header reads, problems as
+    listed wav must also be usable (:func:`lgl_helpers.corpus.lists.check_list`, header reads, problems as
     ``file:line``), so a bad file is refused before any embedding. ``lgl-kit doctor`` calls this with
     ``audio=False``. Raises ValueError / FileNotFoundError naming the parameter, file or line.
     """
@@ -831,7 +831,7 @@ def cluster_from_config(
 
 def untrained_encoder(checkpoint: str | os.PathLike, seed: int):
     """A freshly initialised ECAPA-TDNN with the checkpoint's C, seeded like a training run's start (eval mode)."""
-    from lgl_helpers import models
+    from lgl_helpers.core import models
     from lgl_helpers.runs import seed_everything
 
     channels = models.load_encoder(checkpoint).channels

@@ -16,7 +16,7 @@ last one; the best epoch by validation EER is scored on the test trials.
 Run folder ``runs/<run>/stage1/``: ``stage1_params.json``, ``stage1.log``, ``scores.txt``,
 ``checkpoints/last.model`` (every epoch, the resume point), ``checkpoints/epoch_XXX.model`` (every
 evaluated epoch), ``best.model`` and ``metrics.json``. Checkpoints are kit checkpoints
-(:func:`lgl_helpers.models.load_encoder` reads them) that also hold the loss, discriminator,
+(:func:`lgl_helpers.core.models.load_encoder` reads them) that also hold the loss, discriminator,
 optimizers, scheduler, epoch, RNG states, history and resolved parameters.
 """
 
@@ -36,12 +36,12 @@ import torch
 import torch.nn.functional as F
 
 from lgl_helpers import runs
-from lgl_helpers.augment import AugmentSources, describe_recipe
-from lgl_helpers.data import Stage1Dataset, check_training_list, make_loader, stage1_views
-from lgl_helpers.embed import evaluate_trials
-from lgl_helpers.lists import Trial, TrainEntry, check_list, read_eval_trials
-from lgl_helpers.losses import AATDiscriminator, ContrastiveLoss, grad_reverse
-from lgl_helpers.models import ECAPATDNN, load_encoder, save_encoder
+from lgl_helpers.core.augment import AugmentSources, describe_recipe
+from lgl_helpers.core.data import Stage1Dataset, check_training_list, make_loader, stage1_views
+from lgl_helpers.core.embed import evaluate_trials
+from lgl_helpers.corpus.lists import Trial, TrainEntry, check_list, read_eval_trials
+from lgl_helpers.core.losses import AATDiscriminator, ContrastiveLoss, grad_reverse
+from lgl_helpers.core.models import ECAPATDNN, load_encoder, save_encoder
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def check_inputs(config: Stage1Config, paths: dict, *, audio: bool = True) -> li
 
     ``paths`` as from :func:`lgl_helpers.runs.resolve_data_paths`. The list must be set and well formed,
     hold a full batch of ``batch_size`` utterances and a file as long as one crop of ``frames``; with
-    ``audio`` every listed wav must also be usable (:func:`lgl_helpers.lists.check_list`, header reads,
+    ``audio`` every listed wav must also be usable (:func:`lgl_helpers.corpus.lists.check_list`, header reads,
     problems as ``file:line``). ``lgl-kit doctor`` calls this with ``audio=False``. Raises ValueError
     (ListCheckError, CropError) naming the parameter, file or line.
     """
@@ -146,7 +146,7 @@ def prepare_data(config: Stage1Config) -> Stage1Data:
     against the list, augmentation roots, trial files.
 
     Empty data parameters come from ``runs/<run>/data.json``. Raises ValueError / FileNotFoundError /
-    :class:`lgl_helpers.augment.AugmentError` / :class:`lgl_helpers.data.CropError` naming the problem.
+    :class:`lgl_helpers.core.augment.AugmentError` / :class:`lgl_helpers.core.data.CropError` naming the problem.
     """
     config.validate()
     run_dir = runs.run_folder(config.run_name, config.runs_dir)

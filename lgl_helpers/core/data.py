@@ -7,7 +7,7 @@
   recipe (:func:`stage2_inputs`).
 
 Workers only read audio (the crops and the needed noise segments) and draw recipes; reverberation
-and mixing run on the batch on the training device (:mod:`lgl_helpers.augment`).
+and mixing run on the batch on the training device (:mod:`lgl_helpers.core.augment`).
 
 Short utterances are wrap-padded from a random phase, so every utterance of at least 0.5 s works
 in both stages. A crop longer than the longest file of the list is refused: every item would then
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lgl_helpers.audio import SAMPLE_RATE, check_wav, read_wav
-from lgl_helpers.augment import (
+from lgl_helpers.core.audio import SAMPLE_RATE, check_wav, read_wav
+from lgl_helpers.core.augment import (
     STAGE1_POLICY,
     STAGE2_POLICY,
     AugmentPolicy,
@@ -44,7 +44,7 @@ from lgl_helpers.augment import (
     sample_recipe,
     segment_samples,
 )
-from lgl_helpers.lists import TrainEntry, read_train_list
+from lgl_helpers.corpus.lists import TrainEntry, read_train_list
 
 log = logging.getLogger(__name__)
 

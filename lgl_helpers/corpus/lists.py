@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from lgl_helpers.audio import MIN_SECONDS, SAMPLE_RATE, AudioError, wav_info
+from lgl_helpers.core.audio import MIN_SECONDS, SAMPLE_RATE, AudioError, wav_info
 from lgl_helpers.runs import atomic_write_bytes, atomic_write_text, progress
 
 log = logging.getLogger(__name__)

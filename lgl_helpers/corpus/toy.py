@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from lgl_helpers.lists import Trial, TrainEntry, write_train_list, write_trials
+from lgl_helpers.corpus.lists import Trial, TrainEntry, write_train_list, write_trials
 from lgl_helpers.runs import progress, write_json
 
 log = logging.getLogger(__name__)
@@ -910,5 +910,5 @@ def _write_lists_and_manifest(root: Path, config: ToyConfig, records: list[tuple
         "musan_chunks": {c: sum(1 for r in records if r[0] == "musan" and r[1] == c) for c in MUSAN_CATEGORIES},
         "n_rirs": sum(1 for r in records if r[0] == "rir"),
     }
-    write_json(root / MANIFEST, {"generator": "lgl_helpers.toy", "config": config, "summary": summary})
+    write_json(root / MANIFEST, {"generator": "lgl_helpers.corpus.toy", "config": config, "summary": summary})
     return summary

@@ -33,7 +33,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Sequence
 
-from lgl_helpers import pipeline
+from lgl_helpers.app import pipeline
 from lgl_helpers.runs import DATA_KEYS, resolve_data_paths, resolve_path, run_folder
 
 DATA_SETUP = "00_data_setup"
@@ -50,12 +50,12 @@ REQUIRES = {
 }
 # The config dataclass each notebook builds in its first code cell.
 CONFIGS = {
-    "00_data_setup": ("lgl_helpers.corpus", "DataSetupConfig"),
-    "01_stage1_contrastive": ("lgl_helpers.stage1", "Stage1Config"),
-    "02_clustering_umap": ("lgl_helpers.cluster", "ClusteringConfig"),
-    "03_stage2_baseline": ("lgl_helpers.stage2", "Stage2Config"),
-    "04_stage2_lgl": ("lgl_helpers.stage2", "Stage2Config"),
-    "05_compare": ("lgl_helpers.report", "CompareConfig"),
+    "00_data_setup": ("lgl_helpers.corpus.data_setup", "DataSetupConfig"),
+    "01_stage1_contrastive": ("lgl_helpers.training.stage1", "Stage1Config"),
+    "02_clustering_umap": ("lgl_helpers.clustering.cluster", "ClusteringConfig"),
+    "03_stage2_baseline": ("lgl_helpers.training.stage2", "Stage2Config"),
+    "04_stage2_lgl": ("lgl_helpers.training.stage2", "Stage2Config"),
+    "05_compare": ("lgl_helpers.app.report", "CompareConfig"),
 }
 # The parameter naming the checkpoint a notebook starts from ("" = runs/<run>/stage1/best.model).
 START_CHECKPOINT = {"02_clustering_umap": "checkpoint", "03_stage2_baseline": "init_model", "04_stage2_lgl": "init_model"}
@@ -231,14 +231,14 @@ def _parameter_count(module) -> int:
 @functools.lru_cache(maxsize=None)
 def _encoder_parameters(channels: int) -> int:
     """Parameters of an ECAPA-TDNN of width C (built once per width and process; only the count is kept)."""
-    from lgl_helpers.models import ECAPATDNN
+    from lgl_helpers.core.models import ECAPATDNN
 
     return _parameter_count(ECAPATDNN(channels))
 
 
 def stage1_checkpoint_bytes(config) -> int:
     """Bytes of the checkpoints Stage I keeps: ``epoch_XXX.model`` of every evaluated epoch, ``last.model``, ``best.model``."""
-    from lgl_helpers.losses import AATDiscriminator, ContrastiveLoss
+    from lgl_helpers.core.losses import AATDiscriminator, ContrastiveLoss
 
     evaluated = sum(1 for e in range(1, config.epochs + 1) if e % config.test_interval == 0 or e == config.epochs)
     parameters = _encoder_parameters(config.channels) + _parameter_count(ContrastiveLoss()) + _parameter_count(AATDiscriminator())
@@ -248,7 +248,7 @@ def stage1_checkpoint_bytes(config) -> int:
 def stage2_checkpoint_bytes(config, stage1_channels: int) -> int:
     """Bytes of the checkpoints one Stage II mode keeps: each phase's best epoch, and while a phase runs
     also its previous best and latest epoch; ``best.model`` at the end. The head is (n_clusters, 192)."""
-    from lgl_helpers.models import EMB_DIM
+    from lgl_helpers.core.models import EMB_DIM
 
     def size(channels: int) -> int:
         return (_encoder_parameters(channels) + config.n_clusters * EMB_DIM) * 4 * CHECKPOINT_COPIES
@@ -260,7 +260,7 @@ def stage2_checkpoint_bytes(config, stage1_channels: int) -> int:
 
 def _start_channels(config, configs: dict[str, Any], run_dir: Path) -> int | None:
     """C of the Stage I encoder a Stage II notebook starts from: the planned Stage I's, else its checkpoint's."""
-    from lgl_helpers.models import load_encoder
+    from lgl_helpers.core.models import load_encoder
 
     if not config.init_model and STAGE1 in configs:
         return configs[STAGE1].channels
@@ -333,7 +333,8 @@ def _setup_base(config, run_dir: Path, uses: _Uses) -> tuple[_Base | None, list[
 
     Adds 00's own paths to ``uses``; None when one of them is missing (the path checks report it).
     """
-    from lgl_helpers import corpus, toy  # here: corpus imports matplotlib, which no other check needs
+    from lgl_helpers.corpus import toy  # here: corpus imports matplotlib, which no other check needs
+    from lgl_helpers.corpus import data_setup as corpus
 
     given = {key: resolve_path(getattr(config, key)) for key in DATA_KEYS if getattr(config, key)}
     for key, path in given.items():
@@ -481,7 +482,7 @@ def data_checks(values: dict[str, dict], configs: dict[str, Any], run_dir: Path)
 def diagnose(steps: Sequence[pipeline.PlannedNotebook], *, environment: bool = True, data: bool = True,
              import_module: Importer = importlib.import_module,
              version_of: Callable[[str], str] = importlib.metadata.version) -> list[Check]:
-    """Every check of the planned ``steps`` (from :func:`lgl_helpers.pipeline.plan_run`), in report order."""
+    """Every check of the planned ``steps`` (from :func:`lgl_helpers.app.pipeline.plan_run`), in report order."""
     values = planned_values(steps)
     checks = environment_checks(values, import_module, version_of) if environment else []
     if any(not check.ok and check.name in ("torch", "torchaudio") for check in checks):
@@ -497,7 +498,7 @@ def diagnose(steps: Sequence[pipeline.PlannedNotebook], *, environment: bool = T
 
 
 class Preflight:
-    """The doctor inside ``lgl-kit run``: stops the run with :class:`~lgl_helpers.pipeline.PipelineError`,
+    """The doctor inside ``lgl-kit run``: stops the run with :class:`~lgl_helpers.app.pipeline.PipelineError`,
     one line per problem, before the notebook that would fail.
 
     Created before the first notebook, it checks the environment, every planned notebook's configuration

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lgl_helpers.audio import SAMPLE_RATE, check_wav, read_wav
-from lgl_helpers.lists import Trial
-from lgl_helpers.metrics import compute_eer, compute_min_dcf
+from lgl_helpers.core.audio import SAMPLE_RATE, check_wav, read_wav
+from lgl_helpers.corpus.lists import Trial
+from lgl_helpers.core.metrics import compute_eer, compute_min_dcf
 from lgl_helpers.runs import get_device, progress
 
 log = logging.getLogger(__name__)

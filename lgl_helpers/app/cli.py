@@ -18,13 +18,13 @@ import logging
 import sys
 import traceback
 
-from lgl_helpers import doctor, pipeline
+from lgl_helpers.app import doctor, pipeline
 
 EXIT_ERROR = 1
 
 
 def _run_toy(args: argparse.Namespace) -> int:
-    from lgl_helpers.toy import ToyConfig, generate_toy_corpus
+    from lgl_helpers.corpus.toy import ToyConfig, generate_toy_corpus
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(ToyConfig)
                  if getattr(args, f.name) is not None}
@@ -40,7 +40,7 @@ def _run_toy(args: argparse.Namespace) -> int:
 
 def add_toy_parser(subparsers) -> argparse.ArgumentParser:
     """``lgl-kit toy OUT``: every ToyConfig field is an option (``--n-train-speakers`` ...)."""
-    from lgl_helpers.toy import PRESETS, ToyConfig
+    from lgl_helpers.corpus.toy import PRESETS, ToyConfig
 
     parser = subparsers.add_parser(
         "toy", help="generate the embedded toy corpus (VoxCeleb/MUSAN/RIR layout)",
@@ -62,7 +62,7 @@ def add_toy_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _run_lists_build(args: argparse.Namespace) -> int:
-    from lgl_helpers.lists import build_train_list
+    from lgl_helpers.corpus.lists import build_train_list
 
     entries = build_train_list(args.root, args.out, workers=args.workers, min_seconds=args.min_seconds,
                                skip_bad=args.skip_bad)
@@ -72,7 +72,7 @@ def _run_lists_build(args: argparse.Namespace) -> int:
 
 
 def _run_lists_subset(args: argparse.Namespace) -> int:
-    from lgl_helpers.lists import read_train_list, subset_train_list, write_train_list
+    from lgl_helpers.corpus.lists import read_train_list, subset_train_list, write_train_list
 
     entries = subset_train_list(read_train_list(args.list), args.n_utterances, n_speakers=args.n_speakers,
                                 seed=args.seed, per_speaker=args.per_speaker)
@@ -82,7 +82,7 @@ def _run_lists_subset(args: argparse.Namespace) -> int:
 
 
 def _run_lists_check(args: argparse.Namespace) -> int:
-    from lgl_helpers.lists import check_list
+    from lgl_helpers.corpus.lists import check_list
 
     counts = check_list(args.list, args.root, args.kind, min_seconds=args.min_seconds, workers=args.workers)
     print(f"{args.list}: OK")
@@ -92,7 +92,7 @@ def _run_lists_check(args: argparse.Namespace) -> int:
 
 
 def _run_lists_fetch(args: argparse.Namespace) -> int:
-    from lgl_helpers.lists import fetch_voxceleb
+    from lgl_helpers.corpus.lists import fetch_voxceleb
 
     for name, path in fetch_voxceleb(args.out, timeout=args.timeout).items():
         print(f"{name}: {path} (verified)")
@@ -101,7 +101,7 @@ def _run_lists_fetch(args: argparse.Namespace) -> int:
 
 def add_lists_parser(subparsers) -> argparse.ArgumentParser:
     """``lgl-kit lists build|subset|check|fetch-voxceleb``."""
-    from lgl_helpers.audio import MIN_SECONDS
+    from lgl_helpers.core.audio import MIN_SECONDS
 
     parser = subparsers.add_parser("lists", help="build, subset, check or fetch VoxCeleb-format lists",
                                    description="Tools for the training-list and trial-list formats.")
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     Every error prints one clear message and exits 1 (``-v`` adds the traceback of system and
     unexpected errors); Ctrl-C exits 130 (``run`` says how to resume).
     """
-    from lgl_helpers.lists import FetchError, ListFormatError
+    from lgl_helpers.corpus.lists import FetchError, ListFormatError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from lgl_helpers.audio import SAMPLE_RATE
+from lgl_helpers.core.audio import SAMPLE_RATE
 
 
 def plot_training_curves(history: Sequence[Mapping], title: str = "Stage I training") -> Figure:
@@ -93,7 +93,7 @@ def plot_spectrograms(
 
 
 def plot_views(preview: Mapping, item: int = 0) -> Figure:
-    """Spectrograms of one item of :func:`lgl_helpers.stage1.preview_views`: clean crops, then views A, S, P."""
+    """Spectrograms of one item of :func:`lgl_helpers.training.stage1.preview_views`: clean crops, then views A, S, P."""
     waves = {
         "crop 0 (clean)": preview["crop0"][item],
         "crop 1 (clean)": preview["crop1"][item],

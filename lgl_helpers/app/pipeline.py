@@ -408,7 +408,7 @@ def run_pipeline(
     """
     import papermill
 
-    from lgl_helpers.doctor import Preflight
+    from lgl_helpers.app.doctor import Preflight
 
     plan = plan_run(profile, run_name, overrides, runs_dir, select_notebooks(start, only))
     # A doomed run stops here, not hours later: environment, configuration and the data that exists.
@@ -488,7 +488,7 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from lgl_helpers.report import results_table
+    from lgl_helpers.app.report import results_table
 
     path = run_folder(args.run_name, args.runs_dir) / "report.json"
     if not path.is_file():

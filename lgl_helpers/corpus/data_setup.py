@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from lgl_helpers import lists, runs, toy
-from lgl_helpers.audio import read_wav
+from lgl_helpers import runs
+from lgl_helpers.corpus import lists, toy
+from lgl_helpers.core.audio import read_wav
 
 log = logging.getLogger(__name__)
 
