@@ -1,4 +1,4 @@
-"""Noise and reverberation augmentation of both stages (METHOD.md, "Stage I" augmentation and Stage II step 2).
+"""Noise and reverberation augmentation of both stages (docs/method.md, "Augmentation").
 
 The work is split in two so that it runs on a batch on the training device:
 

@@ -1,9 +1,9 @@
 """Training data of both stages: crops of the training utterances plus their augmentation recipes, and the loader.
 
-* Stage I (METHOD.md, "Stage I"): per utterance two non-overlapping crops of ``frames`` frames
+* Stage I (docs/method.md, "Stage I"): per utterance two non-overlapping crops of ``frames`` frames
   (``frames·160 + 240`` samples), and two augmentation recipes a and b; the training loop builds
   A = crop 0 with a, S = crop 1 with a, P = crop 1 with b (:func:`stage1_views`).
-* Stage II (METHOD.md, "Stage II", step 2): one crop per utterance with its pseudo label and one
+* Stage II (docs/method.md, "Stage II", step 2): one crop per utterance with its pseudo label and one
   recipe (:func:`stage2_inputs`).
 
 Workers only read audio (the crops and the needed noise segments) and draw recipes; reverberation

@@ -1,4 +1,4 @@
-"""Full-length embedding of wav files in length-bucketed batches, and cosine trial scoring (METHOD.md, "Evaluation").
+"""Full-length embedding of wav files in length-bucketed batches, and cosine trial scoring (docs/method.md, "Evaluation").
 
 Files are sorted by length and grouped so that each batch's padded size (items × padded length)
 stays within a budget of samples; the encoder's masked pass gives every file the embedding it gets

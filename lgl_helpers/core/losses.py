@@ -1,6 +1,6 @@
 """Training objectives: Stage I contrastive loss and AAT discriminator, Stage II AAM-softmax with the loss gate.
 
-METHOD.md, "Stage I" and "Stage II". Numbers equal the reference implementation's, except where its
+docs/method.md, "Stage I" and "Stage II". Numbers equal the reference implementation's, except where its
 README lists a defect: a batch in which no sample passes the gate gives a zero loss (no NaN, no
 gradient), and accuracy under a gate counts the selected samples only.
 """

@@ -1,4 +1,4 @@
-"""Speaker-verification metrics: EER and minDCF of cosine trial scores (METHOD.md, "Evaluation").
+"""Speaker-verification metrics: EER and minDCF of cosine trial scores (docs/method.md, "Evaluation").
 
 Both equal the reference implementation's numbers, ties included: the EER is read from scikit-learn's
 ROC at the point where |FNR - FPR| is smallest (the larger of the two, in percent); the minDCF walks

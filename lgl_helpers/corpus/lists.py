@@ -1,4 +1,4 @@
-"""The list formats of the field (METHOD.md, "Data and list formats").
+"""The list formats of the field (docs/method.md, "Data and list formats").
 
 Training list, one utterance a line: ``<speaker id> <relative wav path> <duration in seconds>``.
 Trial list, one trial a line: ``<1|0> <relative wav path A> <relative wav path B>``.
