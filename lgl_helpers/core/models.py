@@ -1,4 +1,4 @@
-"""The speaker encoder of every stage: ECAPA-TDNN with its waveform front end (METHOD.md, "Encoder").
+"""The speaker encoder of every stage: ECAPA-TDNN with its waveform front end (docs/method.md, "Encoder").
 
 The layer layout and state-dict key names equal the reference implementation's ``Network.*`` tensors,
 so a checkpoint trained with the reference code loads unchanged. Besides the plain forward pass used
@@ -119,6 +119,27 @@ class PreEmphasis(nn.Module):
         return F.conv1d(wave, self.flipped_filter).squeeze(1)
 
 
+def mel_front_end() -> nn.Sequential:
+    """The encoder's waveform front end: pre-emphasis, then an 80-band mel power spectrogram (25 ms / 10 ms).
+
+    wave (B, T) float32 at 16 kHz → mel power (B, 80, T // 160 + 1). Its two parts are the encoder's
+    ``torchfbank.0`` and ``torchfbank.1``, the reference's state-dict names.
+    """
+    return nn.Sequential(
+        PreEmphasis(),
+        torchaudio.transforms.MelSpectrogram(
+            sample_rate=16000, n_fft=512, win_length=400, hop_length=HOP_LENGTH,
+            f_min=20, f_max=7600, window_fn=torch.hamming_window, n_mels=N_MELS,
+        ),
+    )
+
+
+def log_mel(front_end: nn.Module, wave: torch.Tensor) -> torch.Tensor:
+    """wave (B, T) → the encoder's input features: log-mel (B, 80, T // 160 + 1) with each bin's mean over time removed."""
+    feats = (front_end(wave) + 1e-6).log()
+    return feats - feats.mean(dim=-1, keepdim=True)
+
+
 class ECAPATDNN(nn.Module):
     """ECAPA-TDNN speaker encoder with the log-mel front end inside. wave (B, T) float32 at 16 kHz → emb (B, 192).
 
@@ -138,13 +159,7 @@ class ECAPATDNN(nn.Module):
         self.layer2 = Bottle2neck(c, c, kernel_size=3, dilation=3, scale=8)
         self.layer3 = Bottle2neck(c, c, kernel_size=3, dilation=4, scale=8)
         self.layer4 = nn.Conv1d(3 * c, 1536, kernel_size=1)
-        self.torchfbank = nn.Sequential(
-            PreEmphasis(),
-            torchaudio.transforms.MelSpectrogram(
-                sample_rate=16000, n_fft=512, win_length=400, hop_length=HOP_LENGTH,
-                f_min=20, f_max=7600, window_fn=torch.hamming_window, n_mels=N_MELS,
-            ),
-        )
+        self.torchfbank = mel_front_end()
         self.attention = nn.Sequential(
             nn.Conv1d(4608, 256, kernel_size=1),
             nn.ReLU(),
@@ -159,8 +174,7 @@ class ECAPATDNN(nn.Module):
 
     def _log_mel(self, wave: torch.Tensor) -> torch.Tensor:
         """wave: (B, T) → mean-normalised log-mel (B, 80, T // 160 + 1)."""
-        feats = (self.torchfbank(wave) + 1e-6).log()
-        return feats - feats.mean(dim=-1, keepdim=True)
+        return log_mel(self.torchfbank, wave)
 
     def _padded_log_mel(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features of a zero-padded batch, equal per item to ``_log_mel`` of the item alone and zero beyond its frames.

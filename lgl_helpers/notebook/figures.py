@@ -1,4 +1,4 @@
-"""Figures shared by the notebooks: training curves of an epoch history and spectrograms of augmented views.
+"""Figures of notebook 01 (Stage I): training curves of an epoch history and spectrograms of augmented views.
 
 Every function returns a matplotlib Figure and shows nothing; the notebook displays or saves it. The
 figures are not registered with pyplot, so a notebook shows each exactly once (as a cell's value or
@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from lgl_helpers.core.audio import SAMPLE_RATE
+from lgl_helpers.notebook.spectrograms import plot_spectrograms
 
 
 def plot_training_curves(history: Sequence[Mapping], title: str = "Stage I training") -> Figure:
@@ -55,40 +54,6 @@ def plot_training_curves(history: Sequence[Mapping], title: str = "Stage I train
             ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    return fig
-
-
-def log_spectrogram(wave: np.ndarray, n_fft: int = 512, hop: int = 160) -> np.ndarray:
-    """Power spectrogram in dB of (T,) audio with a Hamming window. Returns (n_fft // 2 + 1, frames)."""
-    wave = np.asarray(wave, dtype=np.float64)
-    if len(wave) < n_fft:
-        wave = np.pad(wave, (0, n_fft - len(wave)))
-    n_frames = 1 + (len(wave) - n_fft) // hop
-    index = np.arange(n_fft)[None, :] + hop * np.arange(n_frames)[:, None]
-    spectrum = np.fft.rfft(wave[index] * np.hamming(n_fft), axis=1)
-    return (10 * np.log10(np.abs(spectrum) ** 2 + 1e-10)).T
-
-
-def plot_spectrograms(
-    waves: Mapping[str, np.ndarray], sample_rate: int = SAMPLE_RATE, title: str | None = None
-) -> Figure:
-    """One spectrogram panel per named (T,) wave, stacked, on a shared 60 dB colour range."""
-    names = list(waves)
-    if not names:
-        raise ValueError("no waves to plot")
-    specs = [log_spectrogram(waves[name]) for name in names]
-    top = max(float(s.max()) for s in specs)
-    fig = Figure(figsize=(8, 1.6 * len(names) + 0.6))
-    axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)
-    for ax, name, spec, wave in zip(axes[:, 0], names, specs, (waves[n] for n in names)):
-        duration = len(wave) / sample_rate
-        image = ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=top - 60, vmax=top,
-                          extent=(0, duration, 0, sample_rate / 2000))
-        ax.set_ylabel(f"{name}\nkHz")
-    axes[-1, 0].set_xlabel("seconds")
-    fig.colorbar(image, ax=axes[:, 0].tolist(), label="dB", fraction=0.03)
-    if title:
-        fig.suptitle(title)
     return fig
 
 
