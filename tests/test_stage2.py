@@ -76,7 +76,7 @@ def test_baseline_ignores_gate_count_and_auto_is_accepted():
 
 def test_prepare_data_rejects_too_many_clusters(tiny_corpus, tmp_path, stage1_model):
     n = len(read_train_list(tiny_corpus / "lists" / "train_list.txt"))
-    with pytest.raises(ValueError, match=f"n_clusters={n + 1} is larger than the {n} utterances"):
+    with pytest.raises(ValueError, match=f"n_clusters={n + 1} is larger than the number of utterances N={n} in "):
         stage2.prepare_data(_config(tiny_corpus, tmp_path, stage1_model, n_clusters=n + 1))
     with pytest.raises(FileNotFoundError, match="init_model"):
         stage2.prepare_data(_config(tiny_corpus, tmp_path, tmp_path / "missing.model"))

@@ -205,10 +205,7 @@ def build_config(name: str, values: dict[str, Any]) -> Any:
     """Notebook ``name``'s config dataclass from its parameter values, as its first cell builds it, validated."""
     module_name, class_name = CONFIGS[name]
     cls = getattr(importlib.import_module(module_name), class_name)
-    config = cls(**{key: values[key] for key in cls.field_names()})
-    if hasattr(config, "validate"):  # Stage I and II validate on request, the others when built
-        config.validate()
-    return config
+    return cls.from_parameters(values)
 
 
 def configuration_checks(values: dict[str, dict]) -> tuple[dict[str, Any], list[Check]]:

@@ -7,12 +7,13 @@ touching the models.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 
+from lgl_helpers.config import NotebookConfig
 from lgl_helpers.runs import atomic_write_text, environment_info, read_json, run_folder, write_json
 
 SYSTEMS = (
@@ -24,16 +25,12 @@ METRIC_KEYS = ("eer", "min_dcf", "min_dcf_0.01")
 
 
 @dataclass
-class CompareConfig:
+class CompareConfig(NotebookConfig):
     """Parameters of notebook 05_compare (field names equal its parameters cell)."""
 
     run_name: str = "demo"
     runs_dir: str = "runs"
     interactive: bool = True
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
 
 
 def _read(path: Path) -> dict | None:

@@ -34,12 +34,13 @@ import io
 import logging
 import os
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from lgl_helpers.config import NotebookConfig, check_int, check_n_clusters, check_non_negative, check_positive
 from lgl_helpers.corpus.lists import ListFormatError, TrainEntry, check_list, read_train_list
 from lgl_helpers.runs import (
     atomic_save_npy,
@@ -155,14 +156,9 @@ def kmeans_pseudo_labels(
     import faiss
 
     emb_shape = np.shape(emb)
-    if not isinstance(n_clusters, (int, np.integer)) or isinstance(n_clusters, bool) or n_clusters < 1:
-        raise ValueError(f"n_clusters={n_clusters!r} must be a positive integer")
-    if len(emb_shape) == 2 and n_clusters > emb_shape[0]:
-        raise ValueError(f"n_clusters={n_clusters} is larger than the number of utterances N={emb_shape[0]}")
-    if n_iter < 1:
-        raise ValueError(f"n_iter={n_iter} must be at least 1")
-    if max_points_per_centroid < 1:
-        raise ValueError(f"max_points_per_centroid={max_points_per_centroid} must be at least 1")
+    check_n_clusters(n_clusters, emb_shape[0] if len(emb_shape) == 2 else None)
+    check_int("n_iter", n_iter, 1)
+    check_int("max_points_per_centroid", max_points_per_centroid, 1)
     emb = _check_emb(emb)
     n, d = emb.shape
     gpu = _resolve_use_gpu(use_gpu)
@@ -645,10 +641,7 @@ def cluster_utterances(
     from lgl_helpers.core import models
     from lgl_helpers.core.embed import embed_files
 
-    if not isinstance(n_clusters, (int, np.integer)) or isinstance(n_clusters, bool) or n_clusters < 1:
-        raise ValueError(f"n_clusters={n_clusters!r} must be a positive integer")
-    if n_clusters > len(entries):
-        raise ValueError(f"n_clusters={n_clusters} is larger than the number of utterances N={len(entries)}")
+    check_n_clusters(n_clusters, len(entries))
     out_dir, train_root = Path(out_dir), Path(train_root)
     checkpoint = None
     if isinstance(encoder, (str, os.PathLike)):
@@ -707,7 +700,7 @@ def cluster_utterances(
 
 
 @dataclass
-class ClusteringConfig:
+class ClusteringConfig(NotebookConfig):
     """Parameters of notebook 02_clustering_umap (field names equal its parameters cell)."""
 
     run_name: str = "demo"
@@ -727,24 +720,15 @@ class ClusteringConfig:
     seed: int = 0
     interactive: bool = True
 
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-    def __post_init__(self) -> None:
-        checks = (
-            ("n_clusters", self.n_clusters >= 1, "must be at least 1"),
-            ("n_iter", self.n_iter >= 1, "must be at least 1"),
-            ("max_points_per_centroid", self.max_points_per_centroid >= 1, "must be at least 1"),
-            ("max_seconds", self.max_seconds >= 0, "must be 0 (full length) or positive"),
-            ("batch_seconds", self.batch_seconds > 0, "must be positive"),
-            ("umap_sample", self.umap_sample >= 5, "must be at least 5"),
-            ("highlight_cluster", self.highlight_cluster >= -1, "must be a cluster id or -1 (the most impure cluster)"),
-            ("n_impure", self.n_impure >= 0, "must be 0 or more"),
-        )
-        for name, ok, message in checks:
-            if not ok:
-                raise ValueError(f"{name}={getattr(self, name)!r} {message}")
+    def validate(self) -> None:
+        check_n_clusters(self.n_clusters)
+        check_int("n_iter", self.n_iter, 1)
+        check_int("max_points_per_centroid", self.max_points_per_centroid, 1)
+        check_non_negative("max_seconds", self.max_seconds, "0 (full length) or positive")
+        check_positive("batch_seconds", self.batch_seconds)
+        check_int("umap_sample", self.umap_sample, 5)
+        check_int("highlight_cluster", self.highlight_cluster, -1, "a cluster id or -1 (the most impure cluster)")
+        check_int("n_impure", self.n_impure, 0)
 
     @property
     def use_gpu(self) -> bool | str:
@@ -785,10 +769,7 @@ def check_inputs(cfg: ClusteringConfig, paths: dict, *, audio: bool = True) -> l
         if not paths[name].exists():
             raise FileNotFoundError(f"{name}={getattr(cfg, name)!r}: {paths[name]} does not exist")
     entries = read_train_list(paths["train_list"])
-    if cfg.n_clusters > len(entries):
-        raise ValueError(
-            f"n_clusters={cfg.n_clusters} is larger than the number of utterances N={len(entries)} in {paths['train_list']}"
-        )
+    check_n_clusters(cfg.n_clusters, len(entries), source=str(paths["train_list"]))
     if audio:
         check_list(paths["train_list"], paths["train_root"], "train")
     return entries

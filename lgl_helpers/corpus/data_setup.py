@@ -19,6 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from lgl_helpers import runs
+from lgl_helpers.config import NotebookConfig, check, check_choice, check_int
 from lgl_helpers.corpus import lists, toy
 from lgl_helpers.core.audio import read_wav
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class DataSetupConfig:
+class DataSetupConfig(NotebookConfig):
     """Parameters of notebook 00 (field names equal its parameters cell)."""
 
     run_name: str = "demo"  # folder under runs_dir
@@ -45,20 +46,14 @@ class DataSetupConfig:
     seed: int = 0  # which examples are drawn
     interactive: bool = True  # widgets (False under papermill)
 
-    def __post_init__(self):
+    def validate(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             expected = {"str": str, "bool": bool, "int": int}[field.type]
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise ValueError(f"DataSetupConfig.{field.name}={value!r} must be of type {field.type}")
-        if self.toy_preset not in toy.PRESETS:
-            raise ValueError(f"DataSetupConfig.toy_preset={self.toy_preset!r} must be one of {list(toy.PRESETS)}")
-        if self.n_spectrograms < 0:
-            raise ValueError(f"DataSetupConfig.n_spectrograms={self.n_spectrograms} must be >= 0")
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [field.name for field in dataclasses.fields(cls)]
+            ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+            check(self.name_of(field.name), value, ok, f"of type {field.type}")
+        check_choice(self.name_of("toy_preset"), self.toy_preset, toy.PRESETS)
+        check_int(self.name_of("n_spectrograms"), self.n_spectrograms, 0)
 
 
 def ensure_toy_corpus(toy_root: str | os.PathLike, preset: str = "default", make: bool = True) -> Path | None:

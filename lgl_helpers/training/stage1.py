@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import random
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -36,6 +36,9 @@ import torch
 import torch.nn.functional as F
 
 from lgl_helpers import runs
+from lgl_helpers.config import (
+    NotebookConfig, check_channels, check_fraction, check_int, check_non_negative, check_positive,
+)
 from lgl_helpers.core.augment import AugmentSources, describe_recipe
 from lgl_helpers.core.data import Stage1Dataset, check_training_list, make_loader, stage1_views
 from lgl_helpers.core.embed import evaluate_trials
@@ -51,7 +54,7 @@ RUN_CONTROL_FIELDS = ("epochs", "resume", "max_steps", "interactive", "workers",
 
 
 @dataclass
-class Stage1Config:
+class Stage1Config(NotebookConfig):
     """Parameters of notebook 01_stage1_contrastive (field names equal its parameters cell); defaults = demo profile."""
 
     run_name: str = "demo"
@@ -81,28 +84,18 @@ class Stage1Config:
     seed: int = 0
     interactive: bool = True
 
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
     def validate(self) -> None:
-        """Raise ValueError naming the first parameter out of range."""
-        checks = (
-            ("channels", self.channels >= 8 and self.channels % 8 == 0, "a positive multiple of 8"),
-            ("frames", self.frames >= 1, ">= 1"),
-            ("batch_size", self.batch_size >= 2, ">= 2 (the contrastive loss needs negatives)"),
-            ("epochs", self.epochs >= 1, ">= 1"),
-            ("lr", self.lr > 0, "> 0"),
-            ("lr_decay", 0 < self.lr_decay <= 1, "in (0, 1]"),
-            ("decay_every", self.decay_every >= 1, ">= 1"),
-            ("test_interval", self.test_interval >= 1, ">= 1"),
-            ("aat_weight", self.aat_weight >= 0, ">= 0"),
-            ("workers", self.workers >= 0, ">= 0"),
-            ("max_steps", self.max_steps >= 0, ">= 0 (0 = no limit)"),
-        )
-        for name, ok, rule in checks:
-            if not ok:
-                raise ValueError(f"Stage1Config.{name}={getattr(self, name)!r} must be {rule}")
+        check_channels(self.name_of("channels"), self.channels)
+        check_int(self.name_of("frames"), self.frames, 1)
+        check_int(self.name_of("batch_size"), self.batch_size, 2, "an integer >= 2 (the contrastive loss needs negatives)")
+        check_int(self.name_of("epochs"), self.epochs, 1)
+        check_positive(self.name_of("lr"), self.lr)
+        check_fraction(self.name_of("lr_decay"), self.lr_decay)
+        check_int(self.name_of("decay_every"), self.decay_every, 1)
+        check_int(self.name_of("test_interval"), self.test_interval, 1)
+        check_non_negative(self.name_of("aat_weight"), self.aat_weight)
+        check_int(self.name_of("workers"), self.workers, 0)
+        check_int(self.name_of("max_steps"), self.max_steps, 0, "an integer >= 0 (0 = no limit)")
 
 
 @dataclass
@@ -148,7 +141,6 @@ def prepare_data(config: Stage1Config) -> Stage1Data:
     Empty data parameters come from ``runs/<run>/data.json``. Raises ValueError / FileNotFoundError /
     :class:`lgl_helpers.core.augment.AugmentError` / :class:`lgl_helpers.core.data.CropError` naming the problem.
     """
-    config.validate()
     run_dir = runs.run_folder(config.run_name, config.runs_dir)
     paths = runs.resolve_data_paths(
         run_dir, **{key: getattr(config, key) for key in runs.DATA_KEYS}

@@ -45,7 +45,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -53,6 +53,10 @@ import numpy as np
 import torch
 
 from lgl_helpers import runs
+from lgl_helpers.config import (
+    NotebookConfig, check, check_channels, check_choice, check_gate, check_int, check_n_clusters, check_non_negative,
+    check_positive,
+)
 from lgl_helpers.clustering import cluster
 from lgl_helpers.core import gate as gate_rules
 from lgl_helpers.core.augment import AugmentSources
@@ -77,7 +81,7 @@ FIXED_FIELDS = (
 
 
 @dataclass
-class Stage2Config:
+class Stage2Config(NotebookConfig):
     """Parameters of notebooks 03_stage2_baseline and 04_stage2_lgl (field names equal their parameters cells).
 
     Defaults = the demo profile on the toy corpus; ``notebooks/params/full.yaml`` holds the reference's
@@ -116,52 +120,38 @@ class Stage2Config:
     seed: int = 0
     interactive: bool = True
 
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
     def gate_spec(self, iteration: int) -> float | str:
         """The configured gate of ``iteration`` (1-based): a number or ``"auto"``."""
         spec = self.gates if isinstance(self.gates, str) else self.gates[iteration - 1]
         return spec if isinstance(spec, str) else float(spec)
 
     def validate(self) -> None:
-        """Raise ValueError naming the first parameter out of range."""
-        checks = (
-            ("mode", self.mode in MODES, f"one of {MODES}"),
-            ("n_clusters", isinstance(self.n_clusters, int) and self.n_clusters >= 2, "an integer >= 2"),
-            ("cluster_n_iter", self.cluster_n_iter >= 1, ">= 1"),
-            ("cluster_max_points_per_centroid", self.cluster_max_points_per_centroid >= 1, ">= 1"),
-            ("cluster_max_seconds", self.cluster_max_seconds >= 0, "0 (full length) or positive"),
-            ("max_iterations", self.max_iterations >= 1, ">= 1"),
-            ("last_channels", self.last_channels == 0 or (self.last_channels >= 8 and self.last_channels % 8 == 0),
-             "0 (keep the Stage I width) or a positive multiple of 8"),
-            ("frames", self.frames >= 1, ">= 1"),
-            ("batch_size", self.batch_size >= 1, ">= 1"),
-            ("lr", self.lr > 0, "> 0"),
-            ("max_epochs_per_phase", self.max_epochs_per_phase >= 0, ">= 0 (0 = until the stopping rule)"),
-            ("min_evals", self.min_evals >= 1, ">= 1"),
-            ("patience", self.patience >= 1, ">= 1"),
-            ("workers", self.workers >= 0, ">= 0"),
-        )
-        for name, ok, rule in checks:
-            if not ok:
-                raise ValueError(f"Stage2Config.{name}={getattr(self, name)!r} must be {rule}")
+        check_choice(self.name_of("mode"), self.mode, MODES)
+        check_n_clusters(self.n_clusters, name=self.name_of("n_clusters"))
+        check_int(self.name_of("cluster_n_iter"), self.cluster_n_iter, 1)
+        check_int(self.name_of("cluster_max_points_per_centroid"), self.cluster_max_points_per_centroid, 1)
+        check_non_negative(self.name_of("cluster_max_seconds"), self.cluster_max_seconds, "0 (full length) or positive")
+        check_int(self.name_of("max_iterations"), self.max_iterations, 1)
+        check_channels(self.name_of("last_channels"), self.last_channels, allow_zero=True)
+        check_int(self.name_of("frames"), self.frames, 1)
+        check_int(self.name_of("batch_size"), self.batch_size, 1)
+        check_positive(self.name_of("lr"), self.lr)
+        check_int(self.name_of("max_epochs_per_phase"), self.max_epochs_per_phase, 0,
+                  "an integer >= 0 (0 = until the stopping rule)")
+        check_int(self.name_of("min_evals"), self.min_evals, 1)
+        check_int(self.name_of("patience"), self.patience, 1)
+        check_int(self.name_of("workers"), self.workers, 0)
+        gates_rule = "a list of numbers / 'auto', or 'auto'"
         if isinstance(self.gates, str):
-            if self.gates != "auto":
-                raise ValueError(f"Stage2Config.gates={self.gates!r} must be a list of numbers / 'auto', or 'auto'")
+            check(self.name_of("gates"), self.gates, self.gates == "auto", gates_rule)
             return
-        if not isinstance(self.gates, (list, tuple)):
-            raise ValueError(f"Stage2Config.gates={self.gates!r} must be a list of numbers / 'auto', or 'auto'")
+        check(self.name_of("gates"), self.gates, isinstance(self.gates, (list, tuple)), gates_rule)
         for i, value in enumerate(self.gates):
-            ok = value == "auto" or (
-                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
-            )
-            if not ok:
-                raise ValueError(f"Stage2Config.gates[{i}]={value!r} must be a non-negative number or 'auto'")
+            if value != "auto":
+                check_gate(value, name=f"{self.name_of('gates')}[{i}]")
         if self.mode == "lgl" and len(self.gates) < self.max_iterations:
             raise ValueError(
-                f"Stage2Config.gates has {len(self.gates)} value(s) but max_iterations={self.max_iterations}: "
+                f"{self.name_of('gates')} has {len(self.gates)} value(s) but max_iterations={self.max_iterations}: "
                 "give one gate per iteration (or gates='auto')"
             )
 
@@ -208,8 +198,7 @@ def check_inputs(config: Stage2Config, paths: dict, *, audio: bool = True) -> li
     """
     entries = check_training_list(paths, runs.run_folder(config.run_name, config.runs_dir),
                                   batch_size=config.batch_size, frames=config.frames)
-    if config.n_clusters > len(entries):
-        raise ValueError(f"n_clusters={config.n_clusters} is larger than the {len(entries)} utterances of {paths['train_list']}")
+    check_n_clusters(config.n_clusters, len(entries), source=str(paths["train_list"]))
     if audio:
         check_list(paths["train_list"], paths["train_root"], "train")
     return entries
@@ -222,7 +211,6 @@ def prepare_data(config: Stage2Config) -> Stage2Data:
     Empty data parameters come from ``runs/<run>/data.json``; ``init_model`` ``""`` is
     ``runs/<run>/stage1/best.model``. Raises ValueError / FileNotFoundError naming the parameter.
     """
-    config.validate()
     run_dir = runs.run_folder(config.run_name, config.runs_dir)
     paths = runs.resolve_data_paths(run_dir, **{key: getattr(config, key) for key in runs.DATA_KEYS})
     init_model = runs.resolve_path(config.init_model) or run_dir / "stage1" / "best.model"
@@ -251,20 +239,15 @@ def read_gate_overrides(stage_dir: str | Path) -> dict[int, float]:
     overrides = {}
     for key, value in raw.items():
         try:
-            iteration, gate = int(key), float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{path}: entry {key!r}: {value!r} must map an iteration number to a gate value") from None
-        if not math.isfinite(gate) or gate < 0:
-            raise ValueError(f"{path}: gate {value!r} of iteration {key} must be a finite non-negative number")
-        overrides[iteration] = gate
+            overrides[int(key)] = check_gate(value, name=f"gate of iteration {key}")
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: entry {key!r}: {error}") from None
     return overrides
 
 
 def write_gate_override(stage_dir: str | Path, iteration: int, gate: float) -> Path:
     """Set the gate of ``iteration``'s phase L (takes precedence over ``gates``); atomic."""
-    gate = float(gate)
-    if not math.isfinite(gate) or gate < 0:
-        raise ValueError(f"gate={gate} must be a finite non-negative number")
+    gate = check_gate(gate)
     overrides = read_gate_overrides(stage_dir)
     overrides[int(iteration)] = gate
     return runs.write_json(Path(stage_dir) / GATE_OVERRIDES, {str(k): v for k, v in sorted(overrides.items())})
