@@ -100,7 +100,7 @@ def test_clustering_refuses_a_stereo_file_before_embedding(tmp_path, stereo_list
     listed, root = stereo_list
     checkpoint = tmp_path / "c.model"
     checkpoint.write_bytes(b"never loaded: the inputs are refused first")
-    cfg = cluster.ClusteringConfig(run_name="r", runs_dir=str(tmp_path), checkpoint=str(checkpoint),
+    cfg = cluster.ClusteringConfig(run_name="r", runs_dir=str(tmp_path), init_model=str(checkpoint),
                                    train_list=str(listed), train_root=str(root), n_clusters=8)
     with pytest.raises(ListCheckError, match=rf"{re.escape(str(listed))}:4: .*has 2 channels, expected mono"):
         cluster.resolve_inputs(cfg)

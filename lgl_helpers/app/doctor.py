@@ -58,7 +58,7 @@ CONFIGS = {
     "05_compare": ("lgl_helpers.app.report", "CompareConfig"),
 }
 # The parameter naming the checkpoint a notebook starts from ("" = runs/<run>/stage1/best.model).
-START_CHECKPOINT = {"02_clustering_umap": "checkpoint", "03_stage2_baseline": "init_model", "04_stage2_lgl": "init_model"}
+START_CHECKPOINT = {"02_clustering_umap": "init_model", "03_stage2_baseline": "init_model", "04_stage2_lgl": "init_model"}
 LIST_KEYS = ("train_list", "trials", "val_trials")
 SETUP_FIX = "`bash scripts/setup.sh`"
 FAISS_FIX = "`bash scripts/setup.sh`, or pip install -e '.[cpu]' (CPU) / '.[gpu]' (GPU)"

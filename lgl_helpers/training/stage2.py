@@ -58,6 +58,9 @@ from lgl_helpers.config import (
     check_positive,
 )
 from lgl_helpers.clustering import cluster
+from lgl_helpers.clustering.kmeans import REFERENCE_MAX_POINTS_PER_CENTROID, REFERENCE_N_ITER
+from lgl_helpers.clustering.pseudo_labels import read_pseudo_labels
+from lgl_helpers.clustering.quality import majority_agreement
 from lgl_helpers.core import gate as gate_rules
 from lgl_helpers.core.augment import AugmentSources
 from lgl_helpers.core.data import Stage2Dataset, check_training_list, make_loader, stage2_inputs
@@ -101,8 +104,8 @@ class Stage2Config(NotebookConfig):
     rir_root: str = ""
     augment: bool = True
     n_clusters: int = 40
-    cluster_n_iter: int = cluster.REFERENCE_N_ITER
-    cluster_max_points_per_centroid: int = cluster.REFERENCE_MAX_POINTS_PER_CENTROID
+    cluster_n_iter: int = REFERENCE_N_ITER
+    cluster_max_points_per_centroid: int = REFERENCE_MAX_POINTS_PER_CENTROID
     cluster_max_seconds: float = 0.0
     max_iterations: int = 5
     gates: list | str = field(default_factory=lambda: list(REFERENCE_GATES))
@@ -497,7 +500,7 @@ class _Engine:
             "pseudo_labels": f"{iter_dir}/pseudo_labels.txt",
             "nmi": result.quality["nmi"] if self.speakers is not None else None,
             "purity": result.quality["purity"] if self.speakers is not None else None,
-            "n_clusters_used": result.quality["n_clusters"],
+            "n_clusters_used": result.quality["n_nonempty_clusters"],
             "gate": None,
             "gate_source": None,
             "phases": {},
@@ -508,7 +511,7 @@ class _Engine:
         self.commit()
 
     def pseudo_labels(self, iteration: int) -> np.ndarray:
-        return cluster.read_pseudo_labels(
+        return read_pseudo_labels(
             self.path(self.iteration_record(iteration)["pseudo_labels"]), self.data.entries, self.config.n_clusters
         )
 
@@ -596,7 +599,7 @@ class _Engine:
         if ckpt is not None:
             optimizer.load_state_dict(ckpt["optimizer"])
         labels = self.pseudo_labels(iteration)
-        reliable = cluster.majority_agreement(labels, self.speakers) if self.speakers is not None else None
+        reliable = majority_agreement(labels, self.speakers) if self.speakers is not None else None
         dataset = Stage2Dataset(self.data.entries, self.data.paths["train_root"], labels, cfg.frames,
                                 self.data.sources, seed=cfg.seed, check_files=False)
         loader = make_loader(dataset, cfg.batch_size, cfg.workers, cfg.seed, self.device)
