@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
-from lgl_helpers.app import pipeline
+from lgl_helpers.app import pipeline, planning
 from lgl_helpers.clustering.pseudo_labels import read_pseudo_labels
 from lgl_helpers.clustering.quality import majority_agreement
 from lgl_helpers.core import models
@@ -28,7 +28,7 @@ def test_notebook02_writes_pseudo_labels_quality_and_figures(tiny_corpus, tmp_pa
         "umap_sample": 30, "n_impure": 3, "device": "cpu", "seed": 0, "interactive": False,
     }
     papermill.execute_notebook(
-        str(pipeline.notebook_path("02_clustering_umap")), str(tmp_path / "02_out.ipynb"), parameters=parameters,
+        str(planning.notebook_path("02_clustering_umap")), str(tmp_path / "02_out.ipynb"), parameters=parameters,
         kernel_name=pipeline.kernel_name(), cwd=str(project_root()), progress_bar=False,
     )
 

@@ -256,7 +256,7 @@ def test_resume_refuses_changed_parameters(tiny_corpus, tmp_path, stage1_model):
 @pytest.mark.slow
 def test_notebook04_runs_headless_and_draws_the_gate_histogram(tiny_corpus, tmp_path, stage1_model):
     papermill = pytest.importorskip("papermill")
-    from lgl_helpers.app import pipeline
+    from lgl_helpers.app import pipeline, planning
     from lgl_helpers.runs import project_root
 
     config = _config(tiny_corpus, tmp_path / "runs", stage1_model, max_iterations=1, gates="auto")
@@ -264,7 +264,7 @@ def test_notebook04_runs_headless_and_draws_the_gate_histogram(tiny_corpus, tmp_
     parameters.update(run_name="nb04", mode="lgl", pause_before_gate=True)
     out = tmp_path / "04_out.ipynb"
     papermill.execute_notebook(
-        str(pipeline.notebook_path("04_stage2_lgl")), str(out), parameters=parameters,
+        str(planning.notebook_path("04_stage2_lgl")), str(out), parameters=parameters,
         kernel_name=pipeline.kernel_name(), cwd=str(project_root()), progress_bar=False,
     )
     # pause_before_gate stops before phase L; the rest of the notebook still runs (nothing blocks headless).

@@ -1,10 +1,13 @@
-"""The ``lgl-kit`` console script: toy corpus generation and the VoxCeleb list tools.
+"""The ``lgl-kit`` console script: every subcommand's parser and handler.
 
     lgl-kit toy OUT [--preset tiny] [--seed N] ...
     lgl-kit lists build --root DIR --out FILE
     lgl-kit lists subset --list FILE --out FILE --n-utterances N [--n-speakers K] [--seed S]
     lgl-kit lists check --list FILE --root DIR [--kind train|trials]
     lgl-kit lists fetch-voxceleb [--out data_lists/voxceleb]
+    lgl-kit run [--profile demo] [--run-name NAME] [--set KEY=VALUE ...] [--from NB | --only NB]
+    lgl-kit report [--run-name NAME]
+    lgl-kit doctor [--profile demo] [--run-name NAME] ...
 
 Each subcommand registers its own parser in an ``add_<name>_parser(subparsers)`` function and sets
 ``func``; :func:`main` builds the parser at call time (never at import) and returns the exit status.
@@ -19,6 +22,8 @@ import sys
 import traceback
 
 from lgl_helpers.app import doctor, pipeline
+from lgl_helpers.app.planning import PipelineError, parse_overrides, plan_run
+from lgl_helpers.runs import read_json, run_folder
 
 EXIT_ERROR = 1
 
@@ -158,6 +163,105 @@ def add_lists_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _run_pipeline(args: argparse.Namespace) -> int:
+    try:
+        state = pipeline.run_pipeline(
+            args.profile,
+            args.run_name,
+            parse_overrides(args.set),
+            runs_dir=args.runs_dir,
+            start=args.start,
+            only=args.only,
+            log_output=args.log_output,
+            force=args.force,
+        )
+    except PipelineError as error:
+        print(f"lgl-kit run: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"lgl-kit run: {pipeline.INTERRUPTED_MESSAGE}", file=sys.stderr)
+        return pipeline.EXIT_INTERRUPTED
+    total = sum(r.get("wall_seconds", 0.0) for r in state["notebooks"].values())
+    print(f"run {args.run_name!r} finished: {run_folder(args.run_name, args.runs_dir)} ({total:.0f} s of notebook time)")
+    return 0
+
+
+def add_run_parser(subparsers) -> argparse.ArgumentParser:
+    """``lgl-kit run``: the notebooks headless, parameters from a profile plus ``--set``."""
+    run = subparsers.add_parser(
+        "run",
+        help="execute the notebooks headlessly with papermill",
+        description="Execute notebooks 00→05 with papermill into runs/RUN/notebooks/, parameters from a profile plus --set.",
+    )
+    run.add_argument("--profile", default="demo", help="profile name in notebooks/params/ (ci, demo, full) or a YAML path")
+    run.add_argument("--run-name", default="demo", help="folder under --runs-dir for every output")
+    run.add_argument("--runs-dir", default="runs", help="where run folders live (default: runs/)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a parameter of every notebook that has it, or NOTEBOOK.KEY=VALUE for one "
+                          "(mode only this way); values as written: 1e-3, 010, true, [1, 2], auto; repeatable")
+    run.add_argument("--from", dest="start", metavar="NOTEBOOK", help="start at this notebook (e.g. 02 or 02_clustering_umap)")
+    run.add_argument("--only", metavar="NOTEBOOK", help="run only this notebook")
+    run.add_argument("--log-output", action="store_true", help="stream each notebook's output (one log line per epoch)")
+    run.add_argument("--force", action="store_true", help="rerun notebooks even when finished with the same parameters")
+    run.set_defaults(func=_run_pipeline)
+    return run
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from lgl_helpers.app.report import results_table
+
+    path = run_folder(args.run_name, args.runs_dir) / "report.json"
+    if not path.is_file():
+        print(f"lgl-kit report: {path} does not exist; run notebook 05_compare first", file=sys.stderr)
+        return 1
+    report = read_json(path)
+    print(results_table(report))
+    print(f"\nfull report: {path.with_suffix('.md')}")
+    return 0
+
+
+def add_report_parser(subparsers) -> argparse.ArgumentParser:
+    """``lgl-kit report``: the results table of a finished run."""
+    report = subparsers.add_parser("report", help="print the results table of a finished run",
+                                   description="Print the results table from runs/RUN/report.json.")
+    report.add_argument("--run-name", default="demo", help="run folder name")
+    report.add_argument("--runs-dir", default="runs", help="where run folders live")
+    report.set_defaults(func=_run_report)
+    return report
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    try:
+        plan = plan_run(args.profile, args.run_name, parse_overrides(args.set), runs_dir=args.runs_dir)
+    except PipelineError as error:
+        print(f"lgl-kit doctor: {error}", file=sys.stderr)
+        return 1
+    checks = doctor.diagnose(plan)
+    for check in checks:
+        print(check.line())
+    errors = sum(not check.ok for check in checks)
+    pending = " (`lgl-kit run` repeats the pending data checks after notebook 00)" if any(c.pending for c in checks) else ""
+    print(f"{len(checks)} checks, {errors} error(s){pending}")
+    return 1 if errors else 0
+
+
+def add_doctor_parser(subparsers) -> argparse.ArgumentParser:
+    """``lgl-kit doctor``: the options of ``lgl-kit run`` that decide what a run reads and needs."""
+    parser = subparsers.add_parser(
+        "doctor", help="check the environment, data and configuration of a run without running it",
+        description="Check what `lgl-kit run` with the same options needs: torch/torchaudio/faiss, CUDA, every "
+                    "data root and list, each notebook's configuration against the data, and free disk. One line "
+                    "per check; exits non-zero on any error.",
+    )
+    parser.add_argument("--profile", default="demo", help="profile name in notebooks/params/ (ci, demo, full) or a YAML path")
+    parser.add_argument("--run-name", default="demo", help="folder under --runs-dir for every output")
+    parser.add_argument("--runs-dir", default="runs", help="where run folders live (default: runs/)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a parameter of every notebook that has it, or NOTEBOOK.KEY=VALUE for one; repeatable")
+    parser.set_defaults(func=_run_doctor)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lgl-kit", description="LGL Kit: self-supervised speaker recognition "
                                                                  "with loss-gated learning.")
@@ -165,8 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="{toy,lists,run,report,doctor}", required=True)
     add_toy_parser(subparsers)
     add_lists_parser(subparsers)
-    pipeline.register_cli(subparsers)
-    doctor.add_doctor_parser(subparsers)
+    add_run_parser(subparsers)
+    add_report_parser(subparsers)
+    add_doctor_parser(subparsers)
     return parser
 
 
