@@ -1,5 +1,7 @@
 """Notebook 05: collect a run's metrics into ``report.json`` / ``report.md`` with PNG plots.
 
+The plots are drawn by :mod:`lgl_helpers.notebook.report_figures`; this module only saves them.
+
 Reads only files in the run folder (``stage1/metrics.json``, ``clustering/quality.json``,
 ``stage2_<mode>/metrics.json``, ``pipeline.json``), so it can be rerun at any time without
 touching the models.
@@ -11,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
-
 from lgl_helpers.config import NotebookConfig
+from lgl_helpers.notebook.report_figures import report_figures
 from lgl_helpers.runs import atomic_write_text, environment_info, read_json, run_folder, write_json
 
 SYSTEMS = (
@@ -95,73 +96,16 @@ def results_table(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def plot_eer_by_system(report: dict[str, Any]) -> plt.Figure:
-    """Bar chart of the test EER of each system that ran."""
-    labels, values = [], []
-    stage1 = report.get("stage1")
-    if stage1 and stage1.get("untrained_eer") is not None:
-        labels.append("untrained")
-        values.append(stage1["untrained_eer"])
-    for key, _, _ in SYSTEMS:
-        if report.get(key) and report[key].get("eer") is not None:
-            labels.append(key)
-            values.append(report[key]["eer"])
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    bars = ax.bar(labels, values, color=["#999999", "#4c72b0", "#dd8452", "#55a868"][-len(values):])
-    ax.bar_label(bars, fmt="%.1f")
-    ax.set_ylabel("EER (%)")
-    ax.set_title("Test EER by system")
-    fig.tight_layout()
-    return fig
-
-
-def plot_stage2_curves(report: dict[str, Any]) -> plt.Figure:
-    """Validation EER per Stage II epoch for baseline and LGL, with iteration boundaries marked."""
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for key, color in (("baseline", "#dd8452"), ("lgl", "#55a868")):
-        evaluations = (report.get(key) or {}).get("evaluations", [])
-        if not evaluations:
-            continue
-        steps = range(1, len(evaluations) + 1)
-        ax.plot(steps, [e["eer"] for e in evaluations], marker=".", color=color, label=key)
-        for step, (previous, current) in enumerate(zip(evaluations, evaluations[1:]), start=1):
-            if current["iteration"] != previous["iteration"]:
-                ax.axvline(step + 0.5, color=color, alpha=0.3, linestyle="--")
-    if report.get("stage1") and report["stage1"].get("eer") is not None:
-        ax.axhline(report["stage1"]["eer"], color="#4c72b0", linestyle=":", label="Stage I")
-    ax.set_xlabel("Stage II evaluation (epoch, iterations separated by dashes)")
-    ax.set_ylabel("EER (%)")
-    ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-def plot_nmi(report: dict[str, Any]) -> plt.Figure:
-    """NMI of the pseudo labels per clustering iteration, for each mode."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for key, color in (("baseline", "#dd8452"), ("lgl", "#55a868")):
-        points = [c for c in report["clustering"] if c["mode"] == key and c["nmi"] is not None]
-        if points:
-            ax.plot([p["iteration"] for p in points], [p["nmi"] for p in points], marker="o", color=color, label=key)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("NMI")
-    ax.legend()
-    fig.tight_layout()
-    return fig
-
-
 def write_report(run_dir: str | Path, figures_dir: str | Path | None = None) -> tuple[dict, Path]:
     """Write ``report.json``, ``report.md`` and PNG plots into the run folder; return (report, md path)."""
     run_dir = Path(run_dir)
     figures_dir = Path(figures_dir) if figures_dir else run_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     report = collect_report(run_dir)
-    plots = {"eer_by_system": plot_eer_by_system(report), "nmi_per_iteration": plot_nmi(report), "stage2_eer": plot_stage2_curves(report)}
     images = {}
-    for name, fig in plots.items():
+    for name, fig in report_figures(report).items():
         path = figures_dir / f"{name}.png"
         fig.savefig(path, dpi=110)
-        plt.close(fig)
         images[name] = path
     report["figures"] = {name: str(path) for name, path in images.items()}
     write_json(run_dir / "report.json", report)

@@ -1,10 +1,10 @@
 """Data set-up for notebook 00: resolve the data locations, build and validate the lists, summarise.
 
 The kit trains on a list of VoxCeleb2-layout utterances and evaluates on VoxCeleb1-style trials,
-augmenting with MUSAN and simulated RIRs (METHOD.md, "Data and list formats"). This module turns the
+augmenting with MUSAN and simulated RIRs (docs/method.md, "Data and list formats"). This module turns the
 notebook's parameters into checked lists inside ``runs/<run_name>/lists/`` and a ``data.json`` that
 every later stage reads (``runs.resolve_data_paths``), falling back to the embedded toy corpus for
-every location left empty.
+every location left empty. Its figures are in :mod:`lgl_helpers.notebook.data_figures`.
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from lgl_helpers import runs
 from lgl_helpers.config import NotebookConfig, check, check_choice, check_int
 from lgl_helpers.corpus import lists, toy
-from lgl_helpers.core.audio import read_wav
 
 log = logging.getLogger(__name__)
 
@@ -201,83 +199,6 @@ def find_augmentation_sets(musan_root: str | os.PathLike | None, rir_root: str |
             rooms[path.parts[-3]] = rooms.get(path.parts[-3], 0) + 1
     return {"musan": musan, "musan_files": sum(musan.values()), "rirs": sum(rooms.values()),
             "rir_room_types": dict(sorted(rooms.items()))}
-
-
-def plot_durations(entries: list[lists.TrainEntry]) -> Figure:
-    """Histograms of utterance durations and of utterances per speaker."""
-    durations = np.array([e.duration for e in entries])
-    per_speaker = np.unique([e.speaker for e in entries], return_counts=True)[1]
-    fig = Figure(figsize=(10, 3.2))
-    ax_dur, ax_spk = fig.subplots(1, 2)
-    ax_dur.hist(durations, bins=min(60, max(5, len(entries) // 10)), color="tab:blue")
-    ax_dur.set(xlabel="duration (s)", ylabel="utterances",
-               title=f"{len(entries)} utterances, {durations.sum() / 3600:.2f} h")
-    ax_spk.hist(per_speaker, bins=min(40, max(5, len(per_speaker) // 4)), color="tab:orange")
-    ax_spk.set(xlabel="utterances per speaker", ylabel="speakers", title=f"{len(per_speaker)} speakers")
-    fig.tight_layout()
-    return fig
-
-
-def log_mel(wave: np.ndarray) -> np.ndarray:
-    """(T,) float32 → (80, frames) log-mel: the encoder's front end (METHOD.md), mean over time removed."""
-    import torch
-    import torchaudio
-
-    transform = torchaudio.transforms.MelSpectrogram(sample_rate=16000, n_fft=512, win_length=400, hop_length=160,
-                                                     f_min=20, f_max=7600, window_fn=torch.hamming_window, n_mels=80)
-    with torch.no_grad():
-        mel = (transform(torch.from_numpy(np.asarray(wave, dtype=np.float32))) + 1e-6).log()
-    return (mel - mel.mean(dim=-1, keepdim=True)).numpy()
-
-
-def pick_examples(entries: list[lists.TrainEntry], n: int, seed: int = 0) -> list[lists.TrainEntry]:
-    """``n`` entries of distinct speakers where possible, drawn by ``seed``."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(entries))
-    picked, speakers = [], set()
-    for index in order:
-        if entries[index].speaker not in speakers:
-            picked.append(entries[index])
-            speakers.add(entries[index].speaker)
-        if len(picked) == n:
-            return picked
-    return picked + [entries[i] for i in order if entries[i] not in picked][:n - len(picked)]
-
-
-def plot_spectrograms(root: str | os.PathLike, entries: list[lists.TrainEntry], n: int = 3, seed: int = 0) -> Figure:
-    """Log-mel spectrograms (as the encoder sees them) of ``n`` training utterances drawn by ``seed``."""
-    examples = pick_examples(entries, n, seed)
-    fig = Figure(figsize=(10, 2.2 * max(1, len(examples))))
-    axes = np.atleast_1d(fig.subplots(max(1, len(examples)), 1, squeeze=False)[:, 0])
-    for ax, entry in zip(axes, examples):
-        mel = log_mel(read_wav(Path(root) / entry.path))
-        ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", extent=(0, mel.shape[1] / 100.0, 0, 80))
-        ax.set(ylabel="mel bin", title=f"{entry.path} ({entry.duration:.2f} s)")
-    axes[-1].set_xlabel("time (s)")
-    fig.tight_layout()
-    return fig
-
-
-def spectrogram_browser(root: str | os.PathLike, entries: list[lists.TrainEntry]):
-    """An ipywidgets browser: choose a speaker and one of its utterances, see its log-mel spectrogram."""
-    import ipywidgets
-
-    by_speaker: dict[str, list[lists.TrainEntry]] = {}
-    for entry in entries:
-        by_speaker.setdefault(entry.speaker, []).append(entry)
-    speaker = ipywidgets.Dropdown(options=sorted(by_speaker), description="speaker")
-    utterance = ipywidgets.IntSlider(min=0, max=len(by_speaker[speaker.value]) - 1, description="utterance")
-
-    def follow(change):
-        utterance.max = len(by_speaker[change["new"]]) - 1
-
-    speaker.observe(follow, names="value")
-
-    def draw(speaker, utterance):
-        chosen = by_speaker[speaker][min(utterance, len(by_speaker[speaker]) - 1)]
-        return plot_spectrograms(root, [chosen], n=1)
-
-    return ipywidgets.interactive(draw, speaker=speaker, utterance=utterance)
 
 
 def write_data_summary(run_dir: str | os.PathLike, setup: dict, train_summary: dict, augmentation: dict) -> dict:
