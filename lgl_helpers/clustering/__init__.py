@@ -1,1 +1,1 @@
-"""faiss k-means pseudo labels, their quality measures, and notebook 02's inspection."""
+"""Stage II step 1: faiss k-means pseudo labels, their files, and their quality against the true speakers."""
