@@ -120,22 +120,14 @@ def test_profile_scalars_follow_the_same_rules(tmp_path):
     assert "\n" not in str(error.value)
 
 
-def test_mode_is_set_for_one_notebook_only(tmp_path):
-    with pytest.raises(planning.PipelineError, match=r"--set 'mode': mode is set per notebook.*write "
-                                                     r"03_stage2_baseline\.mode=\.\.\. or 04_stage2_lgl\.mode=\.\.\."):
+def test_notebooks_03_and_04_have_no_mode_switch():
+    # Each Stage II notebook does one job into its own folder: 03 the baseline, 04 LGL; no parameter switches them.
+    with pytest.raises(planning.PipelineError, match=r"--set 'mode': no notebook has this parameter"):
         planning.plan_run("ci", "x", {"mode": "lgl"})
-    profile = tmp_path / "mine.yaml"
-    profile.write_text("common:\n  mode: lgl\n")
-    with pytest.raises(planning.PipelineError, match=rf"{profile} common: 'mode': .*section of 03_stage2_baseline"):
-        planning.plan_run(str(profile), "x")
-    # 03 switched into LGL mode would redo notebook 04's run in stage2_lgl/
-    with pytest.raises(planning.PipelineError, match=r"03_stage2_baseline\.mode and 04_stage2_lgl\.mode are the same"):
+    with pytest.raises(planning.PipelineError, match=r"'03_stage2_baseline\.mode': 03_stage2_baseline has no parameter 'mode'"):
         planning.plan_run("ci", "x", {"03_stage2_baseline.mode": "lgl"})
-    modes = {s.name: s.parameters.get("mode") for s in planning.plan_run("ci", "x", {"04_stage2_lgl.mode": "lgl"})}
-    assert modes["03_stage2_baseline"] is None and modes["04_stage2_lgl"] == "lgl"
-
-
-# --- failures ----------------------------------------------------------------------------------------
+    with pytest.raises(planning.PipelineError, match=r"'03_stage2_baseline\.gates': 03_stage2_baseline has no parameter 'gates'"):
+        planning.plan_run("ci", "x", {"03_stage2_baseline.gates": [3]})
 
 
 def test_unwritable_runs_folder_fails_before_any_notebook(tmp_path, capsys, executed):

@@ -1,5 +1,6 @@
 """Stage I training: EER falls, run-folder artefacts, resume after an interruption, reference export, bad input."""
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -175,3 +176,14 @@ def test_preview_views_shapes(tiny_corpus, tmp_path):
     for name in ("crop0", "crop1", "A", "S", "P"):
         assert preview[name].shape == (3, 30 * 160 + 240) and np.isfinite(preview[name]).all()
     assert len(preview["captions"]) == 3 and all(c.startswith("a: ") for c in preview["captions"])
+
+
+def test_resume_refuses_changed_parameters_unless_allowed(tiny_corpus, tmp_path):
+    config = _config(tiny_corpus, tmp_path, epochs=1)
+    stage1.train_stage1(config)
+    # Run-control fields (here epochs) may change; a field that defines the results so far may not.
+    changed = dataclasses.replace(config, epochs=2, lr=config.lr * 2, aat_weight=1.0)
+    with pytest.raises(ValueError, match=r"last\.model: .*lr: .* → .*, aat_weight: 3\.0 → 1\.0.*allow_changed_params=True"):
+        stage1.train_stage1(changed)
+    resumed = stage1.train_stage1(dataclasses.replace(changed, allow_changed_params=True))
+    assert resumed["completed"] and [r["epoch"] for r in resumed["history"]] == [0, 1, 2]

@@ -33,8 +33,8 @@ CONFIGS = {
     "00_data_setup": ("lgl_helpers.corpus.data_setup", "DataSetupConfig"),
     "01_stage1_contrastive": ("lgl_helpers.training.stage1", "Stage1Config"),
     "02_clustering_umap": ("lgl_helpers.clustering.cluster", "ClusteringConfig"),
-    "03_stage2_baseline": ("lgl_helpers.training.stage2", "Stage2Config"),
-    "04_stage2_lgl": ("lgl_helpers.training.stage2", "Stage2Config"),
+    "03_stage2_baseline": ("lgl_helpers.training.stage2", "BaselineConfig"),
+    "04_stage2_lgl": ("lgl_helpers.training.stage2", "LGLConfig"),
     "05_compare": ("lgl_helpers.app.report", "CompareConfig"),
 }
 

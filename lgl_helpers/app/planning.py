@@ -38,10 +38,7 @@ _PIPELINE_PARAMETER_HINTS = {
     "runs_dir": "use the command-line option --runs-dir",
     "interactive": "headless runs always use interactive=False; open the notebook in JupyterLab for widgets",
 }
-# Parameters that say which job a notebook does: 03 and 04 run one engine, told apart by `mode`, which
-# also names their output folder (stage2_<mode>). Given to every notebook at once, `mode=lgl` would make
-# 03 redo 04's run in 04's folder, so only `<notebook>.<name>` may set them, to a value of its own.
-PER_NOTEBOOK_PARAMETERS = ("mode",)
+
 
 class PipelineError(RuntimeError):
     """A pipeline problem reported before or while running notebooks (bad profile, unknown parameter, failed cell)."""
@@ -230,8 +227,7 @@ def plan_run(
 
     Keys in the profile's ``common`` section and in ``overrides`` apply to every notebook that has a
     parameter of that name (an error if none has it); ``<notebook>.<name>`` targets one notebook.
-    :data:`PIPELINE_PARAMETERS` come from the arguments only, and :data:`PER_NOTEBOOK_PARAMETERS`
-    only from ``<notebook>.<name>`` keys, with a different value in each notebook.
+    :data:`PIPELINE_PARAMETERS` come from the arguments only.
     """
     overrides = overrides or {}
     sections = load_profile(profile)
@@ -257,13 +253,6 @@ def plan_run(
         owners = [nb for nb in NOTEBOOKS if key in defaults[nb]]
         if not owners:
             raise PipelineError(f"{origin} {key!r}: no notebook has this parameter; valid names: {valid_names}")
-        if key in PER_NOTEBOOK_PARAMETERS:
-            raise PipelineError(
-                f"{origin} {key!r}: {key} is set per notebook, never for all at once "
-                f"({', '.join(f'{nb}: {defaults[nb][key]!r}' for nb in owners)}); "
-                + (f"write {' or '.join(f'{nb}.{key}=...' for nb in owners)}" if origin == "--set" else
-                   f"set it in the section of {' or '.join(owners)}")
-            )
         for notebook in owners:
             target[notebook][key] = check_value(notebook, key, value, defaults[notebook][key])
 
@@ -275,15 +264,6 @@ def plan_run(
             apply(resolved, f"{notebook}.{key}", value, str(source))
     for key, value in overrides.items():
         apply(resolved, key, value, "--set")
-    for key in PER_NOTEBOOK_PARAMETERS:
-        values = {nb: resolved[nb].get(key, defaults[nb][key]) for nb in NOTEBOOKS if key in defaults[nb]}
-        for value in set(values.values()):
-            same = [f"{nb}.{key}" for nb, v in values.items() if v == value]
-            if len(same) > 1:
-                raise PipelineError(
-                    f"{' and '.join(same)} are the same ({value!r}): those notebooks would do the same job into the "
-                    f"same folder; keep each at its own value"
-                )
 
     out_dir = run_folder(run_name, runs_dir) / "notebooks"
     plan = []

@@ -1,4 +1,4 @@
-"""Stage II's stopping rule and loss gate (METHOD.md, Stage II steps 3-4), plus the gate tuner.
+"""Stage II's stopping rule and loss gate (METHOD.md, Stage II steps 3-4).
 
 - :func:`phase_should_stop` / :func:`best_index`: a phase (T or L) ends when, after at least
   ``min_evals`` evaluations, the last ``patience`` EERs are all strictly worse than the best EER
@@ -6,19 +6,15 @@
 - :func:`auto_gate`: the automatic gate (an addition to the reference's fixed gates): the valley of
   the bimodal per-sample loss histogram, where reliable pseudo labels form a low-loss peak and
   unreliable ones a high-loss tail.
-- :class:`GateTuner` and :func:`plot_loss_histogram`: what fraction of samples a gate keeps and how
-  reliable the kept and the dropped pseudo labels are, with the histogram and the gate drawn as a line.
-  :func:`build_gate_widget` wraps both in ipywidgets for interactive notebooks; all the callback
-  logic lives in :class:`GateTuner`, so it is testable without a browser.
+
+The gate tuner of notebook 04 lives in :mod:`lgl_helpers.notebook.gate_tuner`.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import math
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -63,7 +59,7 @@ def best_index(eers: Sequence[float]) -> int:
     return int(np.argmin(values))
 
 
-def _check_losses(per_sample_loss) -> np.ndarray:
+def check_losses(per_sample_loss) -> np.ndarray:
     losses = np.asarray(per_sample_loss, dtype=np.float64).ravel()
     if losses.size == 0:
         raise ValueError("per_sample_loss is empty")
@@ -77,7 +73,7 @@ def otsu_threshold(values, bins: int = 256) -> float:
 
     values: (N,). Returns a value between two bin centres, so ``values <= t`` is one class.
     """
-    x = _check_losses(values)
+    x = check_losses(values)
     lo, hi = float(x.min()), float(x.max())
     if hi <= lo:
         return hi
@@ -164,7 +160,7 @@ def auto_gate(per_sample_loss, seed: int = 0, max_samples: int = 200_000) -> flo
     applies to raw losses, and a log scale would stretch the near-zero losses of the reliable peak
     into a spurious mode.
     """
-    x = _check_losses(per_sample_loss)
+    x = check_losses(per_sample_loss)
     if float(x.max()) <= float(x.min()):
         log.warning("auto gate: all %d losses equal %.4f; the gate keeps every sample", x.size, x[0])
         return float(x.max())
@@ -179,163 +175,3 @@ def auto_gate(per_sample_loss, seed: int = 0, max_samples: int = 200_000) -> flo
     gate = otsu_threshold(x)
     log.info("auto gate: no valley between two peaks; Otsu threshold %.4f", gate)
     return gate
-
-
-def _percent(fraction: float | None) -> str:
-    return "n/a" if fraction is None else f"{100 * fraction:.1f} %"
-
-
-@dataclass(frozen=True)
-class GateSummary:
-    """What a gate does to one epoch's samples.
-
-    ``precision_*`` are the fractions of pseudo labels that agree with their cluster's majority
-    speaker among the kept / dropped samples (None without speaker ids or when the group is empty).
-    """
-
-    gate: float
-    n_total: int
-    n_selected: int
-    precision_selected: float | None
-    precision_rejected: float | None
-
-    @property
-    def fraction_selected(self) -> float:
-        return self.n_selected / self.n_total
-
-    def text(self) -> str:
-        parts = [f"gate {self.gate:.3f}: {self.n_selected}/{self.n_total} selected ({100 * self.fraction_selected:.1f} %)"]
-        if self.precision_selected is not None or self.precision_rejected is not None:
-            parts.append(
-                f"pseudo-label precision selected {_percent(self.precision_selected)}, "
-                f"rejected {_percent(self.precision_rejected)}"
-            )
-        return "; ".join(parts)
-
-
-class GateTuner:
-    """The gate tuner's state and callback logic, free of widgets.
-
-    per_sample_loss: (N,) one epoch's losses. reliable: optional (N,) bool, True where the sample's
-    pseudo label equals the majority true speaker of its cluster (analysis only). ``gate``: the
-    starting value (default: :func:`auto_gate`).
-    """
-
-    def __init__(self, per_sample_loss, reliable=None, gate: float | None = None):
-        self.per_sample_loss = _check_losses(per_sample_loss)
-        if reliable is not None:
-            reliable = np.asarray(reliable).ravel()
-            if reliable.shape != self.per_sample_loss.shape:
-                raise ValueError(
-                    f"reliable has shape {reliable.shape}, per_sample_loss has {self.per_sample_loss.shape}"
-                )
-            reliable = reliable.astype(bool)
-        self.reliable = reliable
-        self.gate = float(auto_gate(self.per_sample_loss) if gate is None else gate)
-        self.applied: list[float] = []
-
-    def slider_range(self) -> tuple[float, float, float]:
-        """(min, max, step) for a slider: 0 to just beyond the largest loss, 400 steps."""
-        top = float(self.per_sample_loss.max()) * 1.02 + 1e-6
-        top = max(top, self.gate)
-        return 0.0, top, top / 400
-
-    def summary(self, gate: float | None = None) -> GateSummary:
-        gate = self.gate if gate is None else float(gate)
-        selected = self.per_sample_loss <= gate
-        precision_selected = precision_rejected = None
-        if self.reliable is not None:
-            if selected.any():
-                precision_selected = float(self.reliable[selected].mean())
-            if (~selected).any():
-                precision_rejected = float(self.reliable[~selected].mean())
-        return GateSummary(gate, int(selected.size), int(selected.sum()), precision_selected, precision_rejected)
-
-    def set_gate(self, gate: float) -> GateSummary:
-        """Slider callback: move the gate and return the new readout."""
-        gate = float(gate)
-        if not math.isfinite(gate) or gate < 0:
-            raise ValueError(f"gate={gate} must be a finite non-negative loss value")
-        self.gate = gate
-        return self.summary()
-
-    def apply(self, on_apply: Callable[[float], object]) -> object:
-        """Button callback: hand the current gate to ``on_apply`` (e.g. write the engine's gate override)."""
-        self.applied.append(self.gate)
-        return on_apply(self.gate)
-
-    def figure(self, title: str | None = None):
-        return plot_loss_histogram(self.per_sample_loss, gate=self.gate, reliable=self.reliable, title=title)
-
-
-def plot_loss_histogram(per_sample_loss, gate: float | None = None, reliable=None, bins: int = 80,
-                        ax=None, title: str | None = None):
-    """Histogram of one epoch's per-sample losses with a vertical line at ``gate``.
-
-    per_sample_loss: (N,). reliable: optional (N,) bool; when given, the bars are stacked into
-    reliable / unreliable pseudo labels. Returns the matplotlib Figure (not displayed).
-    """
-    from matplotlib.figure import Figure
-
-    losses = _check_losses(per_sample_loss)
-    if ax is None:
-        fig = Figure(figsize=(7, 3.6))
-        ax = fig.add_subplot(1, 1, 1)
-    else:
-        fig = ax.figure
-    top = float(losses.max())
-    edges = np.linspace(0.0, top if top > 0 else 1.0, bins + 1)
-    if reliable is None:
-        ax.hist(losses, bins=edges, color="tab:blue", alpha=0.8, label="samples")
-    else:
-        reliable = np.asarray(reliable, dtype=bool).ravel()
-        ax.hist([losses[reliable], losses[~reliable]], bins=edges, stacked=True, color=["tab:green", "tab:red"],
-                alpha=0.8, label=["pseudo label = cluster majority", "pseudo label ≠ majority"])
-    if gate is not None:
-        kept = float((losses <= gate).mean())
-        ax.axvline(gate, color="black", linestyle="--", linewidth=1.5,
-                   label=f"gate {gate:.2f} keeps {100 * kept:.1f} %")
-    ax.set_xlabel("per-sample AAM-softmax loss")
-    ax.set_ylabel("samples")
-    ax.set_title(title or "per-sample loss histogram")
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def figure_png(fig) -> bytes:
-    """PNG bytes of a Figure (for an ipywidgets Image, which needs no display call to update)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    return buffer.getvalue()
-
-
-def build_gate_widget(tuner: GateTuner, on_apply: Callable[[float], object], title: str | None = None):
-    """ipywidgets box: histogram image, gate slider, readout, and an "apply" button.
-
-    Moving the slider calls :meth:`GateTuner.set_gate` and redraws; the button calls
-    :meth:`GateTuner.apply` with ``on_apply`` and shows its return value. Returns the VBox;
-    its children are (image, slider, readout, button, status) for callers and tests.
-    """
-    import ipywidgets as widgets
-
-    low, high, step = tuner.slider_range()
-    image = widgets.Image(value=figure_png(tuner.figure(title)), format="png")
-    slider = widgets.FloatSlider(value=tuner.gate, min=low, max=high, step=step, description="gate",
-                                 continuous_update=False, readout_format=".3f",
-                                 layout=widgets.Layout(width="600px"))
-    readout = widgets.HTML(value=tuner.summary().text())
-    button = widgets.Button(description="use this gate", button_style="primary")
-    status = widgets.HTML(value="")
-
-    def on_slide(change):
-        readout.value = tuner.set_gate(change["new"]).text()
-        image.value = figure_png(tuner.figure(title))
-
-    def on_click(_button):
-        result = tuner.apply(on_apply)
-        status.value = f"applied gate {tuner.gate:.3f}" + (f": {result}" if result is not None else "")
-
-    slider.observe(on_slide, names="value")
-    button.on_click(on_click)
-    return widgets.VBox([image, slider, readout, button, status])
