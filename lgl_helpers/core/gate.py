@@ -1,4 +1,4 @@
-"""Stage II's stopping rule and loss gate (METHOD.md, Stage II steps 3-4).
+"""Stage II's stopping rule and loss gate (docs/method.md, "The loss gate and how it is chosen", "Stopping rule").
 
 - :func:`phase_should_stop` / :func:`best_index`: a phase (T or L) ends when, after at least
   ``min_evals`` evaluations, the last ``patience`` EERs are all strictly worse than the best EER

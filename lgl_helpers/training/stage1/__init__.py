@@ -1,4 +1,4 @@
-"""Stage I: contrastive learning with augmentation adversarial training (METHOD.md, "Stage I"); notebook 01.
+"""Stage I: contrastive learning with augmentation adversarial training (docs/method.md, "Stage I"); notebook 01.
 
 Per batch three views of each utterance — A (crop 0, augmentation a), S (crop 1, a), P (crop 1, b) —
 go through the encoder. As in the reference, each training step has two updates:

@@ -1,6 +1,6 @@
 """Stage II: iterative clustering + classification, without (baseline) or with the loss gate (LGL).
 
-METHOD.md, "Stage II". One engine runs both modes; an iteration is
+docs/method.md, "Stage II: classification on pseudo labels". One engine runs both modes; an iteration is
 
 1. **cluster** the training utterances with the current model (iteration 1: the Stage I model; later:
    the previous iteration's best L model, or best T model in baseline mode) → pseudo labels;
