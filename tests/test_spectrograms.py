@@ -8,7 +8,7 @@ import torch
 from matplotlib.figure import Figure
 
 from lgl_helpers.core.models import ECAPATDNN
-from lgl_helpers.notebook import figures
+from lgl_helpers.notebook import stage1_figures
 from lgl_helpers.notebook.spectrograms import encoder_features, plot_spectrograms
 
 
@@ -36,5 +36,5 @@ def test_views_of_a_stage1_preview():
     rng = np.random.default_rng(2)
     preview = {key: [rng.standard_normal(4000) * 0.1] for key in ("crop0", "crop1", "A", "S", "P")}
     preview["captions"] = ["utterance 0"]
-    fig = figures.plot_views(preview)
+    fig = stage1_figures.plot_views(preview)
     assert len(fig.axes) == 5 and fig.axes[2].get_title() == "A = crop 0, aug a"

@@ -131,7 +131,11 @@ class AAMSoftmax(nn.Module):
         return (one_hot * phi + (1.0 - one_hot) * cosine) * self.scale
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor, gate: float = float("inf")) -> AAMOutput:
-        """x: (B, emb_dim), labels: (B,) pseudo labels in [0, n_classes); samples with loss ≤ ``gate`` count."""
+        """x: (B, emb_dim), labels: (B,) pseudo labels in [0, n_classes); samples with loss ≤ ``gate`` count.
+
+        ``gate``: ``inf`` (phase T, every sample) or a phase L gate, finite and ≥ 0 as the Stage II config
+        and the gate overrides guarantee (:func:`lgl_helpers.config.check_gate`).
+        """
         if x.dim() != 2 or labels.shape != (x.shape[0],):
             raise ValueError(f"x must be (B, D) and labels (B,), got {tuple(x.shape)} and {tuple(labels.shape)}")
         labels = labels.long()
@@ -139,8 +143,6 @@ class AAMSoftmax(nn.Module):
             raise ValueError(
                 f"labels must lie in [0, {self.n_classes}), got range [{int(labels.min())}, {int(labels.max())}]"
             )
-        if math.isnan(gate):
-            raise ValueError("gate is NaN")
         logits = self.logits(x, labels)
         per_sample = F.cross_entropy(logits, labels, reduction="none")
         selected = per_sample.detach() <= gate

@@ -1,6 +1,6 @@
 """Spectrograms as the encoder sees them: the log-mel features of its own front end, one panel per wave.
 
-Notebook 00 draws training utterances with it, notebook 01 (through ``figures.plot_views``) the clean
+Notebook 00 draws training utterances with it, notebook 01 (through ``stage1_figures.plot_views``) the clean
 crops and augmented views of Stage I. The features come from :func:`lgl_helpers.core.models.mel_front_end`, so a figure shows
 exactly the encoder's input, not a look-alike computed another way.
 """
