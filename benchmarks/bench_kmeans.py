@@ -35,9 +35,9 @@ def main() -> None:
 
     import faiss
 
-    from lgl_helpers import cluster
+    from lgl_helpers.clustering import kmeans
 
-    gpu = cluster.faiss_gpu_available()
+    gpu = kmeans.faiss_gpu_available()
     print(f"faiss {faiss.__version__}, {'GPU' if gpu else 'CPU'} index, {faiss.omp_get_max_threads()} threads, "
           f"{os.cpu_count()} cores; k={args.k}, d={args.dim}, n_iter={args.n_iter}, "
           f"max_points_per_centroid={args.max_points_per_centroid}")
@@ -47,12 +47,12 @@ def main() -> None:
     for n in args.sizes:
         emb = random_unit_vectors(n, args.dim, args.seed)
         start = time.perf_counter()
-        labels, centroids = cluster.kmeans_pseudo_labels(
+        labels, centroids = kmeans.kmeans_pseudo_labels(
             emb, args.k, n_iter=args.n_iter, seed=args.seed, max_points_per_centroid=args.max_points_per_centroid
         )
         total = time.perf_counter() - start
         start = time.perf_counter()
-        cluster.assign_to_centroids(emb, centroids)
+        kmeans.assign_to_centroids(emb, centroids)
         assign = time.perf_counter() - start
         train_points = min(n, args.k * args.max_points_per_centroid)
         rows.append(

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lgl_helpers.audio import wav_info, write_wav
-from lgl_helpers.embed import embed_files
-from lgl_helpers.metrics import compute_eer, compute_min_dcf
-from lgl_helpers.models import ECAPATDNN
+from lgl_helpers.core.audio import wav_info, write_wav
+from lgl_helpers.core.embed import embed_files
+from lgl_helpers.core.metrics import compute_eer, compute_min_dcf
+from lgl_helpers.core.models import ECAPATDNN
 from lgl_helpers.runs import get_device
 
 

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lgl_helpers import pipeline
+from lgl_helpers.app import pipeline
 from lgl_helpers.runs import read_json
 
 

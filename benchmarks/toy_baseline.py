@@ -27,9 +27,9 @@ import torch
 import torchaudio
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-from lgl_helpers.lists import read_train_list, read_trials
-from lgl_helpers.metrics import compute_eer
-from lgl_helpers.toy import ToyConfig, generate_toy_corpus, read_toy_manifest, speaker_traits, toy_paths
+from lgl_helpers.corpus.lists import read_train_list, read_trials
+from lgl_helpers.core.metrics import compute_eer
+from lgl_helpers.corpus.toy import ToyConfig, generate_toy_corpus, read_toy_manifest, speaker_traits, toy_paths
 
 MFCC = torchaudio.transforms.MFCC(
     sample_rate=16000, n_mfcc=20,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lgl_helpers.toy import ToyConfig, generate_toy_corpus
+from lgl_helpers.corpus.toy import ToyConfig, generate_toy_corpus
 
 
 @pytest.fixture(scope="session")

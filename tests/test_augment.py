@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from lgl_helpers import augment
-from lgl_helpers.audio import write_wav
-from lgl_helpers.augment import (
+from lgl_helpers.core import augment
+from lgl_helpers.core.audio import write_wav
+from lgl_helpers.core.augment import (
     STAGE1_POLICY,
     STAGE2_POLICY,
     AugmentError,

@@ -7,10 +7,12 @@ import pytest
 from matplotlib.figure import Figure
 from sklearn.metrics import normalized_mutual_info_score
 
-from lgl_helpers import cluster, embed, models
-from lgl_helpers.lists import ListFormatError, TrainEntry, read_train_list
+from lgl_helpers.clustering import cluster, kmeans, pseudo_labels, quality
+from lgl_helpers.core import embed, models
+from lgl_helpers.corpus.lists import ListFormatError, TrainEntry, read_train_list
+from lgl_helpers.notebook import clustering_view
 from lgl_helpers.runs import seed_everything, write_json
-from lgl_helpers.stage1 import Stage1Config, train_stage1
+from lgl_helpers.training.stage1 import Stage1Config, train_stage1
 
 # Tiny Stage I run for the NMI comparison: 36 steps on clean views (one to three minutes on two CPU cores).
 # Measured on the tiny corpus: mean NMI 0.58 after it against 0.44 untrained. With augmented views the
@@ -40,7 +42,7 @@ def test_faiss_assignment_equals_brute_force_for_the_same_centroids():
     rng = np.random.default_rng(1)
     emb = unit(rng.standard_normal((700, 48)))
     centroids = rng.standard_normal((37, 48)).astype(np.float32) * rng.uniform(0.3, 1.0, (37, 1)).astype(np.float32)
-    faiss_labels = cluster.assign_to_centroids(emb, centroids, use_gpu=False)
+    faiss_labels = kmeans.assign_to_centroids(emb, centroids, use_gpu=False)
     brute = np.argmax(emb.astype(np.float64) @ centroids.astype(np.float64).T, axis=1)
     assert faiss_labels.dtype == np.int64
     np.testing.assert_array_equal(faiss_labels, brute)
@@ -48,7 +50,7 @@ def test_faiss_assignment_equals_brute_force_for_the_same_centroids():
 
 def test_kmeans_labels_are_the_nearest_returned_centroid():
     emb, _ = blobs(40, 12, seed=2)
-    labels, centroids = cluster.kmeans_pseudo_labels(emb, 12, n_iter=10, seed=3, use_gpu=False)
+    labels, centroids = kmeans.kmeans_pseudo_labels(emb, 12, n_iter=10, seed=3, use_gpu=False)
     assert labels.shape == (emb.shape[0],) and centroids.shape == (12, emb.shape[1])
     np.testing.assert_array_equal(labels, np.argmax(emb.astype(np.float64) @ centroids.T.astype(np.float64), axis=1))
 
@@ -57,23 +59,23 @@ def test_kmeans_groups_nearby_points_and_is_deterministic():
     # Twice as many clusters as blobs: random initialisation (the reference's) may then split a blob,
     # but a centroid between two blobs does not survive, so every cluster stays inside one blob.
     emb, truth = blobs(30, 8, seed=4)
-    labels, _ = cluster.kmeans_pseudo_labels(emb, 16, n_iter=20, seed=5, use_gpu=False)
-    assert cluster.clustering_quality(labels, truth)["purity"] > 0.98
-    again, _ = cluster.kmeans_pseudo_labels(emb, 16, n_iter=20, seed=5, use_gpu=False)
+    labels, _ = kmeans.kmeans_pseudo_labels(emb, 16, n_iter=20, seed=5, use_gpu=False)
+    assert quality.clustering_quality(labels, truth)["purity"] > 0.98
+    again, _ = kmeans.kmeans_pseudo_labels(emb, 16, n_iter=20, seed=5, use_gpu=False)
     np.testing.assert_array_equal(labels, again)
 
 
 def test_points_per_centroid_sampling_still_assigns_every_point():
     emb, truth = blobs(250, 6, seed=6)  # 1500 points, trained on 12 × 20 = 240 of them
-    labels, _ = cluster.kmeans_pseudo_labels(emb, 12, n_iter=15, seed=0, max_points_per_centroid=20, use_gpu=False)
+    labels, _ = kmeans.kmeans_pseudo_labels(emb, 12, n_iter=15, seed=0, max_points_per_centroid=20, use_gpu=False)
     assert labels.shape == (1500,)
-    assert cluster.clustering_quality(labels, truth)["purity"] > 0.98
+    assert quality.clustering_quality(labels, truth)["purity"] > 0.98
 
 
 def test_n_clusters_above_n_is_an_error_before_any_work():
     not_normalised = np.ones((10, 4), dtype=np.float32)  # would fail the later norm check
     with pytest.raises(ValueError, match=r"n_clusters=11 is larger than the number of utterances N=10"):
-        cluster.kmeans_pseudo_labels(not_normalised, 11)
+        kmeans.kmeans_pseudo_labels(not_normalised, 11)
 
 
 def test_cluster_utterances_checks_n_clusters_before_loading_the_encoder(tmp_path):
@@ -92,27 +94,27 @@ def test_cluster_utterances_checks_n_clusters_before_loading_the_encoder(tmp_pat
 )
 def test_bad_embeddings_are_rejected(emb, message):
     with pytest.raises(ValueError, match=message):
-        cluster.kmeans_pseudo_labels(emb, 2, use_gpu=False)
+        kmeans.kmeans_pseudo_labels(emb, 2, use_gpu=False)
 
 
 def test_bad_kmeans_parameters_name_the_parameter():
     emb, _ = blobs(5, 2)
     with pytest.raises(ValueError, match="n_iter=0"):
-        cluster.kmeans_pseudo_labels(emb, 2, n_iter=0)
+        kmeans.kmeans_pseudo_labels(emb, 2, n_iter=0)
     with pytest.raises(ValueError, match="max_points_per_centroid=0"):
-        cluster.kmeans_pseudo_labels(emb, 2, max_points_per_centroid=0)
+        kmeans.kmeans_pseudo_labels(emb, 2, max_points_per_centroid=0)
     with pytest.raises(ValueError, match=r"n_clusters=0"):
-        cluster.kmeans_pseudo_labels(emb, 0)
+        kmeans.kmeans_pseudo_labels(emb, 0)
     with pytest.raises(ValueError, match=r"use_gpu='yes'"):
-        cluster.kmeans_pseudo_labels(emb, 2, use_gpu="yes")
+        kmeans.kmeans_pseudo_labels(emb, 2, use_gpu="yes")
 
 
 def test_use_gpu_true_without_faiss_gpu_is_a_clear_error():
-    if cluster.faiss_gpu_available():
+    if kmeans.faiss_gpu_available():
         pytest.skip("faiss sees a GPU here")
     emb, _ = blobs(5, 2)
     with pytest.raises(ValueError, match="use_gpu=True but faiss has no GPU support"):
-        cluster.kmeans_pseudo_labels(emb, 2, use_gpu=True)
+        kmeans.kmeans_pseudo_labels(emb, 2, use_gpu=True)
 
 
 # --- pseudo-label files ----------------------------------------------------------------------------
@@ -124,12 +126,12 @@ def make_entries(n=4):
 
 def test_pseudo_label_file_round_trip_and_format(tmp_path):
     entries = make_entries()
-    path = cluster.write_pseudo_labels(tmp_path / "pseudo_labels.txt", entries, np.array([3, 0, 3, 1]))
+    path = pseudo_labels.write_pseudo_labels(tmp_path / "pseudo_labels.txt", entries, np.array([3, 0, 3, 1]))
     assert path.read_text() == "id0/vid/00000.wav 3\nid1/vid/00001.wav 0\nid0/vid/00002.wav 3\nid1/vid/00003.wav 1\n"
-    labels = cluster.read_pseudo_labels(path, entries, n_clusters=4)
+    labels = pseudo_labels.read_pseudo_labels(path, entries, n_clusters=4)
     assert labels.dtype == np.int64
     np.testing.assert_array_equal(labels, [3, 0, 3, 1])
-    np.testing.assert_array_equal(cluster.read_pseudo_labels(path, [e.path for e in entries]), [3, 0, 3, 1])
+    np.testing.assert_array_equal(pseudo_labels.read_pseudo_labels(path, [e.path for e in entries]), [3, 0, 3, 1])
 
 
 @pytest.mark.parametrize(
@@ -148,17 +150,17 @@ def test_bad_pseudo_label_files_name_file_and_line(tmp_path, text, message):
     path = tmp_path / "pseudo_labels.txt"
     path.write_text(text)
     with pytest.raises(ListFormatError, match=message):
-        cluster.read_pseudo_labels(path, make_entries(), n_clusters=4)
+        pseudo_labels.read_pseudo_labels(path, make_entries(), n_clusters=4)
 
 
 def test_missing_pseudo_label_file(tmp_path):
     with pytest.raises(ListFormatError, match="pseudo-label file does not exist"):
-        cluster.read_pseudo_labels(tmp_path / "nope.txt", make_entries())
+        pseudo_labels.read_pseudo_labels(tmp_path / "nope.txt", make_entries())
 
 
 def test_write_pseudo_labels_checks_length(tmp_path):
     with pytest.raises(ValueError, match="pseudo_labels has 3 entries, expected 4"):
-        cluster.write_pseudo_labels(tmp_path / "p.txt", make_entries(), np.array([0, 1, 2]))
+        pseudo_labels.write_pseudo_labels(tmp_path / "p.txt", make_entries(), np.array([0, 1, 2]))
 
 
 # --- quality -----------------------------------------------------------------------------------------
@@ -169,54 +171,54 @@ SPEAKERS = ["a", "a", "b", "b", "b", "c", "c", "d", "d", "e", "x", "x", "x", "x"
 
 
 def test_clustering_quality_on_a_hand_counted_example():
-    q = cluster.clustering_quality(LABELS, SPEAKERS, n_clusters=8)
+    q = quality.clustering_quality(LABELS, SPEAKERS, n_clusters=8)
     assert q["nmi"] == pytest.approx(normalized_mutual_info_score(SPEAKERS, LABELS))
     assert q["purity"] == pytest.approx(11 / 14)  # 2 + 2 + 2 + 1 + 2 + 2
     assert q["inverse_purity"] == pytest.approx(11 / 14)  # a 2, b 2, c 2, d 2, e 1, x 2
     assert q["n_merging_clusters"] == 1  # only cluster 2 has two speakers with ≥ 2 utterances each
     assert q["n_split_speakers"] == 1  # x; b has only one utterance in cluster 0
-    assert (q["n_utterances"], q["n_speakers"], q["n_clusters"]) == (14, 6, 6)
+    assert (q["n_utterances"], q["n_speakers"], q["n_nonempty_clusters"]) == (14, 6, 6)
     assert (q["n_empty_clusters"], q["n_singleton_clusters"]) == (2, 1)
     assert q["cluster_size"] == {"min": 1, "median": 2.0, "mean": pytest.approx(14 / 6), "max": 4}
     json.dumps(q)  # plain types only
 
 
 def test_perfect_clustering_scores_one():
-    q = cluster.clustering_quality(np.array([5, 5, 2, 2, 9]), ["p", "p", "q", "q", "r"])
+    q = quality.clustering_quality(np.array([5, 5, 2, 2, 9]), ["p", "p", "q", "q", "r"])
     assert q["nmi"] == pytest.approx(1.0) and q["purity"] == 1.0 and q["inverse_purity"] == 1.0
     assert q["n_merging_clusters"] == 0 and q["n_split_speakers"] == 0 and q["n_empty_clusters"] is None
 
 
 def test_majority_agreement_marks_minority_members_and_its_mean_is_purity():
-    agree = cluster.majority_agreement(LABELS, SPEAKERS)
+    agree = quality.majority_agreement(LABELS, SPEAKERS)
     expected = [1, 1, 0, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1]
     np.testing.assert_array_equal(agree, np.array(expected, dtype=bool))
-    assert agree.mean() == pytest.approx(cluster.clustering_quality(LABELS, SPEAKERS)["purity"])
+    assert agree.mean() == pytest.approx(quality.clustering_quality(LABELS, SPEAKERS)["purity"])
 
 
 def test_quality_input_checks():
     with pytest.raises(ValueError, match="pseudo_labels has 3 entries, expected 2"):
-        cluster.clustering_quality(np.array([0, 1, 1]), ["a", "b"])
+        quality.clustering_quality(np.array([0, 1, 1]), ["a", "b"])
     with pytest.raises(ValueError, match="1-D integer array"):
-        cluster.clustering_quality(np.array([0.5, 1.0]), ["a", "b"])
+        quality.clustering_quality(np.array([0.5, 1.0]), ["a", "b"])
     with pytest.raises(ValueError, match="pseudo label 5 is not below n_clusters=3"):
-        cluster.clustering_quality(np.array([0, 5]), ["a", "b"], n_clusters=3)
+        quality.clustering_quality(np.array([0, 5]), ["a", "b"], n_clusters=3)
 
 
 def test_cluster_summary_and_most_impure_clusters():
-    rows = cluster.cluster_summary(LABELS, SPEAKERS)
+    rows = quality.cluster_summary(LABELS, SPEAKERS)
     assert [r["cluster"] for r in rows] == [0, 1, 2, 3, 4, 5]
     assert rows[2] == {"cluster": 2, "size": 4, "purity": 0.5, "majority_speaker": "c", "n_speakers": 2,
                        "speakers": [("c", 2), ("d", 2)]}
-    impure = cluster.most_impure_clusters(LABELS, SPEAKERS, n=2)
+    impure = quality.most_impure_clusters(LABELS, SPEAKERS, n=2)
     assert [(r["cluster"], r["purity"]) for r in impure] == [(2, 0.5), (0, pytest.approx(2 / 3))]
-    table = cluster.format_cluster_table(impure, max_speakers=1)
+    table = clustering_view.format_cluster_table(impure, max_speakers=1)
     assert "c×2, … 1 more" in table and table.count("\n") == 2
 
 
 def test_format_quality_puts_runs_side_by_side():
-    text = cluster.format_quality({"Stage I": cluster.clustering_quality(LABELS, SPEAKERS, 8),
-                                   "untrained": cluster.clustering_quality(np.zeros(14, dtype=int), SPEAKERS)})
+    text = clustering_view.format_quality({"Stage I": quality.clustering_quality(LABELS, SPEAKERS, 8),
+                                   "untrained": quality.clustering_quality(np.zeros(14, dtype=int), SPEAKERS)})
     nmi_line = next(line for line in text.splitlines() if line.startswith("NMI"))
     assert nmi_line.split()[1:] == [f"{normalized_mutual_info_score(SPEAKERS, LABELS):.4f}", "0.0000"]
     assert "1/2/4" in text
@@ -226,14 +228,14 @@ def test_format_quality_puts_runs_side_by_side():
 
 
 def test_cluster_size_histogram_counts_every_cluster():
-    fig = cluster.plot_cluster_sizes(LABELS, SPEAKERS, n_clusters=8)
+    fig = clustering_view.plot_cluster_sizes(LABELS, SPEAKERS, n_clusters=8)
     assert isinstance(fig, Figure)
     bars = fig.axes[0].containers[0]
     assert sum(bar.get_height() for bar in bars) == 8  # six non-empty clusters + two empty ones
 
 
 def test_purity_scatter_has_one_point_per_cluster():
-    fig = cluster.plot_purity_vs_size(LABELS, SPEAKERS)
+    fig = clustering_view.plot_purity_vs_size(LABELS, SPEAKERS)
     offsets = fig.axes[0].collections[0].get_offsets()
     assert len(offsets) == 6
     np.testing.assert_allclose(sorted(offsets[:, 1]), sorted([2 / 3, 1, 0.5, 1, 1, 1]))
@@ -241,21 +243,21 @@ def test_purity_scatter_has_one_point_per_cluster():
 
 def test_umap_projection_keeps_speakers_apart_and_plots_two_panels(tmp_path):
     emb, truth = blobs(25, 4, dim=24, spread=0.1, seed=7)
-    index, xy = cluster.umap_projection(emb, sample=60, seed=0)
+    index, xy = clustering_view.umap_projection(emb, sample=60, seed=0)
     assert index.shape == (60,) and xy.shape == (60, 2) and np.all(np.diff(index) > 0)
     distance = np.linalg.norm(xy[:, None] - xy[None], axis=2) + np.eye(60) * 1e9
     nearest = distance.argmin(axis=1)
     assert (truth[index][nearest] == truth[index]).mean() > 0.95
-    fig = cluster.plot_umap(xy, truth[index], np.array(["s%d" % t for t in truth[index]]), highlight_cluster=int(truth[index][0]))
+    fig = clustering_view.plot_umap(xy, truth[index], np.array(["s%d" % t for t in truth[index]]), highlight_cluster=int(truth[index][0]))
     assert len(fig.axes) == 2
     assert len(fig.axes[0].collections) == 2  # all points + the highlighted cluster's circles
-    paths = cluster.save_figures({"umap": fig}, tmp_path / "figures")
+    paths = clustering_view.save_figures({"umap": fig}, tmp_path / "figures")
     assert paths["umap"].read_bytes()[:4] == b"\x89PNG"
 
 
 def test_umap_needs_a_few_points():
     with pytest.raises(ValueError, match="sample=3"):
-        cluster.umap_projection(np.eye(10, dtype=np.float32), sample=3)
+        clustering_view.umap_projection(np.eye(10, dtype=np.float32), sample=3)
 
 
 # --- notebook-02 configuration --------------------------------------------------------------------------
@@ -272,11 +274,11 @@ def test_config_rejects_bad_values_naming_the_parameter():
 
 def test_resolve_inputs_reports_missing_checkpoint_and_list(tmp_path):
     cfg = cluster.ClusteringConfig(run_name="r", runs_dir=str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"checkpoint='': .*r/stage1/best.model does not exist \(run notebook 01"):
+    with pytest.raises(FileNotFoundError, match=r"init_model='': .*r/stage1/best.model does not exist \(run notebook 01"):
         cluster.resolve_inputs(cfg)
     checkpoint = tmp_path / "c.model"
     checkpoint.write_bytes(b"x")
-    cfg = cluster.ClusteringConfig(run_name="r", runs_dir=str(tmp_path), checkpoint=str(checkpoint))
+    cfg = cluster.ClusteringConfig(run_name="r", runs_dir=str(tmp_path), init_model=str(checkpoint))
     with pytest.raises(ValueError, match="train_list is empty and .*data.json does not give it"):
         cluster.resolve_inputs(cfg)
 
@@ -290,7 +292,7 @@ def test_resolve_inputs_takes_data_paths_from_data_json(tiny_corpus, tmp_path):
     (run_dir / "stage1" / "best.model").write_bytes(b"x")
     n = len(read_train_list(tiny_corpus / "lists" / "train_list.txt"))
     inputs = cluster.resolve_inputs(cluster.ClusteringConfig(run_name="r", runs_dir=str(tmp_path), n_clusters=n))
-    assert inputs.checkpoint == run_dir / "stage1" / "best.model" and inputs.out_dir == run_dir / "clustering"
+    assert inputs.init_model == run_dir / "stage1" / "best.model" and inputs.out_dir == run_dir / "clustering"
     assert inputs.train_root == tiny_corpus / "train" and len(inputs.entries) == inputs.speakers.size == n
     with pytest.raises(ValueError, match=rf"n_clusters={n + 1} is larger than the number of utterances N={n}"):
         cluster.resolve_inputs(cluster.ClusteringConfig(run_name="r", runs_dir=str(tmp_path), n_clusters=n + 1))
@@ -322,7 +324,7 @@ def test_cluster_utterances_writes_its_files_and_reuses_matching_embeddings(tiny
     emb = np.load(out / "embeddings.npy")
     assert emb.shape == (len(toy_entries), 192)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_array_equal(cluster.read_pseudo_labels(out / "pseudo_labels.txt", toy_entries, 5), first.pseudo_labels)
+    np.testing.assert_array_equal(pseudo_labels.read_pseudo_labels(out / "pseudo_labels.txt", toy_entries, 5), first.pseudo_labels)
     quality = json.loads((out / "quality.json").read_text())
     assert quality["nmi"] == pytest.approx(normalized_mutual_info_score(speakers, first.pseudo_labels))
     assert quality["n_utterances"] == len(toy_entries) and quality["n_speakers"] == len(set(speakers))
@@ -360,7 +362,7 @@ def test_stage1_encoder_gives_clearly_better_pseudo_labels_than_an_untrained_one
     speakers = [e.speaker for e in toy_entries]
 
     def mean_nmi(emb):
-        return np.mean([cluster.clustering_quality(cluster.kmeans_pseudo_labels(emb, n_speakers, seed=s)[0], speakers)["nmi"]
+        return np.mean([quality.clustering_quality(kmeans.kmeans_pseudo_labels(emb, n_speakers, seed=s)[0], speakers)["nmi"]
                         for s in range(5)])
 
     nmi_trained, nmi_untrained = mean_nmi(trained.emb), mean_nmi(untrained.emb)

@@ -1,16 +1,16 @@
-"""Notebook 00's helpers: data locations, list preparation, summaries, augmentation sets, figures."""
+"""Notebook 00's helpers: data locations, list preparation, summaries, augmentation sets."""
 
 from __future__ import annotations
 
 import ast
 import json
 import pytest
-from matplotlib.figure import Figure
 
-from lgl_helpers import corpus, runs
-from lgl_helpers.corpus import DataSetupConfig
-from lgl_helpers.lists import ListCheckError, read_train_list
-from lgl_helpers.toy import toy_paths
+from lgl_helpers import runs
+from lgl_helpers.corpus import data_setup as corpus
+from lgl_helpers.corpus.data_setup import DataSetupConfig
+from lgl_helpers.corpus.lists import ListCheckError, read_train_list
+from lgl_helpers.corpus.toy import toy_paths
 
 
 def _config(tiny_corpus, **overrides) -> DataSetupConfig:
@@ -123,22 +123,6 @@ def test_summaries_of_the_tiny_corpus(tiny_corpus):
     # rir_root may also name the simulated_rirs folder itself; a missing root counts nothing
     assert corpus.find_augmentation_sets(None, tiny_corpus / "rirs" / "simulated_rirs")["rirs"] == 6
     assert corpus.find_augmentation_sets(None, None)["musan_files"] == 0
-
-
-def test_figures_and_widget(tiny_corpus):
-    entries = read_train_list(tiny_corpus / "lists" / "train_list.txt")
-    figure = corpus.plot_durations(entries)
-    assert isinstance(figure, Figure) and len(figure.axes) == 2
-    spectrograms = corpus.plot_spectrograms(tiny_corpus / "train", entries, n=3, seed=0)
-    assert isinstance(spectrograms, Figure) and len(spectrograms.axes) == 3
-    titles = [ax.get_title().split(" ")[0] for ax in spectrograms.axes]
-    assert len({t.split("/")[0] for t in titles}) == 3  # three different speakers
-    assert titles == [ax.get_title().split(" ")[0] for ax in corpus.plot_spectrograms(
-        tiny_corpus / "train", entries, n=3, seed=0).axes]
-    mel = corpus.log_mel(corpus.read_wav(tiny_corpus / "train" / entries[0].path))
-    assert mel.shape[0] == 80 and abs(mel.mean()) < 1e-3
-    widget = corpus.spectrogram_browser(tiny_corpus / "train", entries)
-    assert [child.description for child in widget.children[:2]] == ["speaker", "utterance"]
 
 
 def test_write_data_summary(tiny_corpus, tmp_path):

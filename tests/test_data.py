@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from lgl_helpers.audio import read_wav, write_wav
-from lgl_helpers.augment import AugmentSources, segment_samples
-from lgl_helpers.data import (
+from lgl_helpers.core.audio import read_wav, write_wav
+from lgl_helpers.core.augment import AugmentSources, segment_samples
+from lgl_helpers.core.data import (
     CropError,
     Stage1Dataset,
     Stage2Dataset,
@@ -16,7 +16,7 @@ from lgl_helpers.data import (
     stage1_views,
     two_crops,
 )
-from lgl_helpers.lists import TrainEntry, read_train_list
+from lgl_helpers.corpus.lists import TrainEntry, read_train_list
 
 
 @pytest.fixture(scope="module")

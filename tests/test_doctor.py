@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-from lgl_helpers import cli, doctor, pipeline
+from lgl_helpers.app import cli, data_checks, doctor, environment, pipeline, planning
 from lgl_helpers.runs import project_root
 
 UNDEFINED_SYMBOL = "/venv/torchaudio/lib/libtorchaudio.so: undefined symbol: _ZN3c104cuda9SetDeviceEab"
@@ -56,7 +56,7 @@ def _errors(lines):
 
 def _run_refused(runs_dir, overrides, match):
     """``lgl-kit run`` (in process) must stop with ``match`` before any notebook has executed."""
-    with pytest.raises(pipeline.PipelineError, match=match) as error:
+    with pytest.raises(planning.PipelineError, match=match) as error:
         pipeline.run_pipeline("ci", "r", overrides, runs_dir=str(runs_dir), echo=lambda _: None)
     assert not (runs_dir / "r" / "notebooks").exists(), "a notebook ran although the preflight found a problem"
     return str(error.value)
@@ -66,7 +66,7 @@ def _run_refused(runs_dir, overrides, match):
 
 
 def test_torchaudio_whose_extension_fails_to_load_is_one_line_with_both_versions_and_the_fix():
-    check = doctor.check_torch(_importer(torch=_fake_torch("2.11.0"), torchaudio=OSError(UNDEFINED_SYMBOL)),
+    check = environment.check_torch(_importer(torch=_fake_torch("2.11.0"), torchaudio=OSError(UNDEFINED_SYMBOL)),
                                _versions(torch="2.11.0", torchaudio="2.11.1"))
     assert check.line() == (
         f"error torchaudio: torchaudio 2.11.1 does not match torch 2.11.0 ({UNDEFINED_SYMBOL}): reinstall the locked "
@@ -75,51 +75,51 @@ def test_torchaudio_whose_extension_fails_to_load_is_one_line_with_both_versions
 
 
 def test_torchaudio_of_another_minor_version_is_refused_and_a_matching_pair_passes():
-    mismatch = doctor.check_torch(_importer(torch=_fake_torch("2.11.0+cu130"),
+    mismatch = environment.check_torch(_importer(torch=_fake_torch("2.11.0+cu130"),
                                             torchaudio=types.SimpleNamespace(__version__="2.10.0")))
     assert not mismatch.ok and "torchaudio 2.10.0 does not match torch 2.11.0+cu130" in mismatch.line()
     assert "pip install torchaudio==2.11.0)" in mismatch.line()
-    pair = doctor.check_torch(_importer(torch=_fake_torch("2.11.0+cu130"),
+    pair = environment.check_torch(_importer(torch=_fake_torch("2.11.0+cu130"),
                                         torchaudio=types.SimpleNamespace(__version__="2.11.0+cu130")))
     assert pair.ok, pair.line()
 
 
 def test_missing_faiss_is_one_line_with_the_install_commands():
     missing = ModuleNotFoundError("No module named 'faiss'", name="faiss")
-    assert doctor.check_faiss({}, _importer(faiss=missing)).line() == FAISS_MISSING
-    broken = doctor.check_faiss({}, _importer(faiss=ImportError("libopenblas.so.0: cannot open shared object file")))
+    assert environment.check_faiss({}, _importer(faiss=missing)).line() == FAISS_MISSING
+    broken = environment.check_faiss({}, _importer(faiss=ImportError("libopenblas.so.0: cannot open shared object file")))
     assert not broken.ok and "libopenblas" in broken.line() and "'.[gpu]'" in broken.line()
 
 
 def test_faiss_without_gpu_support_is_refused_only_when_a_clustering_notebook_asks_for_cuda():
     cpu_build = types.SimpleNamespace(__version__="1.15.1", get_num_gpus=lambda: 0)
-    check = doctor.check_faiss({"02_clustering_umap": "cuda"}, _importer(faiss=cpu_build))
+    check = environment.check_faiss({"02_clustering_umap": "cuda"}, _importer(faiss=cpu_build))
     assert not check.ok and "\n" not in check.line()
     assert "faiss 1.15.1 has no GPU support" in check.line() and "device='cuda' (02_clustering_umap)" in check.line()
     assert "pip install -e '.[gpu]'" in check.line() and "device=auto" in check.line()
     without_gpu_api = types.SimpleNamespace(__version__="1.7.0")
-    assert not doctor.check_faiss({"03_stage2_baseline": "cuda:0"}, _importer(faiss=without_gpu_api)).ok
-    assert doctor.check_faiss({}, _importer(faiss=cpu_build)).ok
+    assert not environment.check_faiss({"03_stage2_baseline": "cuda:0"}, _importer(faiss=without_gpu_api)).ok
+    assert environment.check_faiss({}, _importer(faiss=cpu_build)).ok
 
 
 def test_cuda_requested_but_unavailable_is_one_line_naming_the_notebooks():
     values = {"01_stage1_contrastive": {"device": "cuda"}, "03_stage2_baseline": {"device": "cuda"}}
-    checks = doctor.environment_checks(values, _importer(torch=_fake_torch(), faiss=types.SimpleNamespace(
+    checks = environment.environment_checks(values, _importer(torch=_fake_torch(), faiss=types.SimpleNamespace(
         __version__="1.15.1", get_num_gpus=lambda: 0), torchaudio=types.SimpleNamespace(__version__="2.11.0")))
     cuda = [c for c in checks if c.name == "cuda"]
     assert len(cuda) == 1 and not cuda[0].ok
     assert ("device='cuda' (01_stage1_contrastive, 03_stage2_baseline) asks for CUDA but torch.cuda.is_available() "
             "is False") in cuda[0].line()
     assert "set device=auto or cpu" in cuda[0].line()
-    assert doctor.check_cuda({"01_stage1_contrastive": "cuda:1"}, _fake_torch(gpus=1)).line().startswith(
+    assert environment.check_cuda({"01_stage1_contrastive": "cuda:1"}, _fake_torch(gpus=1)).line().startswith(
         "error cuda: device='cuda:1' (01_stage1_contrastive) names a GPU beyond the 1 visible")
 
 
 def test_disk_is_an_error_only_when_clearly_insufficient(tmp_path):
-    short = doctor.check_disk(tmp_path / "runs", 3 * 10**9, usage=lambda folder: types.SimpleNamespace(free=10**9))
+    short = data_checks.check_disk(tmp_path / "runs", 3 * 10**9, usage=lambda folder: types.SimpleNamespace(free=10**9))
     assert short.line() == (f"error disk: 1.0 GB free at {tmp_path} but the run's checkpoints need about 3.0 GB: "
                             "free space there or choose another --runs-dir")
-    enough = doctor.check_disk(tmp_path, 3 * 10**9, usage=lambda folder: types.SimpleNamespace(free=10**11))
+    enough = data_checks.check_disk(tmp_path, 3 * 10**9, usage=lambda folder: types.SimpleNamespace(free=10**11))
     assert enough.ok and "100.0 GB free" in enough.line() and "3.0 GB" in enough.line()
 
 
@@ -143,7 +143,7 @@ def test_missing_faiss_stops_doctor_and_run_before_any_notebook(monkeypatch, cap
 def test_only_05_does_not_need_faiss(monkeypatch, tmp_path, tiny_data):
     monkeypatch.setitem(sys.modules, "faiss", None)
     messages = []
-    doctor.Preflight(pipeline.plan_run("ci", "r", tiny_data, str(tmp_path), ("05_compare",)), messages.append)
+    doctor.Preflight(planning.plan_run("ci", "r", tiny_data, str(tmp_path), ("05_compare",)), messages.append)
     assert messages == ["[preflight] before the first notebook: 2 checks ok"]
 
 
@@ -156,7 +156,7 @@ def test_torch_torchaudio_mismatch_stops_doctor_and_run_before_any_notebook(tmp_
     common = ["--profile", "ci", "--run-name", "r", "--runs-dir", str(tmp_path / "runs"),
               "--set", f"00_data_setup.toy_root={tmp_path / 'toy'}"]
     for command in ("doctor", "run"):
-        done = subprocess.run([sys.executable, "-m", "lgl_helpers.cli", command, *common], cwd=project_root(),
+        done = subprocess.run([sys.executable, "-m", "lgl_helpers.app.cli", command, *common], cwd=project_root(),
                               env=env, capture_output=True, text=True, timeout=300)
         output = done.stdout + done.stderr
         assert done.returncode == 1, output
@@ -201,8 +201,8 @@ def test_configuration_that_does_not_fit_the_training_list_is_refused_before_any
 
 
 def test_without_data_json_a_later_stage_is_refused_naming_what_to_run(tmp_path, tiny_data):
-    plan = pipeline.plan_run("ci", "r", tiny_data, str(tmp_path), ("03_stage2_baseline",))
-    with pytest.raises(pipeline.PipelineError) as error:
+    plan = planning.plan_run("ci", "r", tiny_data, str(tmp_path), ("03_stage2_baseline",))
+    with pytest.raises(planning.PipelineError) as error:
         doctor.Preflight(plan, lambda _: None)
     assert "error 03_stage2_baseline: train_list is not set: give it as a parameter or run notebook 00" in str(error.value)
     assert f"error 03_stage2_baseline.init_model: {tmp_path / 'r' / 'stage1' / 'best.model'} does not exist: " \
@@ -214,7 +214,7 @@ def test_data_checks_wait_for_notebook00_then_stop_the_run_before_01(tmp_path):
     overrides = {"00_data_setup.toy_root": str(tmp_path / "toy"), "00_data_setup.toy_preset": "tiny",
                  "00_data_setup.n_spectrograms": 0, "n_clusters": 100000}
     messages = []
-    with pytest.raises(pipeline.PipelineError, match="(?s)preflight after 00_data_setup found .*n_clusters=100000") as error:
+    with pytest.raises(planning.PipelineError, match="(?s)preflight after 00_data_setup found .*n_clusters=100000") as error:
         pipeline.run_pipeline("ci", "r", overrides, runs_dir=str(tmp_path), echo=messages.append)
     assert "the data checks run again once 00_data_setup has created the data" in messages[0]
     executed = sorted(p.name for p in (tmp_path / "r" / "notebooks").iterdir())

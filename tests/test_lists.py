@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from lgl_helpers import cli, lists
-from lgl_helpers.lists import (ListCheckError, ListFormatError, FetchError, TrainEntry, build_train_list, check_list,
+from lgl_helpers.app import cli
+from lgl_helpers.corpus import lists
+from lgl_helpers.corpus.lists import voxceleb
+from lgl_helpers.corpus.lists import (ListCheckError, ListFormatError, FetchError, TrainEntry, build_train_list, check_list,
                                fetch_voxceleb, read_train_list, subset_train_list)
 
 
@@ -294,7 +296,7 @@ def test_cli_lists_commands(tiny_corpus, tmp_path, capsys):
 
 
 def test_cli_fetch_offline_exits_non_zero(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(lists.urllib.request, "urlopen", _Opener({}))
+    monkeypatch.setattr(voxceleb.urllib.request, "urlopen", _Opener({}))
     assert cli.main(["lists", "fetch-voxceleb", "--out", str(tmp_path / "vox"), "--timeout", "1"]) == 1
     assert "are you offline?" in capsys.readouterr().err
     assert not (tmp_path / "vox").exists()

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lgl_helpers.losses import AAMSoftmax, AATDiscriminator, ContrastiveLoss, grad_reverse
+from lgl_helpers.core.losses import AAMSoftmax, AATDiscriminator, ContrastiveLoss, grad_reverse
 from reference import load_reference
 
 TOL = {"rtol": 1e-4, "atol": 1e-5}

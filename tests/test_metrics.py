@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from lgl_helpers.metrics import compute_eer, compute_min_dcf, det_points
+from lgl_helpers.core.metrics import compute_eer, compute_min_dcf, det_points
 from reference import reference_path
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lgl_helpers.models import ECAPATDNN, load_encoder, save_encoder
+from lgl_helpers.core.models import ECAPATDNN, load_encoder, save_encoder
 from reference import load_reference, reference_path
 
 TOL = {"rtol": 1e-4, "atol": 1e-5}

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
-from lgl_helpers import cluster, models, pipeline
-from lgl_helpers.lists import read_train_list
+from lgl_helpers.app import pipeline, planning
+from lgl_helpers.clustering.pseudo_labels import read_pseudo_labels
+from lgl_helpers.clustering.quality import majority_agreement
+from lgl_helpers.core import models
+from lgl_helpers.corpus.lists import read_train_list
 from lgl_helpers.runs import project_root, seed_everything
 
 
@@ -20,25 +23,25 @@ def test_notebook02_writes_pseudo_labels_quality_and_figures(tiny_corpus, tmp_pa
     checkpoint = models.save_encoder(tmp_path / "encoder.model", models.ECAPATDNN(16))
     train_list = tiny_corpus / "lists" / "train_list.txt"
     parameters = {
-        "run_name": "nb02", "runs_dir": str(tmp_path / "runs"), "checkpoint": str(checkpoint),
-        "train_list": str(train_list), "train_root": str(tiny_corpus / "train"), "n_clusters": 8, "n_iter": 10,
+        "run_name": "nb02", "runs_dir": str(tmp_path / "runs"), "init_model": str(checkpoint),
+        "train_list": str(train_list), "train_root": str(tiny_corpus / "train"), "n_clusters": 8, "cluster_n_iter": 10,
         "umap_sample": 30, "n_impure": 3, "device": "cpu", "seed": 0, "interactive": False,
     }
     papermill.execute_notebook(
-        str(pipeline.notebook_path("02_clustering_umap")), str(tmp_path / "02_out.ipynb"), parameters=parameters,
+        str(planning.notebook_path("02_clustering_umap")), str(tmp_path / "02_out.ipynb"), parameters=parameters,
         kernel_name=pipeline.kernel_name(), cwd=str(project_root()), progress_bar=False,
     )
 
     out = tmp_path / "runs" / "nb02" / "clustering"
     entries = read_train_list(train_list)
-    labels = cluster.read_pseudo_labels(out / "pseudo_labels.txt", entries, n_clusters=8)
+    labels = read_pseudo_labels(out / "pseudo_labels.txt", entries, n_clusters=8)
     quality = json.loads((out / "quality.json").read_text())
     assert quality["nmi"] == pytest.approx(normalized_mutual_info_score([e.speaker for e in entries], labels))
     assert 0 < quality["nmi"] <= 1 and quality["untrained_nmi"] == pytest.approx(quality["nmi"])
-    assert quality["purity"] == pytest.approx(cluster.majority_agreement(labels, [e.speaker for e in entries]).mean())
+    assert quality["purity"] == pytest.approx(majority_agreement(labels, [e.speaker for e in entries]).mean())
     assert quality["kmeans"]["n_iter"] == 10 and quality["checkpoint"] == str(checkpoint)
     assert np.load(out / "embeddings.npy").shape == (len(entries), 192)
-    np.testing.assert_array_equal(cluster.read_pseudo_labels(out / "untrained" / "pseudo_labels.txt", entries), labels)
+    np.testing.assert_array_equal(read_pseudo_labels(out / "untrained" / "pseudo_labels.txt", entries), labels)
     for name in ("cluster_sizes", "purity_vs_size", "umap"):
         assert (out / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     params = json.loads((out / "clustering_params.json").read_text())["params"]

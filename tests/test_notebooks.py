@@ -6,16 +6,16 @@ import subprocess
 
 import pytest
 
-from lgl_helpers import pipeline
+from lgl_helpers.app import planning
 from lgl_helpers.runs import project_root
 
 CONFIGS = {
-    "00_data_setup": ("lgl_helpers.corpus", "DataSetupConfig"),
-    "01_stage1_contrastive": ("lgl_helpers.stage1", "Stage1Config"),
-    "02_clustering_umap": ("lgl_helpers.cluster", "ClusteringConfig"),
-    "03_stage2_baseline": ("lgl_helpers.stage2", "Stage2Config"),
-    "04_stage2_lgl": ("lgl_helpers.stage2", "Stage2Config"),
-    "05_compare": ("lgl_helpers.report", "CompareConfig"),
+    "00_data_setup": ("lgl_helpers.corpus.data_setup", "DataSetupConfig"),
+    "01_stage1_contrastive": ("lgl_helpers.training.stage1", "Stage1Config"),
+    "02_clustering_umap": ("lgl_helpers.clustering.cluster", "ClusteringConfig"),
+    "03_stage2_baseline": ("lgl_helpers.training.stage2", "BaselineConfig"),
+    "04_stage2_lgl": ("lgl_helpers.training.stage2", "LGLConfig"),
+    "05_compare": ("lgl_helpers.app.report", "CompareConfig"),
 }
 
 
@@ -25,21 +25,21 @@ def _config_fields(notebook):
     return {f.name: f for f in dataclasses.fields(getattr(module, class_name))}
 
 
-@pytest.mark.parametrize("notebook", pipeline.NOTEBOOKS)
+@pytest.mark.parametrize("notebook", planning.NOTEBOOKS)
 def test_parameters_cell_matches_config_dataclass(notebook):
-    parameters = pipeline.notebook_parameters(pipeline.notebook_path(notebook))
+    parameters = planning.notebook_parameters(planning.notebook_path(notebook))
     fields = _config_fields(notebook)
     assert set(parameters) == set(fields), (
         f"{notebook}: only in notebook {sorted(set(parameters) - set(fields))}, "
         f"only in dataclass {sorted(set(fields) - set(parameters))}"
     )
-    for name in pipeline.PIPELINE_PARAMETERS:
+    for name in planning.PIPELINE_PARAMETERS:
         assert name in parameters
 
 
-@pytest.mark.parametrize("notebook", pipeline.NOTEBOOKS)
+@pytest.mark.parametrize("notebook", planning.NOTEBOOKS)
 def test_notebooks_have_no_outputs(notebook):
-    cells = json.loads(pipeline.notebook_path(notebook).read_text())["cells"]
+    cells = json.loads(planning.notebook_path(notebook).read_text())["cells"]
     with_outputs = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
     assert not with_outputs, f"{notebook} has outputs in cells {with_outputs}; strip them before committing"
 
@@ -47,42 +47,42 @@ def test_notebooks_have_no_outputs(notebook):
 def test_every_tracked_notebook_is_in_the_pipeline():
     tracked = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=project_root(), capture_output=True, text=True).stdout.split()
     names = {p.split("/")[-1].removesuffix(".ipynb") for p in tracked}
-    assert names <= set(pipeline.NOTEBOOKS)
+    assert names <= set(planning.NOTEBOOKS)
 
 
 @pytest.mark.parametrize("profile", ["ci", "demo", "full"])
 def test_profiles_validate_against_parameters_cells(profile):
-    plan = pipeline.plan_run(profile, "profile-check")
-    assert [step.name for step in plan] == list(pipeline.NOTEBOOKS)
+    plan = planning.plan_run(profile, "profile-check")
+    assert [step.name for step in plan] == list(planning.NOTEBOOKS)
     for step in plan:
         assert step.parameters["run_name"] == "profile-check"
         assert step.parameters["interactive"] is False
 
 
 def test_unknown_set_name_lists_valid_names():
-    with pytest.raises(pipeline.PipelineError, match=r"no notebook has this parameter; valid names: \[.*'seed'"):
-        pipeline.plan_run("ci", "x", {"epochz": 3})
+    with pytest.raises(planning.PipelineError, match=r"no notebook has this parameter; valid names: \[.*'seed'"):
+        planning.plan_run("ci", "x", {"epochz": 3})
 
 
 def test_mistyped_set_value_names_parameter():
-    with pytest.raises(pipeline.PipelineError, match="parameter 'seed' of 00_data_setup must be int"):
-        pipeline.plan_run("ci", "x", pipeline.parse_overrides(["seed=abc"]))
+    with pytest.raises(planning.PipelineError, match="parameter 'seed' of 00_data_setup must be int"):
+        planning.plan_run("ci", "x", planning.parse_overrides(["seed=abc"]))
 
 
 def test_set_targets_one_notebook_and_int_is_accepted_for_float():
-    plan = pipeline.plan_run("ci", "x", pipeline.parse_overrides(["01_stage1_contrastive.lr=1", "seed=7"]))
+    plan = planning.plan_run("ci", "x", planning.parse_overrides(["01_stage1_contrastive.lr=1", "seed=7"]))
     by_name = {step.name: step.parameters for step in plan}
     assert by_name["01_stage1_contrastive"]["lr"] == 1.0 and isinstance(by_name["01_stage1_contrastive"]["lr"], float)
     assert all(params.get("seed", 7) == 7 for params in by_name.values())
 
 
 def test_unknown_profile_lists_available():
-    with pytest.raises(pipeline.PipelineError, match=r"available profiles: \[.*'ci'"):
-        pipeline.plan_run("nope", "x")
+    with pytest.raises(planning.PipelineError, match=r"available profiles: \[.*'ci'"):
+        planning.plan_run("nope", "x")
 
 
 def test_select_notebooks_by_prefix():
-    assert pipeline.select_notebooks(start="02") == pipeline.NOTEBOOKS[2:]
-    assert pipeline.select_notebooks(only="05_compare") == ("05_compare",)
-    with pytest.raises(pipeline.PipelineError, match="unknown notebook"):
-        pipeline.select_notebooks(only="09")
+    assert planning.select_notebooks(start="02") == planning.NOTEBOOKS[2:]
+    assert planning.select_notebooks(only="05_compare") == ("05_compare",)
+    with pytest.raises(planning.PipelineError, match="unknown notebook"):
+        planning.select_notebooks(only="09")

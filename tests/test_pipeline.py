@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lgl_helpers import pipeline
+from lgl_helpers.app import pipeline, planning
 from lgl_helpers.runs import read_json
 
 # Learned-number thresholds, each well inside the worst of 5 training seeds (0-4) measured with
@@ -44,7 +44,7 @@ def _without_run_specific(value):
 def test_ci_pipeline_report_shows_each_stage_learning(ci_run):
     run_dir, _, state, _ = ci_run
     assert all(record["status"] == "done" for record in state["notebooks"].values())
-    assert sorted(state["notebooks"]) == sorted(pipeline.NOTEBOOKS)
+    assert sorted(state["notebooks"]) == sorted(planning.NOTEBOOKS)
     report = read_json(run_dir / "report.json")
     stage1, baseline, lgl = report["stage1"], report["baseline"], report["lgl"]
     untrained = stage1["untrained_eer"]
@@ -60,12 +60,12 @@ def test_ci_pipeline_report_shows_each_stage_learning(ci_run):
     assert [c["iteration"] for c in iterations] == [1]
     assert all(0.0 < c["nmi"] <= 1.0 for c in report["clustering"])
     assert [g["gate"] for g in report["gates"]] == [3.0]
-    assert set(report["timings"]) >= set(pipeline.NOTEBOOKS[:-1])
+    assert set(report["timings"]) >= set(planning.NOTEBOOKS[:-1])
     for name in ("eer_by_system", "nmi_per_iteration", "stage2_eer"):
         assert (run_dir / "figures" / f"{name}.png").stat().st_size > 1000
     markdown = (run_dir / "report.md").read_text()
     assert f"| Stage I (contrastive + AAT) | {stage1['eer']:.2f} |" in markdown
-    for name in pipeline.NOTEBOOKS:
+    for name in planning.NOTEBOOKS:
         executed = json.loads((run_dir / "notebooks" / f"{name}.ipynb").read_text())
         assert any(cell.get("outputs") for cell in executed["cells"] if cell["cell_type"] == "code")
 
@@ -82,7 +82,7 @@ def test_rerun_skips_finished_notebooks_and_resumes_the_interrupted_one(ci_run):
     messages = []
     state = pipeline.run_pipeline("ci", "ci", overrides, runs_dir=str(run_dir.parent), echo=messages.append)
     skipped = [m for m in messages if "skipped" in m]
-    assert len(skipped) == 5 and all(name in " ".join(skipped) for name in pipeline.NOTEBOOKS[:-1])
+    assert len(skipped) == 5 and all(name in " ".join(skipped) for name in planning.NOTEBOOKS[:-1])
     assert state["notebooks"]["05_compare"]["status"] == "done"
     assert (run_dir / "report.json").is_file()
 
@@ -93,7 +93,7 @@ def test_changed_parameter_reruns_from_that_notebook(ci_run):
     messages = []
     pipeline.run_pipeline("ci", "ci", overrides, runs_dir=str(run_dir.parent), only="05", echo=messages.append)
     assert any("05_compare" in m and "skipped" in m for m in messages)
-    plan = pipeline.plan_run("ci", "ci", {**overrides, "02_clustering_umap.n_impure": 3}, runs_dir=str(run_dir.parent))
+    plan = planning.plan_run("ci", "ci", {**overrides, "02_clustering_umap.n_impure": 3}, runs_dir=str(run_dir.parent))
     recorded = read_json(run_dir / "pipeline.json")["notebooks"]
     changed = [step.name for step in plan if recorded[step.name]["fingerprint"] != step.fingerprint]
     assert changed == ["02_clustering_umap"]
@@ -111,7 +111,7 @@ def test_same_seed_twice_gives_the_same_report(ci_run):
 
 def test_failing_notebook_stops_with_cell_error_and_saved_notebook(tmp_path):
     overrides = {"00_data_setup.train_root": str(tmp_path / "missing"), "00_data_setup.make_toy": False}
-    with pytest.raises(pipeline.PipelineError) as error:
+    with pytest.raises(planning.PipelineError) as error:
         pipeline.run_pipeline("ci", "broken", overrides, runs_dir=str(tmp_path), only="00", echo=lambda _: None)
     message = str(error.value)
     assert "[00_data_setup] failed" in message and "missing" in message
@@ -121,6 +121,6 @@ def test_failing_notebook_stops_with_cell_error_and_saved_notebook(tmp_path):
 
 
 def test_unknown_set_name_fails_before_any_notebook_runs(tmp_path):
-    with pytest.raises(pipeline.PipelineError, match="no notebook has this parameter"):
+    with pytest.raises(planning.PipelineError, match="no notebook has this parameter"):
         pipeline.run_pipeline("ci", "typo", {"chanels": 64}, runs_dir=str(tmp_path), echo=lambda _: None)
     assert not (tmp_path / "typo").exists()

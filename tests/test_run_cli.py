@@ -20,8 +20,9 @@ import papermill.exceptions
 import pytest
 import zmq
 
-from lgl_helpers import cli, kernel_config, pipeline, runs
-from lgl_helpers.lists import ListCheckError, ListFormatError, check_list, read_train_list, read_trials
+from lgl_helpers import runs
+from lgl_helpers.app import cli, kernel_config, pipeline, planning
+from lgl_helpers.corpus.lists import ListCheckError, ListFormatError, check_list, read_train_list, read_trials
 from lgl_helpers.runs import read_json
 
 INTERRUPTED_LINE = "lgl-kit run: interrupted — rerun the same command to resume\n"
@@ -54,8 +55,8 @@ def executed(monkeypatch):
     ("interactive", "interactive=False"),
 ])
 def test_pipeline_parameters_are_refused_in_set(key, option):
-    with pytest.raises(pipeline.PipelineError) as error:
-        pipeline.plan_run("ci", "x", pipeline.parse_overrides([f"{key}=/elsewhere"]))
+    with pytest.raises(planning.PipelineError) as error:
+        planning.plan_run("ci", "x", planning.parse_overrides([f"{key}=/elsewhere"]))
     message = str(error.value)
     assert message.startswith(f"--set {key!r}: ") and "set by the pipeline" in message and option in message
     assert "\n" not in message
@@ -64,11 +65,11 @@ def test_pipeline_parameters_are_refused_in_set(key, option):
 def test_pipeline_parameters_are_refused_in_a_profile(tmp_path):
     profile = tmp_path / "mine.yaml"
     profile.write_text("common:\n  runs_dir: /elsewhere\n")
-    with pytest.raises(pipeline.PipelineError, match=rf"{profile} common: 'runs_dir': .*--runs-dir"):
-        pipeline.plan_run(str(profile), "x")
+    with pytest.raises(planning.PipelineError, match=rf"{profile} common: 'runs_dir': .*--runs-dir"):
+        planning.plan_run(str(profile), "x")
     profile.write_text("05_compare:\n  run_name: other\n")
-    with pytest.raises(pipeline.PipelineError, match=rf"{profile} '05_compare.run_name': .*--run-name"):
-        pipeline.plan_run(str(profile), "x")
+    with pytest.raises(planning.PipelineError, match=rf"{profile} '05_compare.run_name': .*--run-name"):
+        planning.plan_run(str(profile), "x")
 
 
 def test_cli_refuses_set_runs_dir_before_writing_anything(tmp_path, capsys, executed):
@@ -85,12 +86,12 @@ def test_cli_refuses_set_runs_dir_before_writing_anything(tmp_path, capsys, exec
     ("1:30", "1:30"), ("2024-01-01", "2024-01-01"), ("", ""),
 ])
 def test_set_values_are_read_as_a_user_writes_them(text, value):
-    parsed = pipeline.parse_overrides([f"x={text}"])["x"]
+    parsed = planning.parse_overrides([f"x={text}"])["x"]
     assert parsed == value and type(parsed) is type(value)
 
 
 def test_set_values_reach_the_notebooks_with_their_types():
-    plan = pipeline.plan_run("ci", "x", pipeline.parse_overrides(["lr=1e-3", "epochs=010", "gates=[1e-3, 2]"]))
+    plan = planning.plan_run("ci", "x", planning.parse_overrides(["lr=1e-3", "epochs=010", "gates=[1e-3, 2]"]))
     stage1 = {step.name: step.parameters for step in plan}["01_stage1_contrastive"]
     lgl = {step.name: step.parameters for step in plan}["04_stage2_lgl"]
     assert stage1["lr"] == 0.001 and isinstance(stage1["lr"], float) and stage1["epochs"] == 10
@@ -103,45 +104,37 @@ def test_set_values_reach_the_notebooks_with_their_types():
     ("augment=yes", r"parameter 'augment' of 01_stage1_contrastive must be bool .*got 'yes'"),
 ])
 def test_malformed_set_values_are_one_line_errors_naming_the_parameter(item, expected):
-    with pytest.raises(pipeline.PipelineError, match=expected) as error:
-        pipeline.plan_run("ci", "x", pipeline.parse_overrides([item]))
+    with pytest.raises(planning.PipelineError, match=expected) as error:
+        planning.plan_run("ci", "x", planning.parse_overrides([item]))
     assert "\n" not in str(error.value)
 
 
 def test_profile_scalars_follow_the_same_rules(tmp_path):
     profile = tmp_path / "mine.yaml"
     profile.write_text("01_stage1_contrastive:\n  lr: 1e-3\n  epochs: 010\n")
-    stage1 = {s.name: s.parameters for s in pipeline.plan_run(str(profile), "x")}["01_stage1_contrastive"]
+    stage1 = {s.name: s.parameters for s in planning.plan_run(str(profile), "x")}["01_stage1_contrastive"]
     assert stage1["lr"] == 0.001 and isinstance(stage1["lr"], float) and stage1["epochs"] == 10
     profile.write_text("common:\n  seed: 1\n04_stage2_lgl:\n  gates: [1, 2\n")
-    with pytest.raises(pipeline.PipelineError, match=rf"^{profile}:4: not valid YAML \(") as error:
-        pipeline.plan_run(str(profile), "x")
+    with pytest.raises(planning.PipelineError, match=rf"^{profile}:4: not valid YAML \(") as error:
+        planning.plan_run(str(profile), "x")
     assert "\n" not in str(error.value)
 
 
-def test_mode_is_set_for_one_notebook_only(tmp_path):
-    with pytest.raises(pipeline.PipelineError, match=r"--set 'mode': mode is set per notebook.*write "
-                                                     r"03_stage2_baseline\.mode=\.\.\. or 04_stage2_lgl\.mode=\.\.\."):
-        pipeline.plan_run("ci", "x", {"mode": "lgl"})
-    profile = tmp_path / "mine.yaml"
-    profile.write_text("common:\n  mode: lgl\n")
-    with pytest.raises(pipeline.PipelineError, match=rf"{profile} common: 'mode': .*section of 03_stage2_baseline"):
-        pipeline.plan_run(str(profile), "x")
-    # 03 switched into LGL mode would redo notebook 04's run in stage2_lgl/
-    with pytest.raises(pipeline.PipelineError, match=r"03_stage2_baseline\.mode and 04_stage2_lgl\.mode are the same"):
-        pipeline.plan_run("ci", "x", {"03_stage2_baseline.mode": "lgl"})
-    modes = {s.name: s.parameters.get("mode") for s in pipeline.plan_run("ci", "x", {"04_stage2_lgl.mode": "lgl"})}
-    assert modes["03_stage2_baseline"] is None and modes["04_stage2_lgl"] == "lgl"
-
-
-# --- failures ----------------------------------------------------------------------------------------
+def test_notebooks_03_and_04_have_no_mode_switch():
+    # Each Stage II notebook does one job into its own folder: 03 the baseline, 04 LGL; no parameter switches them.
+    with pytest.raises(planning.PipelineError, match=r"--set 'mode': no notebook has this parameter"):
+        planning.plan_run("ci", "x", {"mode": "lgl"})
+    with pytest.raises(planning.PipelineError, match=r"'03_stage2_baseline\.mode': 03_stage2_baseline has no parameter 'mode'"):
+        planning.plan_run("ci", "x", {"03_stage2_baseline.mode": "lgl"})
+    with pytest.raises(planning.PipelineError, match=r"'03_stage2_baseline\.gates': 03_stage2_baseline has no parameter 'gates'"):
+        planning.plan_run("ci", "x", {"03_stage2_baseline.gates": [3]})
 
 
 def test_unwritable_runs_folder_fails_before_any_notebook(tmp_path, capsys, executed):
     blocker = tmp_path / "file.txt"
     blocker.write_text("a file, not a folder")
     runs_dir = blocker / "runs"
-    with pytest.raises(pipeline.PipelineError, match=rf"run folder {runs_dir / 'r'} cannot be written: "
+    with pytest.raises(planning.PipelineError, match=rf"run folder {runs_dir / 'r'} cannot be written: "
                                                      r"Not a directory.*--runs-dir"):
         pipeline.run_pipeline("ci", "r", {"00_data_setup.toy_root": str(tmp_path / "toy")}, runs_dir=str(runs_dir),
                               only="00", echo=lambda _: None)
@@ -178,7 +171,7 @@ def test_cell_error_message_carries_no_ansi_codes(tmp_path, executed):
             ["\x1b[36mCell\x1b[39m \x1b[32mIn[5], line 1\x1b[39m\n", "\x1b[1;31mFileNotFoundError\x1b[0m: nope\n"])
 
     executed.effect = failing_cell
-    with pytest.raises(pipeline.PipelineError) as error:
+    with pytest.raises(planning.PipelineError) as error:
         pipeline.run_pipeline("ci", "r", {"00_data_setup.toy_root": str(tmp_path / "toy")}, runs_dir=str(tmp_path),
                               only="00", echo=lambda _: None)
     message = str(error.value)
@@ -190,7 +183,7 @@ def test_cell_error_message_carries_no_ansi_codes(tmp_path, executed):
 
 def test_real_cell_failure_reaches_stderr_without_kernel_noise(tmp_path, capfd):
     overrides = {"00_data_setup.train_root": str(tmp_path / "missing"), "00_data_setup.make_toy": False}
-    with pytest.raises(pipeline.PipelineError) as error:
+    with pytest.raises(planning.PipelineError) as error:
         pipeline.run_pipeline("ci", "broken", overrides, runs_dir=str(tmp_path), only="00", echo=lambda _: None)
     assert "\x1b" not in str(error.value) and "missing" in str(error.value)
     err = capfd.readouterr().err  # the kernel writes to the inherited stderr file descriptor

@@ -1,5 +1,6 @@
 """Stage I training: EER falls, run-folder artefacts, resume after an interruption, reference export, bad input."""
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -8,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from lgl_helpers import stage1
-from lgl_helpers.augment import AugmentError
-from lgl_helpers.data import CropError
-from lgl_helpers.lists import Trial, read_trials, write_trials
-from lgl_helpers.models import load_encoder
-from lgl_helpers.toy import ToyConfig, generate_toy_corpus
+from lgl_helpers.training import stage1
+from lgl_helpers.core.augment import AugmentError
+from lgl_helpers.core.data import CropError
+from lgl_helpers.corpus.lists import Trial, read_trials, write_trials
+from lgl_helpers.core.models import load_encoder
+from lgl_helpers.corpus.toy import ToyConfig, generate_toy_corpus
 from reference import reference_path
 
 # EER points by which 3 epochs must beat the untrained encoder: 7-16 points over training seeds 0-4
@@ -180,3 +181,14 @@ def test_preview_views_shapes(tiny_corpus, tmp_path):
     for name in ("crop0", "crop1", "A", "S", "P"):
         assert preview[name].shape == (3, 30 * 160 + 240) and np.isfinite(preview[name]).all()
     assert len(preview["captions"]) == 3 and all(c.startswith("a: ") for c in preview["captions"])
+
+
+def test_resume_refuses_changed_parameters_unless_allowed(tiny_corpus, tmp_path):
+    config = _config(tiny_corpus, tmp_path, epochs=1)
+    stage1.train_stage1(config)
+    # Run-control fields (here epochs) may change; a field that defines the results so far may not.
+    changed = dataclasses.replace(config, epochs=2, lr=config.lr * 2, aat_weight=1.0)
+    with pytest.raises(ValueError, match=r"last\.model: .*lr: .* → .*, aat_weight: 3\.0 → 1\.0.*allow_changed_params=True"):
+        stage1.train_stage1(changed)
+    resumed = stage1.train_stage1(dataclasses.replace(changed, allow_changed_params=True))
+    assert resumed["completed"] and [r["epoch"] for r in resumed["history"]] == [0, 1, 2]

@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from lgl_helpers import gate, stage2
-from lgl_helpers.data import Stage2Dataset, make_loader
-from lgl_helpers.lists import read_train_list
-from lgl_helpers.losses import AAMSoftmax
-from lgl_helpers.models import ECAPATDNN, load_encoder, save_encoder
+from lgl_helpers.core import gate
+from lgl_helpers.notebook import gate_tuner
+from lgl_helpers.training import stage2
+from lgl_helpers.training.executor import stage2_epoch
+from lgl_helpers.core.data import Stage2Dataset, make_loader
+from lgl_helpers.corpus.lists import read_train_list
+from lgl_helpers.core.losses import AAMSoftmax
+from lgl_helpers.core.models import ECAPATDNN, load_encoder, save_encoder
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def _config(corpus, runs_dir, stage1_model, **overrides):
         batch_size=min(16, len(entries)), max_epochs_per_phase=2, workers=0, device="cpu", interactive=False,
     )
     params.update(overrides)
-    return stage2.Stage2Config(**params)
+    return stage2.CONFIGS[params.pop("mode", "lgl")](**params)
 
 
 def _sha(path):
@@ -51,7 +54,6 @@ def _positions(history):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"mode": "gated"}, "mode"),
         ({"gates": [1, 3]}, "gates has 2 value"),
         ({"gates": [1, -3, 3, 5, 6]}, r"gates\[1\]"),
         ({"gates": "valley"}, "gates="),
@@ -62,20 +64,21 @@ def _positions(history):
 )
 def test_config_validation_names_the_parameter(changes, message):
     with pytest.raises(ValueError, match=message):
-        stage2.Stage2Config(**changes).validate()
+        stage2.LGLConfig(**changes)
 
 
-def test_baseline_ignores_gate_count_and_auto_is_accepted():
-    stage2.Stage2Config(mode="baseline", gates=[]).validate()
-    config = stage2.Stage2Config(gates="auto")
-    config.validate()
+def test_baseline_has_no_gate_parameters_and_auto_is_accepted():
+    baseline, lgl = stage2.BaselineConfig.field_names(), stage2.LGLConfig.field_names()
+    assert set(lgl) - set(baseline) == {"gates", "pause_before_gate"} and "mode" not in lgl
+    assert (stage2.BaselineConfig.mode, stage2.LGLConfig.mode) == ("baseline", "lgl")
+    config = stage2.LGLConfig(gates="auto")
     assert config.gate_spec(3) == "auto"
-    assert stage2.Stage2Config(gates=[1, "auto", 3, 5, 6]).gate_spec(1) == 1.0
+    assert stage2.LGLConfig(gates=[1, "auto", 3, 5, 6]).gate_spec(1) == 1.0
 
 
 def test_prepare_data_rejects_too_many_clusters(tiny_corpus, tmp_path, stage1_model):
     n = len(read_train_list(tiny_corpus / "lists" / "train_list.txt"))
-    with pytest.raises(ValueError, match=f"n_clusters={n + 1} is larger than the {n} utterances"):
+    with pytest.raises(ValueError, match=f"n_clusters={n + 1} is larger than the number of utterances N={n} in "):
         stage2.prepare_data(_config(tiny_corpus, tmp_path, stage1_model, n_clusters=n + 1))
     with pytest.raises(FileNotFoundError, match="init_model"):
         stage2.prepare_data(_config(tiny_corpus, tmp_path, tmp_path / "missing.model"))
@@ -109,7 +112,7 @@ def test_batches_where_no_sample_passes_are_skipped_without_nan(tiny_corpus):
     encoder, head = ECAPATDNN(16), AAMSoftmax(3)
     optimizer = torch.optim.Adam(list(encoder.parameters()) + list(head.parameters()), lr=1e-3)
     weights = [p.detach().clone() for p in encoder.parameters()] + [head.weight.detach().clone()]
-    stats, arrays = stage2._train_epoch(encoder, head, optimizer, loader, 0.0, torch.device("cpu"), "gate 0")
+    stats, arrays = stage2_epoch(encoder, head, optimizer, loader, 0.0, torch.device("cpu"), "gate 0")
     assert stats["skipped_batches"] == len(loader) and stats["n_selected"] == 0
     assert stats["loss"] == 0.0 and stats["fraction_selected"] == 0.0
     assert not arrays["selected"].any() and np.isfinite(arrays["per_sample_loss"]).all()
@@ -165,7 +168,7 @@ def test_lgl_pause_tune_interrupt_in_phase_l_and_resume_exactly(tiny_corpus, tmp
     assert _positions(paused["state"]["history"]) == [(1, "T", 1), (1, "T", 2)]
 
     # 2. The tuner starts from the configured gate; its button writes the override for iteration 1.
-    tuner, title = stage2.gate_tuner(stage_dir, config)
+    tuner, title = gate_tuner.stage2_gate_tuner(stage_dir, config)
     assert tuner.gate == 1000.0 and "gate for iteration 1" in title
     tuned = float(np.median(tuner.per_sample_loss))
     summary = tuner.set_gate(tuned)
@@ -214,7 +217,7 @@ def test_lgl_pause_tune_interrupt_in_phase_l_and_resume_exactly(tiny_corpus, tmp
 
 def test_gate_resolution_auto_config_and_override(tiny_corpus, tmp_path, stage1_model):
     config = _config(tiny_corpus, tmp_path, stage1_model, mode="lgl", gates=[2.5, "auto", 3, 5, 6])
-    engine = stage2._Engine(config, stage2.prepare_data(config), None)
+    engine = stage2.Engine(config, stage2.prepare_data(config), None)
     engine.load_or_start()
     rng = np.random.default_rng(0)
     losses = np.concatenate([rng.exponential(0.4, 300), rng.normal(9.0, 1.5, 100)]).astype(np.float32)
@@ -231,9 +234,31 @@ def test_gate_resolution_auto_config_and_override(tiny_corpus, tmp_path, stage1_
     assert engine.resolve_gate(2) == (4.0, "override")
 
 
+def test_tuner_starts_at_the_gate_the_engine_uses_with_a_nonzero_seed(tiny_corpus, tmp_path, stage1_model):
+    config = _config(tiny_corpus, tmp_path, stage1_model, mode="lgl", gates="auto", seed=7)
+    engine = stage2.Engine(config, stage2.prepare_data(config), None)
+    engine.load_or_start()
+    # Many overlapping losses: auto_gate subsamples them (with its seed) and lands elsewhere for seed 0.
+    rng = np.random.default_rng(3)
+    losses = np.concatenate([rng.exponential(1.0, 30_000), rng.normal(4.0, 1.5, 10_000).clip(min=0)]).astype(np.float32)
+    last = "iter_01/T/losses_epoch_001.npz"
+    (engine.stage_dir / "iter_01" / "T").mkdir(parents=True)
+    np.savez(engine.stage_dir / last, index=np.arange(losses.size), per_sample_loss=losses,
+             selected=np.ones(losses.size, bool))
+    engine.state["iterations"] = [{"phases": {"T": {"last_losses": last}}}]
+    engine.state["history"] = [{"iteration": 1, "phase": "T", "epoch": 1, "gate": None, "losses": last}]
+    engine.state.update(phase="L", gate=None)
+    engine.commit()
+
+    value, source = engine.resolve_gate(1)
+    tuner, _ = gate_tuner.stage2_gate_tuner(engine.stage_dir, config)
+    assert source == "auto" and tuner.gate == value == gate.auto_gate(losses, seed=7)
+    assert gate.auto_gate(losses, seed=0) != value  # the seed matters here: the tuner must use the engine's
+
+
 def test_last_iteration_widens_the_encoder_from_scratch(tiny_corpus, tmp_path, stage1_model):
     config = _config(tiny_corpus, tmp_path, stage1_model, mode="baseline", max_iterations=2, last_channels=32)
-    engine = stage2._Engine(config, stage2.prepare_data(config), None)
+    engine = stage2.Engine(config, stage2.prepare_data(config), None)
     assert (engine.channels_for(1), engine.channels_for(2)) == (16, 32)
     first, _ = engine.build_models(1, "T")
     stage1 = load_encoder(stage1_model)
@@ -245,25 +270,32 @@ def test_last_iteration_widens_the_encoder_from_scratch(tiny_corpus, tmp_path, s
 def test_resume_refuses_changed_parameters(tiny_corpus, tmp_path, stage1_model):
     config = _config(tiny_corpus, tmp_path, stage1_model, mode="baseline")
     data = stage2.prepare_data(config)
-    engine = stage2._Engine(config, data, None)
+    engine = stage2.Engine(config, data, None)
     engine.load_or_start()
-    changed = _config(tiny_corpus, tmp_path, stage1_model, mode="baseline", n_clusters=config.n_clusters + 1)
-    with pytest.raises(ValueError, match="n_clusters"):
-        stage2._Engine(changed, stage2.prepare_data(changed), None).load_or_start()
+    changed = _config(tiny_corpus, tmp_path, stage1_model, mode="baseline", n_clusters=config.n_clusters + 1,
+                      frames=config.frames + 8)
+    with pytest.raises(ValueError, match=r"n_clusters: \d+ → \d+, frames: 40 → 48.*allow_changed_params=True"):
+        stage2.Engine(changed, stage2.prepare_data(changed), None).load_or_start()
+    # The explicit override continues the run with the new values (and says so in the log).
+    allowed = _config(tiny_corpus, tmp_path, stage1_model, mode="baseline", n_clusters=config.n_clusters + 1,
+                      allow_changed_params=True)
+    engine = stage2.Engine(allowed, stage2.prepare_data(allowed), None)
+    engine.load_or_start()
+    assert engine.state["params"]["n_clusters"] == config.n_clusters + 1
 
 
 @pytest.mark.slow
 def test_notebook04_runs_headless_and_draws_the_gate_histogram(tiny_corpus, tmp_path, stage1_model):
     papermill = pytest.importorskip("papermill")
-    from lgl_helpers import pipeline
+    from lgl_helpers.app import pipeline, planning
     from lgl_helpers.runs import project_root
 
     config = _config(tiny_corpus, tmp_path / "runs", stage1_model, max_iterations=1, gates="auto")
-    parameters = {name: getattr(config, name) for name in stage2.Stage2Config.field_names()}
-    parameters.update(run_name="nb04", mode="lgl", pause_before_gate=True)
+    parameters = {name: getattr(config, name) for name in stage2.LGLConfig.field_names()}
+    parameters.update(run_name="nb04", pause_before_gate=True)
     out = tmp_path / "04_out.ipynb"
     papermill.execute_notebook(
-        str(pipeline.notebook_path("04_stage2_lgl")), str(out), parameters=parameters,
+        str(planning.notebook_path("04_stage2_lgl")), str(out), parameters=parameters,
         kernel_name=pipeline.kernel_name(), cwd=str(project_root()), progress_bar=False,
     )
     # pause_before_gate stops before phase L; the rest of the notebook still runs (nothing blocks headless).

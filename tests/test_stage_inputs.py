@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from lgl_helpers import cluster, stage1, stage2
-from lgl_helpers.data import CropError
-from lgl_helpers.lists import ListCheckError
+from lgl_helpers.clustering import cluster
+from lgl_helpers.training import stage1, stage2
+from lgl_helpers.core.data import CropError
+from lgl_helpers.corpus.lists import ListCheckError
 
 STEREO = "id99999/s1/00001.wav"
 
@@ -51,13 +52,13 @@ def _stage2_config(corpus, runs_dir, **overrides):
                   test_root=str(corpus / "test"), trials=str(corpus / "lists" / "trials.txt"), augment=False,
                   n_clusters=8, frames=40, batch_size=8, max_iterations=1, workers=0, device="cpu", interactive=False)
     params.update(overrides)
-    return stage2.Stage2Config(**params)
+    return stage2.LGLConfig(**params)
 
 
 def test_stage1_refuses_a_stereo_file_of_an_overridden_list_before_building_a_model(
         tiny_corpus, tmp_path, stereo_list, monkeypatch):
     listed, root = stereo_list
-    monkeypatch.setattr(stage1, "ECAPATDNN", _forbidden)
+    monkeypatch.setattr(stage1.trainer, "ECAPATDNN", _forbidden)
     config = _stage1_config(tiny_corpus, tmp_path / "runs", train_list=str(listed), train_root=str(root))
     with pytest.raises(ListCheckError, match=rf"{re.escape(str(listed))}:4: .*{STEREO}: has 2 channels, expected mono"):
         stage1.train_stage1(config)
@@ -65,7 +66,7 @@ def test_stage1_refuses_a_stereo_file_of_an_overridden_list_before_building_a_mo
 
 
 def test_stage1_refuses_a_batch_larger_than_the_list_before_building_a_model(tiny_corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(stage1, "ECAPATDNN", _forbidden)
+    monkeypatch.setattr(stage1.trainer, "ECAPATDNN", _forbidden)
     with pytest.raises(ValueError, match="batch_size=49 is larger than the 48 utterances of .*train_list.txt"):
         stage1.train_stage1(_stage1_config(tiny_corpus, tmp_path, batch_size=49))
 
@@ -75,13 +76,13 @@ def test_stage1_refuses_a_stereo_test_file_before_the_untrained_evaluation(tiny_
     shutil.copytree(tiny_corpus / "test", test_root)
     first = (tiny_corpus / "lists" / "trials.txt").read_text().splitlines()[0].split()[1]
     soundfile.write(test_root / first, np.zeros((24000, 2), dtype=np.float32), 16000)
-    monkeypatch.setattr(stage1, "ECAPATDNN", _forbidden)
+    monkeypatch.setattr(stage1.trainer, "ECAPATDNN", _forbidden)
     with pytest.raises(ListCheckError, match=rf"trials.txt:1: .*{re.escape(first)}: has 2 channels, expected mono"):
         stage1.train_stage1(_stage1_config(tiny_corpus, tmp_path / "runs", test_root=str(test_root)))
 
 
 def test_stage2_refuses_a_crop_longer_than_every_file_before_clustering(tiny_corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(stage2, "_Engine", _forbidden)
+    monkeypatch.setattr(stage2.engine, "Engine", _forbidden)
     with pytest.raises(CropError, match="frames gives a crop of 160240 samples .* longer than every file"):
         stage2.run_stage2(_stage2_config(tiny_corpus, tmp_path, frames=1000))
 
@@ -89,7 +90,7 @@ def test_stage2_refuses_a_crop_longer_than_every_file_before_clustering(tiny_cor
 def test_stage2_refuses_a_stereo_file_of_an_overridden_list_before_clustering(
         tiny_corpus, tmp_path, stereo_list, monkeypatch):
     listed, root = stereo_list
-    monkeypatch.setattr(stage2, "_Engine", _forbidden)
+    monkeypatch.setattr(stage2.engine, "Engine", _forbidden)
     config = _stage2_config(tiny_corpus, tmp_path / "runs", train_list=str(listed), train_root=str(root))
     with pytest.raises(ListCheckError, match=rf"{re.escape(str(listed))}:4: .*has 2 channels, expected mono"):
         stage2.run_stage2(config)
@@ -99,7 +100,7 @@ def test_clustering_refuses_a_stereo_file_before_embedding(tmp_path, stereo_list
     listed, root = stereo_list
     checkpoint = tmp_path / "c.model"
     checkpoint.write_bytes(b"never loaded: the inputs are refused first")
-    cfg = cluster.ClusteringConfig(run_name="r", runs_dir=str(tmp_path), checkpoint=str(checkpoint),
+    cfg = cluster.ClusteringConfig(run_name="r", runs_dir=str(tmp_path), init_model=str(checkpoint),
                                    train_list=str(listed), train_root=str(root), n_clusters=8)
     with pytest.raises(ListCheckError, match=rf"{re.escape(str(listed))}:4: .*has 2 channels, expected mono"):
         cluster.resolve_inputs(cfg)

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from lgl_helpers import cli, toy
-from lgl_helpers.lists import read_train_list, read_trials
-from lgl_helpers.toy import ToyConfig, generate_toy_corpus, speaker_traits
+from lgl_helpers.app import cli
+from lgl_helpers.corpus import toy
+from lgl_helpers.corpus.lists import read_train_list, read_trials
+from lgl_helpers.corpus.toy import ToyConfig, generate_toy_corpus, speaker_traits, writer
 
 LAYOUT = [
     re.compile(r"train/id0\d{4}/[A-Za-z0-9]{11}/\d{5}\.wav"),
@@ -182,8 +183,8 @@ def test_an_interrupted_generation_leaves_nothing_behind(tmp_path, monkeypatch):
             raise RuntimeError("disk full")
         return original(job)
 
-    original = toy._run_job
-    monkeypatch.setattr(toy, "_run_job", failing_job)
+    original = writer._run_job
+    monkeypatch.setattr(writer, "_run_job", failing_job)
     with pytest.raises(RuntimeError, match="disk full"):
         generate_toy_corpus(tmp_path / "toy", ToyConfig.tiny(), workers=1, show_progress=False)
     assert list(tmp_path.iterdir()) == []

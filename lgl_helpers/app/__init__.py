@@ -1,0 +1,1 @@
+"""The headless pipeline (papermill), its preflight (`lgl-kit doctor`), the report and the `lgl-kit` command."""

@@ -1,0 +1,164 @@
+"""Headless pipeline: the notebooks 00 → 05 executed with papermill into ``runs/<run>/notebooks/``.
+
+The plan (which notebooks, with which checked parameters) comes from :mod:`lgl_helpers.app.planning`.
+``runs/<run>/pipeline.json`` records, per notebook, the parameters it ran with and whether it
+finished, so rerunning a run skips finished notebooks and resumes the interrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from lgl_helpers.app.planning import PipelineError, plan_run, select_notebooks
+from lgl_helpers.runs import project_root, read_json, remove_stale_temp_files, run_folder, write_json
+
+# 128 + SIGINT: the status a shell reports for a command stopped by Ctrl-C.
+EXIT_INTERRUPTED = 130
+INTERRUPTED_MESSAGE = "interrupted — rerun the same command to resume"
+
+
+def kernel_name() -> str:
+    """The kit's registered kernel when present (scripts/setup.sh installs it), else the current Python's."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return "lgl-kit" if "lgl-kit" in KernelSpecManager().find_kernel_specs() else "python3"
+
+
+# Kernel configuration that drops two noise records of ipykernel from stderr (the file says which).
+KERNEL_CONFIG = Path(__file__).with_name("kernel_config.py")
+
+# CSI sequences (colours, cursor moves), OSC sequences (titles, links) and two-character escapes.
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without ANSI escape sequences (IPython colours the tracebacks papermill hands back)."""
+    return _ANSI_ESCAPE.sub("", text)
+
+
+def _failure_message(error: Exception, output: Path) -> str:
+    import papermill.exceptions
+
+    if isinstance(error, papermill.exceptions.PapermillExecutionError):
+        return strip_ansi(
+            f"cell {error.exec_count} failed with {error.ename}: {error.evalue}\n"
+            f"{''.join(error.traceback[-3:]) if error.traceback else ''}\n"
+            f"the executed notebook is saved for inspection at {output}"
+        )
+    return strip_ansi(f"{type(error).__name__}: {error}\nthe partial notebook (if any) is at {output}")
+
+
+def _require_writable(folder: Path) -> None:
+    """Create ``folder`` and write a probe file in it, so that a read-only or impossible runs folder
+    is reported before any notebook runs rather than as an OSError in the middle of one."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        where = f" ({error.filename})" if error.filename and str(error.filename) != str(folder) else ""
+        raise PipelineError(f"run folder {folder} cannot be written: {reason}{where}; choose another --runs-dir") from None
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While active, SIGTERM raises KeyboardInterrupt, so ``kill`` ends a run the way Ctrl-C does
+    (state recorded, kernel shut down) instead of killing the process on the spot."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def run_pipeline(
+    profile: str | Path,
+    run_name: str,
+    overrides: dict[str, Any] | None = None,
+    runs_dir: str = "runs",
+    start: str | None = None,
+    only: str | None = None,
+    log_output: bool = False,
+    force: bool = False,
+    echo=print,
+) -> dict:
+    """Execute the selected notebooks in order; return ``pipeline.json``'s content.
+
+    A notebook whose recorded parameters equal the planned ones and that finished is skipped unless
+    ``force``; when one reruns, every later notebook reruns too (its inputs may have changed).
+    Ctrl-C or SIGTERM during a notebook records it as "interrupted" (rerun like a failed one) and
+    re-raises KeyboardInterrupt. An unwritable run folder raises PipelineError before any notebook runs.
+    """
+    import papermill
+
+    from lgl_helpers.app.doctor import Preflight
+
+    plan = plan_run(profile, run_name, overrides, runs_dir, select_notebooks(start, only))
+    # A doomed run stops here, not hours later: environment, configuration and the data that exists.
+    preflight = Preflight(plan, echo)
+    run_dir = run_folder(run_name, runs_dir)
+    _require_writable(run_dir)
+    remove_stale_temp_files(run_dir)  # left by a run killed mid-write; no kit write is under way now
+    state_path = run_dir / "pipeline.json"
+    state = read_json(state_path) if state_path.is_file() else {"run_name": run_name, "notebooks": {}}
+    state["profile"] = str(profile)
+    kernel = kernel_name()
+    # Kernels inherit this: headless runs log one line per epoch instead of drawing progress widgets.
+    os.environ.setdefault("LGL_PROGRESS", "0")
+    upstream_reran = False
+    for step in plan:
+        preflight.before(step.name)  # the data checks deferred until notebook 00 has created the data
+        record = state["notebooks"].get(step.name, {})
+        if not force and not upstream_reran and record.get("status") == "done" and record.get("fingerprint") == step.fingerprint:
+            echo(f"[{step.name}] already finished with the same parameters ({record['wall_seconds']:.0f} s) - skipped")
+            continue
+        upstream_reran = True
+        echo(f"[{step.name}] running → {step.output}")
+        step.output.parent.mkdir(parents=True, exist_ok=True)
+        record = {"fingerprint": step.fingerprint, "parameters": step.parameters, "status": "running"}
+        state["notebooks"][step.name] = record
+        write_json(state_path, state)
+        started = time.time()
+        try:
+            with _sigterm_as_interrupt():
+                papermill.execute_notebook(
+                    str(step.source),
+                    str(step.output),
+                    parameters=step.parameters,
+                    kernel_name=kernel,
+                    cwd=str(project_root()),
+                    log_output=log_output,
+                    progress_bar=False,
+                    extra_arguments=[f"--IPKernelApp.extra_config_file={KERNEL_CONFIG}"],
+                )
+        except KeyboardInterrupt:
+            # papermill has shut the kernel down; anything but "done" reruns (and the notebook resumes) next time
+            record.update(status="interrupted", wall_seconds=time.time() - started)
+            write_json(state_path, state)
+            raise
+        except Exception as error:
+            message = strip_ansi(str(error))
+            record.update(status="failed", wall_seconds=time.time() - started, error=message.splitlines()[-1][:500] if message else type(error).__name__)
+            write_json(state_path, state)
+            raise PipelineError(f"[{step.name}] failed: {_failure_message(error, step.output)}") from None
+        record.update(status="done", wall_seconds=time.time() - started, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        write_json(state_path, state)
+        echo(f"[{step.name}] done in {record['wall_seconds']:.1f} s")
+    return state

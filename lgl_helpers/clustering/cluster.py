@@ -1,0 +1,287 @@
+"""One clustering pass of Stage II (step 1, docs/method.md "Clustering"), and notebook 02's run of it.
+
+Every training utterance is embedded clean at full length (or its first ``max_seconds``) in
+length-bucketed batches, L2-normalised and clustered with faiss k-means
+(:mod:`lgl_helpers.clustering.kmeans`); each utterance's pseudo label is its nearest centroid, and
+:mod:`lgl_helpers.clustering.quality` measures the labels against the true speakers.
+
+Files of one clustering, all written atomically into ``out_dir``:
+
+- ``embeddings.npy``: emb (N, 192) float32, unit norm, in training-list order; ``embeddings.json`` records
+  the encoder weights' SHA-1, the list's SHA-1, ``train_root`` and ``max_seconds``, so that a later call
+  with the same inputs reuses the embeddings instead of embedding again.
+- ``quality.json``: :func:`~lgl_helpers.clustering.quality.clustering_quality` plus the k-means settings.
+- ``pseudo_labels.txt``: one ``<relative wav path> <cluster id>`` a line, in training-list order, cluster
+  ids in ``[0, n_clusters)``. Written last, so its presence means the clustering finished.
+
+The speaker ids of the training list are used here only to measure quality, never for training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lgl_helpers.clustering.kmeans import (REFERENCE_MAX_POINTS_PER_CENTROID, REFERENCE_N_ITER, REFERENCE_SEED,
+                                           kmeans_pseudo_labels, resolve_use_gpu)
+from lgl_helpers.clustering.pseudo_labels import relative_paths, write_pseudo_labels
+from lgl_helpers.clustering.quality import clustering_quality
+from lgl_helpers.config import NotebookConfig, check_int, check_n_clusters, check_non_negative, check_positive
+from lgl_helpers.corpus.lists import TrainEntry, check_list, read_train_list
+from lgl_helpers.runs import atomic_save_npy, read_json, resolve_data_paths, resolve_path, run_folder, write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClusteringResult:
+    """One clustering pass. pseudo_labels: (N,) int64; emb: (N, 192) float32; centroids: (K, 192) float32."""
+
+    pseudo_labels: np.ndarray
+    emb: np.ndarray
+    centroids: np.ndarray
+    quality: dict
+    out_dir: Path
+    reused_embeddings: bool
+
+
+def encoder_fingerprint(model) -> str:
+    """SHA-1 of an encoder's state dict (names, dtypes, shapes and bytes): equal weights, equal fingerprint."""
+    import torch
+
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _list_fingerprint(rel_paths: Sequence[str]) -> str:
+    return hashlib.sha1("\n".join(rel_paths).encode()).hexdigest()
+
+
+def _load_matching_embeddings(out_dir: Path, meta: dict) -> np.ndarray | None:
+    emb_path, meta_path = out_dir / "embeddings.npy", out_dir / "embeddings.json"
+    if not (emb_path.is_file() and meta_path.is_file()):
+        return None
+    saved = read_json(meta_path)
+    differing = [key for key in meta if saved.get(key) != meta[key]]
+    if differing:
+        log.info("saved embeddings in %s differ in %s; embedding again", out_dir, ", ".join(differing))
+        return None
+    emb = np.load(emb_path, allow_pickle=False)
+    if emb.ndim != 2 or emb.shape[0] != meta["n_utterances"]:
+        log.info("saved embeddings in %s have shape %s; embedding again", out_dir, emb.shape)
+        return None
+    return emb
+
+
+def cluster_utterances(
+    encoder,
+    entries: Sequence[TrainEntry],
+    train_root: str | os.PathLike,
+    n_clusters: int,
+    out_dir: str | os.PathLike,
+    *,
+    n_iter: int = REFERENCE_N_ITER,
+    seed: int = REFERENCE_SEED,
+    max_points_per_centroid: int = REFERENCE_MAX_POINTS_PER_CENTROID,
+    max_seconds: float | None = None,
+    batch_seconds: float | None = None,
+    device: str | None = None,
+    use_gpu: bool | str = "auto",
+    reuse_embeddings: bool = True,
+    show_progress: bool = True,
+) -> ClusteringResult:
+    """One clustering pass: embed every entry, k-means, assign, write ``out_dir`` files (module docstring).
+
+    encoder: an ECAPA-TDNN module or a checkpoint path (any layout ``models.load_encoder`` reads).
+    entries: the training list; ``train_root`` / entry.path is each wav. ``max_seconds`` None = full
+    length; ``batch_seconds`` None = the embedder's default budget of padded audio per batch.
+    Embeddings already in ``out_dir`` are reused when the encoder weights, list, root and
+    ``max_seconds`` match (``reuse_embeddings``). Raises ``ValueError`` before embedding when
+    ``n_clusters`` exceeds the number of entries.
+    """
+    from lgl_helpers.core import models
+    from lgl_helpers.core.embed import embed_files
+
+    check_n_clusters(n_clusters, len(entries))
+    out_dir, train_root = Path(out_dir), Path(train_root)
+    checkpoint = None
+    if isinstance(encoder, (str, os.PathLike)):
+        checkpoint = str(encoder)
+        encoder = models.load_encoder(encoder)
+    rel_paths = relative_paths(entries)
+    meta = {
+        "encoder_sha1": encoder_fingerprint(encoder),
+        "list_sha1": _list_fingerprint(rel_paths),
+        "train_root": str(train_root),
+        "max_seconds": max_seconds,
+        "n_utterances": len(rel_paths),
+    }
+    emb = _load_matching_embeddings(out_dir, meta) if reuse_embeddings else None
+    reused = emb is not None
+    if reused:
+        log.info("reusing %d embeddings from %s", emb.shape[0], out_dir / "embeddings.npy")
+    else:
+        start = time.perf_counter()
+        kwargs = {} if batch_seconds is None else {"batch_seconds": batch_seconds}
+        emb = embed_files(
+            encoder, [train_root / p for p in rel_paths], device=device, max_seconds=max_seconds,
+            show_progress=show_progress, **kwargs,
+        )
+        log.info("embedded %d utterances in %.1f s", emb.shape[0], time.perf_counter() - start)
+        atomic_save_npy(out_dir / "embeddings.npy", emb)
+        write_json(out_dir / "embeddings.json", {**meta, "checkpoint": checkpoint})
+    # Renormalising is idempotent and guards against embeddings saved by an older embedder.
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    pseudo_labels, centroids = kmeans_pseudo_labels(
+        emb, n_clusters, n_iter=n_iter, seed=seed, max_points_per_centroid=max_points_per_centroid, use_gpu=use_gpu
+    )
+    quality = clustering_quality(pseudo_labels, [e.speaker for e in entries], n_clusters)
+    quality["kmeans"] = {
+        "n_clusters": int(n_clusters),
+        "n_iter": int(n_iter),
+        "seed": int(seed),
+        "max_points_per_centroid": int(max_points_per_centroid),
+        "n_training_points": int(min(len(rel_paths), n_clusters * max_points_per_centroid)),
+        "index": "IndexFlatIP (GPU)" if resolve_use_gpu(use_gpu) else "IndexFlatIP (CPU)",
+    }
+    quality["checkpoint"] = checkpoint
+    quality["max_seconds"] = max_seconds
+    write_json(out_dir / "quality.json", quality)
+    write_pseudo_labels(out_dir / "pseudo_labels.txt", rel_paths, pseudo_labels)
+    log.info(
+        "clustering: NMI %.4f, purity %.4f, inverse purity %.4f, %d non-empty clusters → %s",
+        quality["nmi"], quality["purity"], quality["inverse_purity"], quality["n_nonempty_clusters"], out_dir,
+    )
+    return ClusteringResult(pseudo_labels, emb, centroids, quality, out_dir, reused)
+
+
+@dataclass
+class ClusteringConfig(NotebookConfig):
+    """Parameters of notebook 02_clustering_umap (field names equal its parameters cell)."""
+
+    run_name: str = "demo"
+    runs_dir: str = "runs"
+    init_model: str = ""
+    train_list: str = ""
+    train_root: str = ""
+    n_clusters: int = 40
+    cluster_n_iter: int = REFERENCE_N_ITER
+    max_points_per_centroid: int = REFERENCE_MAX_POINTS_PER_CENTROID
+    max_seconds: float = 0.0
+    batch_seconds: float = 240.0
+    umap_sample: int = 2000
+    highlight_cluster: int = -1
+    n_impure: int = 8
+    device: str = "auto"
+    seed: int = 0
+    interactive: bool = True
+
+    def validate(self) -> None:
+        check_n_clusters(self.n_clusters)
+        check_int("cluster_n_iter", self.cluster_n_iter, 1)
+        check_int("max_points_per_centroid", self.max_points_per_centroid, 1)
+        check_non_negative("max_seconds", self.max_seconds, "0 (full length) or positive")
+        check_positive("batch_seconds", self.batch_seconds)
+        check_int("umap_sample", self.umap_sample, 5)
+        check_int("highlight_cluster", self.highlight_cluster, -1, "a cluster id or -1 (the most impure cluster)")
+        check_int("n_impure", self.n_impure, 0)
+
+    @property
+    def use_gpu(self) -> bool | str:
+        """faiss follows ``device``: a CPU run stays on the CPU, otherwise a GPU index when faiss has one."""
+        return False if self.device == "cpu" else "auto"
+
+
+@dataclass
+class ClusteringInputs:
+    """Resolved locations of one notebook-02 run. entries: the training list in file order."""
+
+    run_dir: Path
+    out_dir: Path
+    init_model: Path
+    train_list: Path
+    train_root: Path
+    entries: list[TrainEntry]
+
+    @property
+    def speakers(self) -> np.ndarray:
+        """(N,) true speaker ids in list order (for quality figures only)."""
+        return np.array([e.speaker for e in self.entries])
+
+
+def check_inputs(cfg: ClusteringConfig, paths: dict, *, audio: bool = True) -> list[TrainEntry]:
+    """The checks of notebook 02's training data that need no encoder; returns the list's entries.
+
+    ``paths`` as from :func:`lgl_helpers.runs.resolve_data_paths`. The list and its root must be set and
+    exist, the list be well formed and hold at least ``n_clusters`` utterances; with ``audio`` every
+    listed wav must also be usable (:func:`lgl_helpers.corpus.lists.check_list`, header reads, problems as
+    ``file:line``), so a bad file is refused before any embedding. ``lgl-kit doctor`` calls this with
+    ``audio=False``. Raises ValueError / FileNotFoundError naming the parameter, file or line.
+    """
+    run_dir = run_folder(cfg.run_name, cfg.runs_dir)
+    for name in ("train_list", "train_root"):
+        if paths[name] is None:
+            raise ValueError(f"{name} is empty and {run_dir / 'data.json'} does not give it; run notebook 00 or set {name}")
+        if not paths[name].exists():
+            raise FileNotFoundError(f"{name}={getattr(cfg, name)!r}: {paths[name]} does not exist")
+    entries = read_train_list(paths["train_list"])
+    check_n_clusters(cfg.n_clusters, len(entries), source=str(paths["train_list"]))
+    if audio:
+        check_list(paths["train_list"], paths["train_root"], "train")
+    return entries
+
+
+def resolve_inputs(cfg: ClusteringConfig) -> ClusteringInputs:
+    """Run folder, encoder checkpoint ``init_model`` (``""`` = ``runs/<run>/stage1/best.model``), training list and root
+    (``""`` = from ``runs/<run>/data.json``), checked by :func:`check_inputs`; a missing one raises
+    naming its parameter."""
+    run_dir = run_folder(cfg.run_name, cfg.runs_dir)
+    data = resolve_data_paths(run_dir, train_list=cfg.train_list, train_root=cfg.train_root)
+    init_model = resolve_path(cfg.init_model) or run_dir / "stage1" / "best.model"
+    if not init_model.is_file():
+        hint = "set init_model" if cfg.init_model else "run notebook 01 first or set init_model"
+        raise FileNotFoundError(f"init_model={cfg.init_model!r}: {init_model} does not exist ({hint})")
+    entries = check_inputs(cfg, data)
+    return ClusteringInputs(run_dir, run_dir / "clustering", init_model, data["train_list"], data["train_root"], entries)
+
+
+def cluster_from_config(
+    cfg: ClusteringConfig, inputs: ClusteringInputs, encoder=None, out_dir: str | os.PathLike | None = None
+) -> ClusteringResult:
+    """:func:`cluster_utterances` with the notebook's settings; ``encoder`` None = ``inputs.init_model``,
+    ``out_dir`` None = ``inputs.out_dir``."""
+    return cluster_utterances(
+        inputs.init_model if encoder is None else encoder,
+        inputs.entries,
+        inputs.train_root,
+        cfg.n_clusters,
+        inputs.out_dir if out_dir is None else out_dir,
+        n_iter=cfg.cluster_n_iter,
+        seed=cfg.seed,
+        max_points_per_centroid=cfg.max_points_per_centroid,
+        max_seconds=cfg.max_seconds or None,
+        batch_seconds=cfg.batch_seconds,
+        device=cfg.device,
+        use_gpu=cfg.use_gpu,
+    )
+
+
+def untrained_encoder(checkpoint: str | os.PathLike, seed: int):
+    """A freshly initialised ECAPA-TDNN with the checkpoint's C, seeded like a training run's start (eval mode)."""
+    from lgl_helpers.core import models
+    from lgl_helpers.runs import seed_everything
+
+    channels = models.load_encoder(checkpoint).channels
+    seed_everything(seed)
+    return models.ECAPATDNN(channels).eval()

@@ -1,0 +1,177 @@
+"""Stage II's stopping rule and loss gate (docs/method.md, "The loss gate and how it is chosen", "Stopping rule").
+
+- :func:`phase_should_stop` / :func:`best_index`: a phase (T or L) ends when, after at least
+  ``min_evals`` evaluations, the last ``patience`` EERs are all strictly worse than the best EER
+  before them; the phase's best epoch is then carried forward.
+- :func:`auto_gate`: the automatic gate (an addition to the reference's fixed gates): the valley of
+  the bimodal per-sample loss histogram, where reliable pseudo labels form a low-loss peak and
+  unreliable ones a high-loss tail.
+
+The gate tuner of notebook 04 lives in :mod:`lgl_helpers.notebook.gate_tuner`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MIN_DIP = 0.05  # relative depth of the density valley below the lower peak for auto_gate to use it
+
+
+def _check_eers(eers: Sequence[float]) -> list[float]:
+    values = [float(e) for e in eers]
+    bad = [i for i, e in enumerate(values) if not math.isfinite(e)]
+    if bad:
+        raise ValueError(f"eers must be finite; evaluation(s) {bad} are {[values[i] for i in bad]}")
+    return values
+
+
+def phase_should_stop(eers: Sequence[float], min_evals: int = 4, patience: int = 3) -> bool:
+    """The stopping rule of a Stage II phase.
+
+    ``eers``: the phase's validation EERs in evaluation order. True when at least ``min_evals``
+    evaluations exist and each of the last ``patience`` EERs is strictly greater than the best
+    (lowest) EER among the evaluations before them. A tie with that best is *not* worse, so it
+    keeps the phase going. With ``len(eers) <= patience`` there is no earlier best and the phase
+    never stops, whatever ``min_evals`` says.
+    """
+    if min_evals < 1:
+        raise ValueError(f"min_evals={min_evals} must be at least 1")
+    if patience < 1:
+        raise ValueError(f"patience={patience} must be at least 1")
+    values = _check_eers(eers)
+    if len(values) < min_evals or len(values) <= patience:
+        return False
+    best_before = min(values[:-patience])
+    return all(e > best_before for e in values[-patience:])
+
+
+def best_index(eers: Sequence[float]) -> int:
+    """Index of the lowest EER; on a tie the earliest evaluation wins (fewest epochs on noisy labels)."""
+    values = _check_eers(eers)
+    if not values:
+        raise ValueError("best_index needs at least one EER")
+    return int(np.argmin(values))
+
+
+def check_losses(per_sample_loss) -> np.ndarray:
+    losses = np.asarray(per_sample_loss, dtype=np.float64).ravel()
+    if losses.size == 0:
+        raise ValueError("per_sample_loss is empty")
+    if not np.all(np.isfinite(losses)):
+        raise ValueError(f"per_sample_loss has {int((~np.isfinite(losses)).sum())} non-finite value(s)")
+    return losses
+
+
+def otsu_threshold(values, bins: int = 256) -> float:
+    """Otsu's threshold of a 1-D sample: the histogram bin edge maximising the between-class variance.
+
+    values: (N,). Returns a value between two bin centres, so ``values <= t`` is one class.
+    """
+    x = check_losses(values)
+    lo, hi = float(x.min()), float(x.max())
+    if hi <= lo:
+        return hi
+    counts, edges = np.histogram(x, bins=bins, range=(lo, hi))
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    p = counts / counts.sum()
+    w0 = np.cumsum(p)[:-1]
+    w1 = 1.0 - w0
+    m0 = np.cumsum(p * centres)[:-1]
+    total = float((p * centres).sum())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total * w0 - m0) ** 2 / (w0 * w1)
+    between[~np.isfinite(between)] = -1.0
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def _two_modes(x: np.ndarray, seed: int) -> tuple[float, float] | None:
+    """Means of the low- and high-loss components of a two-component Gaussian mixture on the raw losses.
+
+    None when the fit is degenerate (a component under 1 % of the weight, or equal means).
+    """
+    from sklearn.mixture import GaussianMixture
+
+    gmm = GaussianMixture(n_components=2, covariance_type="full", n_init=2, random_state=seed)
+    gmm.fit(x.reshape(-1, 1))
+    means = np.sort(gmm.means_.ravel())
+    if float(gmm.weights_.min()) < 0.01 or not means[1] > means[0]:
+        return None
+    return float(means[0]), float(means[1])
+
+
+def _kde(x: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Gaussian kernel density (unnormalised) of ``x`` on ``grid``, bandwidth by Silverman's rule."""
+    spread = min(float(x.std()), float(np.subtract(*np.percentile(x, [75, 25]))) / 1.34)
+    bandwidth = 0.9 * (spread if spread > 0 else float(x.std())) * x.size ** -0.2
+    density = np.zeros_like(grid)
+    for chunk in np.array_split(x, max(1, x.size // 2000)):
+        density += np.exp(-0.5 * ((grid[:, None] - chunk[None, :]) / bandwidth) ** 2).sum(axis=1)
+    return density
+
+
+def _kde_valley(x: np.ndarray, split: float, max_points: int = 20_000, seed: int = 0) -> float | None:
+    """Lowest density point between the two peaks of a kernel density estimate of ``x``.
+
+    Peaks are local maxima of the density; the low peak is the highest one below ``split``, the high
+    peak the highest one above it. None when either side has no peak or the density between them
+    does not dip at least ``MIN_DIP`` below the lower peak (no valley between two modes).
+    """
+    if x.size > max_points:
+        x = np.random.default_rng(seed).choice(x, size=max_points, replace=False)
+    grid = np.linspace(float(x.min()), float(x.max()), 801)
+    density = _kde(x, grid)
+    padded = np.concatenate([[-np.inf], density, [-np.inf]])
+    is_peak = (padded[1:-1] > padded[:-2]) & (padded[1:-1] >= padded[2:])
+    below = grid <= split
+    if not (is_peak & below).any() or not (is_peak & ~below).any():
+        return None
+    low_peak = int(np.argmax(np.where(is_peak & below, density, -np.inf)))
+    high_peak = int(np.argmax(np.where(is_peak & ~below, density, -np.inf)))
+    lowest = low_peak + int(np.argmin(density[low_peak : high_peak + 1]))
+    # A dip of under MIN_DIP is a wiggle of the estimate (e.g. on a flat-topped single mode), not a valley.
+    if density[lowest] > (1.0 - MIN_DIP) * min(density[low_peak], density[high_peak]):
+        return None
+    return float(grid[lowest])
+
+
+def auto_gate(per_sample_loss, seed: int = 0, max_samples: int = 200_000) -> float:
+    """Gate in the valley of the bimodal per-sample loss histogram.
+
+    per_sample_loss: (N,) cross-entropies of one epoch. The rule:
+
+    1. a two-component Gaussian mixture on the raw losses (a seeded subsample of at most
+       ``max_samples``) splits them into a low-loss and a high-loss side, at the midpoint of its two
+       component means;
+    2. a Gaussian kernel density estimate of the losses (Silverman bandwidth) gives the two peaks: the
+       highest local density maximum on each side;
+    3. the gate is the lowest density point between those peaks, i.e. the bottom of the valley;
+    4. if the mixture is degenerate or the density does not dip at least 5 % below the lower peak
+       (a unimodal histogram), the gate falls back to Otsu's threshold of the histogram.
+
+    Peaks and the valley come from the density rather than from the Gaussian components because the
+    reliable peak of cross-entropies is skewed (piled up at zero with a long tail), so a Gaussian fit
+    places its mean and its decision boundary inside that tail. Raw losses, not logs: the gate
+    applies to raw losses, and a log scale would stretch the near-zero losses of the reliable peak
+    into a spurious mode.
+    """
+    x = check_losses(per_sample_loss)
+    if float(x.max()) <= float(x.min()):
+        log.warning("auto gate: all %d losses equal %.4f; the gate keeps every sample", x.size, x[0])
+        return float(x.max())
+    if x.size > max_samples:
+        x = np.random.default_rng(seed).choice(x, size=max_samples, replace=False)
+    modes = _two_modes(x, seed) if np.unique(x).size >= 4 else None
+    if modes is not None:
+        valley = _kde_valley(x, 0.5 * (modes[0] + modes[1]), seed=seed)
+        if valley is not None:
+            log.info("auto gate: density valley at %.4f (mixture means %.4f and %.4f)", valley, *modes)
+            return valley
+    gate = otsu_threshold(x)
+    log.info("auto gate: no valley between two peaks; Otsu threshold %.4f", gate)
+    return gate

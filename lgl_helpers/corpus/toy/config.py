@@ -1,0 +1,85 @@
+"""The toy corpus's sizes and difficulty (``ToyConfig``) and its named presets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lgl_helpers.corpus.toy.trials import trial_plan
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """Sizes and difficulty of the toy corpus. Every file follows from these values and ``seed``."""
+
+    n_train_speakers: int = 60  # training speakers (ids id00001...)
+    n_test_speakers: int = 24  # test speakers, disjoint from training (ids id10001...)
+    sessions_per_speaker: int = 3  # "videos" per speaker, each with its own channel
+    utterances_per_session: int = 3  # utterances per session
+    min_seconds: float = 2.0  # utterance length drawn uniformly in [min_seconds, max_seconds]
+    max_seconds: float = 4.0
+    n_trials: int = 800  # half targets (a quarter of them same-session, the rest cross-session), half non-targets
+    musan_recordings: int = 3  # recordings per MUSAN subset (speech recordings = babble speakers)
+    musan_chunks: int = 3  # chunks per recording, as musan_split cuts them
+    musan_chunk_seconds: float = 5.0  # chunk length (chunks start every 60 % of it)
+    rir_rooms: int = 3  # rooms per room type (small/medium/large)
+    rirs_per_room: int = 3  # impulse responses per room
+    rir_max_seconds: float = 1.0  # longest impulse response (large rooms)
+    channel_strength: float = 1.0  # scales the session EQ, noise floor and reverb (difficulty knob)
+    seed: int = 0
+
+    def __post_init__(self):
+        positive = ("n_train_speakers", "n_test_speakers", "utterances_per_session", "n_trials",
+                    "musan_recordings", "musan_chunks", "rir_rooms", "rirs_per_room")
+        for name in positive:
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"ToyConfig.{name}={getattr(self, name)!r} must be a positive integer")
+        if not isinstance(self.sessions_per_speaker, int) or self.sessions_per_speaker < 2:
+            raise ValueError(
+                f"ToyConfig.sessions_per_speaker={self.sessions_per_speaker!r} must be >= 2 "
+                "(cross-session target trials need two sessions)"
+            )
+        if self.n_train_speakers > 9999 or self.n_test_speakers > 9999:
+            raise ValueError("ToyConfig: at most 9999 speakers per split (ids idNNNNN)")
+        if not 0.5 <= self.min_seconds <= self.max_seconds:
+            raise ValueError(
+                f"ToyConfig: need 0.5 <= min_seconds ({self.min_seconds}) <= max_seconds ({self.max_seconds})"
+            )
+        if self.musan_chunk_seconds < 1.0:
+            raise ValueError(f"ToyConfig.musan_chunk_seconds={self.musan_chunk_seconds} must be >= 1")
+        if not 0.1 <= self.rir_max_seconds <= 4.0:
+            raise ValueError(f"ToyConfig.rir_max_seconds={self.rir_max_seconds} must be in [0.1, 4]")
+        if not 0.0 <= self.channel_strength <= 3.0:
+            raise ValueError(f"ToyConfig.channel_strength={self.channel_strength} must be in [0, 3]")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"ToyConfig.seed={self.seed!r} must be a non-negative integer")
+        trial_plan(self)  # raises if the test split cannot hold n_trials distinct trials
+
+    @classmethod
+    def tiny(cls, **overrides) -> "ToyConfig":
+        """A corpus for unit tests: generates in about a second."""
+        values = dict(n_train_speakers=8, n_test_speakers=4, sessions_per_speaker=2, utterances_per_session=3,
+                      min_seconds=1.0, max_seconds=2.0, n_trials=60, musan_recordings=1, musan_chunks=2,
+                      musan_chunk_seconds=2.0, rir_rooms=1, rirs_per_room=2, rir_max_seconds=0.4)
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def small(cls, **overrides) -> "ToyConfig":
+        """The CI pipeline's corpus: tiny utterances but 40 training speakers, enough for a model to generalise."""
+        values = dict(n_train_speakers=40, n_test_speakers=10, n_trials=200)
+        values.update(overrides)
+        return cls.tiny(**values)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "ToyConfig":
+        """``"default"`` (the demo corpus), ``"small"`` (the CI pipeline) or ``"tiny"`` (unit tests), with field overrides on top."""
+        if name == "default":
+            return cls(**overrides)
+        if name == "tiny":
+            return cls.tiny(**overrides)
+        if name == "small":
+            return cls.small(**overrides)
+        raise ValueError(f"unknown toy preset {name!r}; choose one of {PRESETS}")
+
+
+PRESETS = ("default", "small", "tiny")

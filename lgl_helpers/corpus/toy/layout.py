@@ -1,0 +1,79 @@
+"""Seeding, names and the on-disk layout of the toy corpus (VoxCeleb, MUSAN and RIRS_NOISES folders)."""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from lgl_helpers.corpus.toy.config import ToyConfig
+
+MANIFEST = "toy_corpus.json"
+MUSAN_CATEGORIES = ("noise", "speech", "music")
+MUSAN_SUBSETS = {
+    "noise": ("free-sound", "sound-bible"),
+    "speech": ("librivox", "us-gov"),
+    "music": ("fma", "jamendo"),
+}
+ROOM_TYPES = ("smallroom", "mediumroom", "largeroom")
+ROOM_RT60 = {"smallroom": (0.15, 0.35), "mediumroom": (0.3, 0.6), "largeroom": (0.5, 0.9)}
+SPLIT_CODES = {"train": 0, "test": 1, "babble": 2}
+
+
+def _key(value) -> int:
+    if isinstance(value, str):
+        return zlib.crc32(value.encode())  # stable across processes, unlike hash()
+    return int(value)
+
+
+def generator(seed: int, *keys) -> np.random.Generator:
+    """A generator that depends only on ``seed`` and ``keys``: the basis of order independence."""
+    return np.random.default_rng(np.random.SeedSequence([seed, *(_key(k) for k in keys)]))
+
+
+_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def speaker_id(split: str, index: int) -> str:
+    """``id00001``... for training, ``id10001``... for test (VoxCeleb2 / VoxCeleb1 style)."""
+    return f"id{(0 if split == 'train' else 10000) + index + 1:05d}"
+
+
+def session_id(seed: int, split: str, speaker: int, session: int) -> str:
+    """An 11-character YouTube-like video id, fixed by the seed."""
+    rng = generator(seed, "session-name", SPLIT_CODES[split], speaker, session)
+    return "".join(_ID_ALPHABET[i] for i in rng.integers(0, len(_ID_ALPHABET), 11))
+
+
+def utterance_path(config: ToyConfig, split: str, speaker: int, session: int, utterance: int) -> str:
+    """Path of one utterance relative to its split root, e.g. ``id00001/aB3dE5fG7hI/00001.wav``."""
+    return f"{speaker_id(split, speaker)}/{session_id(config.seed, split, speaker, session)}/{utterance + 1:05d}.wav"
+
+
+def toy_paths(root: str | os.PathLike) -> dict[str, Path]:
+    """The data locations inside a toy corpus, keyed like ``runs.DATA_KEYS`` (val_trials = trials)."""
+    root = Path(root).resolve()
+    return {
+        "train_root": root / "train", "train_list": root / "lists" / "train_list.txt", "test_root": root / "test",
+        "trials": root / "lists" / "trials.txt", "val_trials": root / "lists" / "trials.txt",
+        "musan_root": root / "musan_split", "rir_root": root / "rirs",
+    }
+
+
+def is_toy_corpus(root: str | os.PathLike) -> bool:
+    """True when ``root`` holds a complete toy corpus (its manifest is written last)."""
+    return (Path(root) / MANIFEST).is_file()
+
+
+def read_toy_manifest(root: str | os.PathLike) -> dict:
+    """The ``toy_corpus.json`` of a generated corpus: {"config": {...}, "summary": {...}}."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{root}: not a toy corpus (no {MANIFEST}); generate one with `lgl-kit toy {root}`")
+    with open(path) as handle:
+        return json.load(handle)

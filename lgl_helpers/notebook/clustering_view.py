@@ -1,0 +1,180 @@
+"""Notebook 02's view of a clustering: quality tables, cluster-size and purity figures, UMAP panels.
+
+Every figure is a plain matplotlib Figure (not registered with pyplot); :func:`save_figures` writes
+them as PNGs next to the pseudo labels.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from lgl_helpers.clustering.pseudo_labels import check_labels
+from lgl_helpers.clustering.quality import MIN_MEMBERS, cluster_summary
+from lgl_helpers.runs import atomic_write_bytes
+
+
+def format_cluster_table(rows: Sequence[dict], max_speakers: int = 6) -> str:
+    """Plain-text table of :func:`cluster_summary` rows: id, size, purity and member speakers (count)."""
+    lines = [f"{'cluster':>7}  {'size':>5}  {'purity':>6}  {'speakers':>8}  members (speaker×utterances)"]
+    for row in rows:
+        members = ", ".join(f"{spk}×{count}" for spk, count in row["speakers"][:max_speakers])
+        if row["n_speakers"] > max_speakers:
+            members += f", … {row['n_speakers'] - max_speakers} more"
+        lines.append(f"{row['cluster']:>7}  {row['size']:>5}  {row['purity']:>6.2f}  {row['n_speakers']:>8}  {members}")
+    return "\n".join(lines)
+
+
+_QUALITY_ROWS = (
+    ("nmi", "NMI", "{:.4f}"),
+    ("purity", "purity", "{:.4f}"),
+    ("inverse_purity", "inverse purity", "{:.4f}"),
+    ("n_nonempty_clusters", "non-empty clusters", "{}"),
+    ("n_speakers", "true speakers", "{}"),
+    ("n_merging_clusters", f"clusters merging speakers (≥{MIN_MEMBERS} utt. each)", "{}"),
+    ("n_split_speakers", f"speakers split over clusters (≥{MIN_MEMBERS} utt. each)", "{}"),
+    ("n_singleton_clusters", "singleton clusters", "{}"),
+    ("n_empty_clusters", "empty clusters", "{}"),
+)
+
+
+def format_quality(columns: dict[str, dict]) -> str:
+    """Plain-text table of :func:`clustering_quality` dicts side by side, e.g. ``{"Stage I": q1, "untrained": q0}``."""
+    names = list(columns)
+    width = max(len(label) for _, label, _ in _QUALITY_ROWS)
+    lines = [" " * width + "".join(f"  {name:>12}" for name in names)]
+    for key, label, fmt in _QUALITY_ROWS + (("cluster_size", "cluster size min/median/max", None),):
+        cells = []
+        for name in names:
+            value = columns[name].get(key)
+            if value is None:
+                cells.append("–")
+            elif key == "cluster_size":
+                cells.append(f"{value['min']}/{value['median']:g}/{value['max']}")
+            else:
+                cells.append(fmt.format(value))
+        lines.append(f"{label:<{width}}" + "".join(f"  {cell:>12}" for cell in cells))
+    return "\n".join(lines)
+
+
+def plot_cluster_sizes(pseudo_labels: np.ndarray, speakers: Sequence | None = None, n_clusters: int | None = None):
+    """Histogram of utterances per cluster (empty clusters count as size 0 when ``n_clusters`` is given).
+
+    With ``speakers`` (N,), the utterances-per-speaker histogram is drawn over it for comparison.
+    Returns a matplotlib Figure.
+    """
+    labels = check_labels(pseudo_labels)
+    sizes = np.bincount(labels, minlength=n_clusters or 0)
+    if n_clusters is None:
+        sizes = sizes[sizes > 0]
+    per_speaker = None if speakers is None else np.unique(np.asarray(speakers), return_counts=True)[1]
+    top = max(int(sizes.max()), 0 if per_speaker is None else int(per_speaker.max()))
+    edges = np.histogram_bin_edges(np.arange(top + 2) - 0.5, bins=min(60, top + 1))
+    fig = Figure(figsize=(6.5, 3.6))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.hist(sizes, bins=edges, color="tab:blue", alpha=0.75, label=f"clusters ({sizes.size})")
+    if per_speaker is not None:
+        ax.hist(per_speaker, bins=edges, histtype="step", color="black", linewidth=1.5,
+                label=f"true speakers ({per_speaker.size})")
+    ax.axvline(labels.size / max(int((sizes > 0).sum()), 1), color="tab:red", linestyle="--", linewidth=1,
+               label="mean cluster size")
+    ax.set_xlabel("utterances")
+    ax.set_ylabel("count")
+    ax.set_title("cluster-size distribution")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_purity_vs_size(pseudo_labels: np.ndarray, speakers: Sequence):
+    """Scatter of each non-empty cluster's purity against its size (log x). Returns a matplotlib Figure."""
+    rows = cluster_summary(pseudo_labels, speakers)
+    size = np.array([row["size"] for row in rows])
+    purity = np.array([row["purity"] for row in rows])
+    fig = Figure(figsize=(6.5, 3.6))
+    ax = fig.add_subplot(1, 1, 1)
+    jitter = np.random.default_rng(0).uniform(-0.15, 0.15, size.size)  # separates clusters of equal size
+    ax.scatter(size * np.exp(jitter * 0.2), purity, s=12, alpha=0.6, color="tab:blue", edgecolors="none")
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlabel("cluster size (utterances, log scale)")
+    ax.set_ylabel("purity (majority speaker's share)")
+    ax.set_title(f"purity per cluster ({size.size} clusters; size-weighted mean {np.average(purity, weights=size):.3f})")
+    fig.tight_layout()
+    return fig
+
+
+def umap_projection(emb: np.ndarray, *, sample: int, seed: int = 0, n_neighbors: int = 15) -> tuple[np.ndarray, np.ndarray]:
+    """UMAP (cosine metric) of a random sample of rows, so a million-utterance run stays interactive.
+
+    emb: (N, D). Returns sample indices (S,) int64, sorted, and coordinates (S, 2) float32, with
+    S = min(sample, N). The sample and the layout are fixed by ``seed``.
+    """
+    import umap
+
+    emb = np.asarray(emb, dtype=np.float32)
+    if emb.ndim != 2:
+        raise ValueError(f"emb must be (N, D), got shape {emb.shape}")
+    size = min(int(sample), emb.shape[0])
+    if size < 5:
+        raise ValueError(f"sample={sample} (with N={emb.shape[0]}) leaves {size} points; UMAP needs at least 5")
+    index = np.sort(np.random.default_rng(seed).choice(emb.shape[0], size=size, replace=False)).astype(np.int64)
+    # A seeded UMAP is single-threaded anyway; saying so avoids umap's warning about it.
+    reducer = umap.UMAP(
+        n_components=2, n_neighbors=min(n_neighbors, size - 1), metric="cosine", random_state=seed, n_jobs=1
+    )
+    return index, reducer.fit_transform(emb[index]).astype(np.float32)
+
+
+def _colour_codes(values: np.ndarray) -> np.ndarray:
+    """(S,) ids → (S,) colour indices in [0, 20) of the tab20 map, by sorted id."""
+    _, codes = np.unique(values, return_inverse=True)
+    return codes % 20
+
+
+def plot_umap(xy: np.ndarray, pseudo_labels: np.ndarray, speakers: Sequence, highlight_cluster: int | None = None):
+    """Two UMAP panels of the same points: coloured by pseudo label (left) and by true speaker (right).
+
+    xy: (S, 2) from :func:`umap_projection`; pseudo_labels, speakers: (S,) for the same sample. Colours
+    cycle through 20 hues, so with many clusters equal colours can mean different clusters.
+    ``highlight_cluster`` circles that cluster's members in both panels. Returns a matplotlib Figure.
+    """
+    xy = np.asarray(xy)
+    labels = check_labels(pseudo_labels, xy.shape[0])
+    speakers = np.asarray(speakers)
+    if speakers.shape != (xy.shape[0],):
+        raise ValueError(f"speakers has shape {speakers.shape}, expected ({xy.shape[0]},)")
+    fig = Figure(figsize=(11, 4.8))
+    axes = fig.subplots(1, 2, sharex=True, sharey=True)
+    panels = (
+        (axes[0], _colour_codes(labels), f"by pseudo label ({np.unique(labels).size} clusters)"),
+        (axes[1], _colour_codes(speakers), f"by true speaker ({np.unique(speakers).size} speakers)"),
+    )
+    members = labels == highlight_cluster if highlight_cluster is not None else None
+    for ax, colour, title in panels:
+        ax.scatter(xy[:, 0], xy[:, 1], c=colour, cmap="tab20", vmin=0, vmax=19, s=6, alpha=0.8, edgecolors="none")
+        if members is not None and members.any():
+            ax.scatter(xy[members, 0], xy[members, 1], s=40, facecolors="none", edgecolors="black", linewidths=1.2,
+                       label=f"cluster {highlight_cluster} ({int(members.sum())} in sample)")
+            ax.legend(loc="best", fontsize=8)
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"UMAP of {xy.shape[0]} sampled utterances")
+    fig.tight_layout()
+    return fig
+
+
+def save_figures(figures: dict[str, Any], folder: str | os.PathLike, dpi: int = 110) -> dict[str, Path]:
+    """Save ``{name: Figure}`` as ``folder/<name>.png`` atomically; returns name → path."""
+    paths = {}
+    for name, fig in figures.items():
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi)
+        paths[name] = atomic_write_bytes(Path(folder) / f"{name}.png", buffer.getvalue())
+    return paths

@@ -1,0 +1,78 @@
+"""Figures of notebook 05 (the run report): test EER by system, Stage II EER per epoch, NMI per iteration.
+
+Each function takes the dict of :func:`lgl_helpers.app.report.collect_report` and returns a plain
+matplotlib Figure (not registered with pyplot); the report saves them as PNGs, the notebook shows them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from matplotlib.figure import Figure
+
+SYSTEM_KEYS = ("stage1", "baseline", "lgl")
+STAGE2_COLORS = (("baseline", "#dd8452"), ("lgl", "#55a868"))
+
+
+def plot_eer_by_system(report: dict[str, Any]) -> Figure:
+    """Bar chart of the test EER of each system that ran."""
+    labels, values = [], []
+    stage1 = report.get("stage1")
+    if stage1 and stage1.get("untrained_eer") is not None:
+        labels.append("untrained")
+        values.append(stage1["untrained_eer"])
+    for key in SYSTEM_KEYS:
+        if report.get(key) and report[key].get("eer") is not None:
+            labels.append(key)
+            values.append(report[key]["eer"])
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
+    bars = ax.bar(labels, values, color=["#999999", "#4c72b0", "#dd8452", "#55a868"][-len(values):])
+    ax.bar_label(bars, fmt="%.1f")
+    ax.set_ylabel("EER (%)")
+    ax.set_title("Test EER by system")
+    fig.tight_layout()
+    return fig
+
+
+def plot_stage2_curves(report: dict[str, Any]) -> Figure:
+    """Validation EER per Stage II epoch for baseline and LGL, with iteration boundaries marked."""
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
+    for key, color in STAGE2_COLORS:
+        evaluations = (report.get(key) or {}).get("evaluations", [])
+        if not evaluations:
+            continue
+        steps = range(1, len(evaluations) + 1)
+        ax.plot(steps, [e["eer"] for e in evaluations], marker=".", color=color, label=key)
+        for step, (previous, current) in enumerate(zip(evaluations, evaluations[1:]), start=1):
+            if current["iteration"] != previous["iteration"]:
+                ax.axvline(step + 0.5, color=color, alpha=0.3, linestyle="--")
+    if report.get("stage1") and report["stage1"].get("eer") is not None:
+        ax.axhline(report["stage1"]["eer"], color="#4c72b0", linestyle=":", label="Stage I")
+    ax.set_xlabel("Stage II evaluation (epoch, iterations separated by dashes)")
+    ax.set_ylabel("EER (%)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_nmi(report: dict[str, Any]) -> Figure:
+    """NMI of the pseudo labels per clustering iteration, for each Stage II mode."""
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
+    for key, color in STAGE2_COLORS:
+        points = [c for c in report["clustering"] if c["mode"] == key and c["nmi"] is not None]
+        if points:
+            ax.plot([p["iteration"] for p in points], [p["nmi"] for p in points], marker="o", color=color, label=key)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("NMI")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def report_figures(report: dict[str, Any]) -> dict[str, Figure]:
+    """The report's figures by file stem: ``eer_by_system``, ``nmi_per_iteration``, ``stage2_eer``."""
+    return {"eer_by_system": plot_eer_by_system(report), "nmi_per_iteration": plot_nmi(report),
+            "stage2_eer": plot_stage2_curves(report)}

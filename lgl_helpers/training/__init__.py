@@ -1,0 +1,1 @@
+"""The two training stages (Stage I contrastive + AAT, Stage II cluster → train → re-cluster) and their shared state."""

@@ -1,0 +1,67 @@
+"""Stage I's notebook config (notebook 01) and the fields a resumed run may change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lgl_helpers import runs
+from lgl_helpers.config import (
+    NotebookConfig, check_channels, check_fraction, check_int, check_non_negative, check_positive,
+)
+
+STAGE_DIR = "stage1"
+# Fields that only steer one call (where to stop, how to show it) and may change when a run is resumed.
+RUN_CONTROL_FIELDS = (
+    "epochs", "resume", "allow_changed_params", "max_steps", "interactive", "workers", "device", "bf16",
+)
+
+
+@dataclass
+class Stage1Config(NotebookConfig):
+    """Parameters of notebook 01_stage1_contrastive (field names equal its parameters cell); defaults = demo profile."""
+
+    run_name: str = "demo"
+    runs_dir: str = "runs"
+    train_list: str = ""
+    train_root: str = ""
+    test_root: str = ""
+    trials: str = ""
+    val_trials: str = ""
+    musan_root: str = ""
+    rir_root: str = ""
+    augment: bool = True
+    channels: int = 128
+    frames: int = 100
+    batch_size: int = 32
+    epochs: int = 12
+    lr: float = 0.001
+    lr_decay: float = 0.90
+    decay_every: int = 5
+    test_interval: int = 2
+    aat_weight: float = 3.0
+    workers: int = 1
+    device: str = "auto"
+    bf16: bool = False
+    resume: bool = True
+    allow_changed_params: bool = False
+    max_steps: int = 0
+    seed: int = 0
+    interactive: bool = True
+
+    def validate(self) -> None:
+        check_channels(self.name_of("channels"), self.channels)
+        check_int(self.name_of("frames"), self.frames, 1)
+        check_int(self.name_of("batch_size"), self.batch_size, 2, "an integer >= 2 (the contrastive loss needs negatives)")
+        check_int(self.name_of("epochs"), self.epochs, 1)
+        check_positive(self.name_of("lr"), self.lr)
+        check_fraction(self.name_of("lr_decay"), self.lr_decay)
+        check_int(self.name_of("decay_every"), self.decay_every, 1)
+        check_int(self.name_of("test_interval"), self.test_interval, 1)
+        check_non_negative(self.name_of("aat_weight"), self.aat_weight)
+        check_int(self.name_of("workers"), self.workers, 0)
+        check_int(self.name_of("max_steps"), self.max_steps, 0, "an integer >= 0 (0 = no limit)")
+
+
+def stage_folder(config: Stage1Config) -> Path:
+    return runs.run_folder(config.run_name, config.runs_dir) / STAGE_DIR

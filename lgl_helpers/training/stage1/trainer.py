@@ -1,0 +1,317 @@
+"""Stage I's training loop around :func:`lgl_helpers.training.executor.stage1_epoch`: build or resume,
+evaluate, checkpoint, and the final metrics; plus the export to the reference's checkpoint layout."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from lgl_helpers import runs
+from lgl_helpers.core.data import make_loader
+from lgl_helpers.core.embed import evaluate_trials
+from lgl_helpers.core.losses import AATDiscriminator, ContrastiveLoss
+from lgl_helpers.core.models import ECAPATDNN, load_encoder
+from lgl_helpers.training.executor import Stage1Models, stage1_epoch
+from lgl_helpers.training.stage1.config import RUN_CONTROL_FIELDS, STAGE_DIR, Stage1Config, stage_folder
+from lgl_helpers.training.stage1.inputs import Stage1Data, prepare_data
+from lgl_helpers.training.state import check_resume, load_checkpoint, module_state, restore_rng, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------
+
+
+def export_reference(checkpoint: str | Path, out_path: str | Path) -> Path:
+    """Write a Stage I kit checkpoint as the reference code's plain state dict (``Network.*``, ``Loss.w/b``, ``AATNet.*``).
+
+    The result loads with the reference's ``model.load_network`` (and with :func:`load_encoder`).
+    """
+    obj = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict) or obj.get("stage") != STAGE_DIR or "loss" not in obj or "aat" not in obj:
+        raise ValueError(f"{checkpoint}: not a Stage I kit checkpoint (needs 'stage': 'stage1', 'encoder', 'loss', 'aat')")
+    state = {f"Network.{k}": v for k, v in obj["encoder"].items()}
+    state.update({f"Loss.{k}": v for k, v in obj["loss"].items()})
+    state.update({f"AATNet.{k}": v for k, v in obj["aat"].items()})
+    return runs.atomic_torch_save(state, out_path)
+
+
+def _epoch_path(stage_dir: Path, epoch: int) -> Path:
+    return stage_dir / "checkpoints" / f"epoch_{epoch:03d}.model"
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    epoch: int = 0
+    history: list = dataclasses.field(default_factory=list)
+    best: dict | None = None
+    untrained: dict | None = None
+    wall_seconds: float = 0.0
+
+
+def _evaluate(model, trials, root, device) -> dict:
+    result = evaluate_trials(model, trials, root, device=device, show_progress=False)
+    return {"eer": float(result["eer"]), "min_dcf": float(result["min_dcf"]), "min_dcf_0.01": float(result["min_dcf_0.01"])}
+
+
+def _scores_text(history: list[dict]) -> str:
+    lines = []
+    for rec in history:
+        if rec["epoch"] == 0:
+            head = "Epoch 0 (untrained)"
+        else:
+            head = (
+                f"Epoch {rec['epoch']}, LR {rec['lr']:f}, Acc {rec['top1']:.2f}, LOSS {rec['loss']:f}, "
+                f"AAT {rec['aat_loss']:.4f}, DISC {rec['disc_loss']:.4f}"
+            )
+        if rec.get("eer") is not None:
+            head += f", EER {rec['eer']:.4f}, minDCF {rec['min_dcf']:.4f}, minDCF0.01 {rec['min_dcf_0.01']:.4f}"
+        lines.append(head)
+    return "\n".join(lines) + "\n"
+
+
+def _resolved_params(config: Stage1Config, data: Stage1Data) -> dict:
+    params = dataclasses.asdict(config)
+    params.update({key: (str(value) if value is not None else "") for key, value in data.paths.items()})
+    return params
+
+
+def _build(config: Stage1Config, device) -> Stage1Models:
+    """Fresh models seeded with ``config.seed``: ECAPA-TDNN C=channels, contrastive loss, discriminator, Adam ×2, StepLR."""
+    runs.seed_everything(config.seed)
+    encoder = ECAPATDNN(config.channels).to(device)
+    loss_fn = ContrastiveLoss().to(device)
+    aat = AATDiscriminator().to(device)
+    optimizer = torch.optim.Adam(list(encoder.parameters()) + list(loss_fn.parameters()), lr=config.lr)
+    aat_optimizer = torch.optim.Adam(aat.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.decay_every, gamma=config.lr_decay)
+    return Stage1Models(encoder, loss_fn, aat, optimizer, aat_optimizer, scheduler)
+
+
+def _resume_or_start(config: Stage1Config, stage_dir: Path, params: dict, models: Stage1Models) -> _State:
+    """Load ``checkpoints/last.model`` into ``models`` when resuming (after the resume policy's check),
+    or, with ``resume=False``, remove an earlier run's files. Returns where the run stands."""
+    ckpt_dir = stage_dir / "checkpoints"
+    last = ckpt_dir / "last.model"
+    if config.resume and last.is_file():
+        ckpt = load_checkpoint(last)
+        if int(ckpt["channels"]) != config.channels:
+            raise ValueError(
+                f"{last}: checkpoint has channels={ckpt['channels']} but channels={config.channels}; "
+                "use the same channels or resume=False to start over"
+            )
+        fixed = [k for k in params if k not in RUN_CONTROL_FIELDS]
+        check_resume(last, ckpt["params"], params, fixed, config.allow_changed_params)
+        models.encoder.load_state_dict(ckpt["encoder"])
+        models.loss_fn.load_state_dict(ckpt["loss"])
+        models.aat.load_state_dict(ckpt["aat"])
+        models.optimizer.load_state_dict(ckpt["optimizer"])
+        models.aat_optimizer.load_state_dict(ckpt["aat_optimizer"])
+        models.scheduler.load_state_dict(ckpt["scheduler"])
+        restore_rng(ckpt["rng"])
+        state = _State(ckpt["epoch"], list(ckpt["history"]), ckpt["best"], ckpt["untrained"], float(ckpt["wall_seconds"]))
+        log.info("resuming Stage I from %s (epoch %d done)", last, state.epoch)
+        return state
+    if not config.resume:
+        earlier = [stage_dir / name for name in ("best.model", "metrics.json", "scores.txt")]
+        stale = sorted(ckpt_dir.glob("*.model")) + [path for path in earlier if path.is_file()]
+        if stale:
+            log.warning("resume=False: removing %d file(s) of an earlier run in %s", len(stale), stage_dir)
+            for path in stale:
+                path.unlink()
+    return _State()
+
+
+def _save(stage_dir: Path, models: Stage1Models, state: _State, params: dict, evaluated: bool, improved: bool) -> None:
+    """The epoch's checkpoint: ``epoch_XXX.model`` when evaluated, ``best.model`` when improved, always ``last.model``."""
+    last = stage_dir / "checkpoints" / "last.model"
+    extra = {
+        "stage": STAGE_DIR,
+        "loss": module_state(models.loss_fn),
+        "aat": module_state(models.aat),
+        "optimizer": models.optimizer.state_dict(),
+        "aat_optimizer": models.aat_optimizer.state_dict(),
+        "scheduler": models.scheduler.state_dict(),
+        "epoch": state.epoch,
+        "params": params,
+        "history": state.history,
+        "best": state.best,
+        "untrained": state.untrained,
+        "wall_seconds": state.wall_seconds,
+    }
+    first = _epoch_path(stage_dir, state.epoch) if evaluated else last
+    save_checkpoint(first, models.encoder, extra)
+    payload = first.read_bytes()
+    if improved:
+        runs.atomic_write_bytes(stage_dir / "best.model", payload)
+    if first != last:
+        runs.atomic_write_bytes(last, payload)  # last.model is written after the others: a complete resume point
+
+
+def _evaluate_untrained(encoder: ECAPATDNN, data: Stage1Data, state: _State, device) -> dict:
+    """Epoch 0: the untrained encoder on the validation (and test) trials. Returns its history record."""
+    tic = time.perf_counter()
+    val = _evaluate(encoder, data.val_trials, data.paths["test_root"], device)
+    test = val if data.same_val_test else _evaluate(encoder, data.test_trials, data.paths["test_root"], device)
+    state.untrained = {"val": val, "test": test}
+    state.wall_seconds += time.perf_counter() - tic
+    record = {"epoch": 0, **val, "seconds": time.perf_counter() - tic}
+    state.history.append(record)
+    log.info("epoch 0 (untrained): EER %.2f%% minDCF %.4f", val["eer"], val["min_dcf"])
+    return record
+
+
+def _finish_epoch(config: Stage1Config, data: Stage1Data, models: Stage1Models, state: _State, epoch: int,
+                  lr: float, means: dict, n_batches: int, tic: float, device) -> tuple[dict, bool, bool]:
+    """After an epoch's batches: scheduler step, evaluation on evaluated epochs, history and best.
+
+    Returns (the epoch's history record, evaluated, improved).
+    """
+    train_seconds = time.perf_counter() - tic
+    models.scheduler.step()
+    record = {"epoch": epoch, "lr": lr, **means, "samples_per_s": n_batches * config.batch_size / train_seconds}
+    evaluated = epoch % config.test_interval == 0 or epoch == config.epochs
+    improved = False
+    if evaluated:
+        record.update(_evaluate(models.encoder, data.val_trials, data.paths["test_root"], device))
+        improved = state.best is None or record["eer"] < state.best["eer"]
+        if improved:
+            state.best = {"epoch": epoch, "eer": record["eer"], "min_dcf": record["min_dcf"],
+                          "min_dcf_0.01": record["min_dcf_0.01"]}
+    record["seconds"] = time.perf_counter() - tic
+    state.wall_seconds += record["seconds"]
+    state.history.append(record)
+    state.epoch = epoch
+    log.info(
+        "epoch %d/%d lr %.6f loss %.4f top1 %.1f%% aat %.4f disc %.4f (acc %.0f%%) %.0f samples/s%s",
+        epoch, config.epochs, lr, record["loss"], record["top1"], record["aat_loss"], record["disc_loss"],
+        record["disc_acc"], record["samples_per_s"],
+        f" | val EER {record['eer']:.2f}% minDCF {record['min_dcf']:.4f}" if evaluated else "",
+    )
+    return record, evaluated, improved
+
+
+def _final_metrics(stage_dir: Path, data: Stage1Data, state: _State, started: float, device) -> dict:
+    """``metrics.json``: the best epoch's encoder on the test trials, against the untrained one."""
+    best_path = stage_dir / "best.model"
+    if data.same_val_test:
+        test = {k: state.best[k] for k in ("eer", "min_dcf", "min_dcf_0.01")}
+    else:
+        test = _evaluate(load_encoder(best_path), data.test_trials, data.paths["test_root"], device)
+    untrained = state.untrained["test"]
+    metrics = {
+        **test,
+        "best_epoch": state.best["epoch"],
+        "untrained_eer": untrained["eer"],
+        "untrained_min_dcf": untrained["min_dcf"],
+        "untrained_min_dcf_0.01": untrained["min_dcf_0.01"],
+        "val_eer": state.best["eer"],
+        "epochs_run": state.epoch,
+        "wall_seconds": state.wall_seconds,
+        "call_seconds": time.perf_counter() - started,
+        "best_checkpoint": str(best_path),
+        "trials": str(data.paths["trials"]),
+        "val_trials": str(data.paths["val_trials"]),
+        "val_is_test": data.same_val_test,
+    }
+    runs.write_json(stage_dir / "metrics.json", metrics)
+    log.info(
+        "Stage I done: best epoch %d, test EER %.2f%% (untrained %.2f%%), minDCF %.4f; %s",
+        metrics["best_epoch"], metrics["eer"], metrics["untrained_eer"], metrics["min_dcf"], best_path,
+    )
+    return metrics
+
+
+def train_stage1(
+    config: Stage1Config,
+    on_epoch: Callable[[dict, list[dict]], None] | None = None,
+    data: Stage1Data | None = None,
+) -> dict:
+    """Train Stage I as configured; resumes from ``checkpoints/last.model`` when ``config.resume``.
+
+    ``on_epoch(record, history)`` is called after epoch 0 (untrained evaluation) and every epoch;
+    ``record`` holds ``epoch``, ``lr``, ``loss``, ``contrastive_loss``, ``top1``, ``aat_loss``,
+    ``disc_loss``, ``disc_acc``, ``samples_per_s``, ``seconds`` and, on evaluated epochs, ``eer``,
+    ``min_dcf``, ``min_dcf_0.01``. ``data`` from :func:`prepare_data` (built here when None).
+    Resuming with other values of a parameter that defines the results so far is an error naming
+    them, unless ``allow_changed_params`` (:func:`lgl_helpers.training.state.check_resume`).
+
+    Returns the content of ``metrics.json`` plus ``history``, ``completed`` (False when ``max_steps``
+    stopped the call; the running epoch is then not saved, as after an interruption) and ``stage_dir``.
+    """
+    started = time.perf_counter()
+    stage_dir = stage_folder(config)
+    runs.add_file_log(stage_dir, STAGE_DIR)
+    data = data if data is not None else prepare_data(config)
+    device = runs.get_device(config.device)
+    use_bf16 = config.bf16 and device.type == "cuda"
+    if config.bf16 and not use_bf16:
+        log.info("bf16=True applies to CUDA only; training in float32 on %s", device)
+    params = _resolved_params(config, data)
+    models = _build(config, device)
+    state = _resume_or_start(config, stage_dir, params, models)
+    runs.open_run(stage_dir, params, STAGE_DIR)
+
+    if state.untrained is None:
+        record = _evaluate_untrained(models.encoder, data, state, device)
+        if on_epoch:
+            on_epoch(record, state.history)
+
+    loader = None
+    steps_done = 0
+    completed = True
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        if config.max_steps and steps_done >= config.max_steps:
+            completed = False
+            break
+        loader = loader or make_loader(data.dataset, config.batch_size, config.workers, config.seed, device)
+        loader.sampler.set_epoch(epoch)
+        lr = models.optimizer.param_groups[0]["lr"]
+        tic = time.perf_counter()
+        means, n_batches, completed = stage1_epoch(
+            models, loader, config.aat_weight, device, use_bf16, f"stage1 epoch {epoch}/{config.epochs}",
+            max_batches=config.max_steps - steps_done if config.max_steps else None,
+        )
+        steps_done += n_batches
+        if not completed:
+            log.info("max_steps=%d reached during epoch %d: stopping; the epoch is not saved", config.max_steps, epoch)
+            break
+        record, evaluated, improved = _finish_epoch(config, data, models, state, epoch, lr, means, n_batches, tic, device)
+        _save(stage_dir, models, state, params, evaluated, improved)
+        runs.atomic_write_text(stage_dir / "scores.txt", _scores_text(state.history))
+        if on_epoch:
+            on_epoch(record, state.history)
+
+    result = {"completed": completed, "stage_dir": str(stage_dir), "history": state.history}
+    if not completed or state.best is None:
+        result.update(epochs_run=state.epoch, wall_seconds=state.wall_seconds)
+        return result
+    result.update(_final_metrics(stage_dir, data, state, started, device))
+    return result
+
+
+def results_table(metrics: dict) -> str:
+    """Markdown table of ``metrics.json``: the untrained encoder against the best Stage I epoch on the test trials."""
+    rows = [
+        "| encoder | EER (%) | minDCF (p=0.05) | minDCF (p=0.01) |",
+        "| --- | ---: | ---: | ---: |",
+        f"| untrained (epoch 0) | {metrics['untrained_eer']:.2f} | {metrics['untrained_min_dcf']:.4f} | "
+        f"{metrics['untrained_min_dcf_0.01']:.4f} |",
+        f"| Stage I, best epoch {metrics['best_epoch']} of {metrics['epochs_run']} | {metrics['eer']:.2f} | "
+        f"{metrics['min_dcf']:.4f} | {metrics['min_dcf_0.01']:.4f} |",
+    ]
+    note = " (validation = test list: the best epoch was chosen on the test set)" if metrics.get("val_is_test") else ""
+    return "\n".join(rows) + f"\n\nTest trials: `{metrics['trials']}`{note}; training took {metrics['wall_seconds'] / 60:.1f} min."

@@ -1,0 +1,130 @@
+"""Stage II's notebook config (notebooks 03 and 04) and the parameters a resumed run must keep."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+from pathlib import Path
+
+from lgl_helpers import runs
+from lgl_helpers.clustering.kmeans import REFERENCE_MAX_POINTS_PER_CENTROID, REFERENCE_N_ITER
+from lgl_helpers.config import (
+    NotebookConfig, check, check_channels, check_gate, check_int, check_n_clusters, check_non_negative,
+    check_positive,
+)
+
+REFERENCE_GATES = [1, 3, 3, 5, 6]
+# Parameters that define the run's results so far; a resumed run must keep them (the others steer
+# how far the run goes or how it is shown and may change between calls).
+FIXED_FIELDS = (
+    "mode", "init_model", "train_list", "train_root", "augment", "musan_root", "rir_root", "n_clusters",
+    "cluster_n_iter", "cluster_max_points_per_centroid", "cluster_max_seconds", "frames", "batch_size", "lr", "seed",
+)
+
+
+@dataclass
+class Stage2Config(NotebookConfig):
+    """The parameters notebooks 03 and 04 share; use :class:`BaselineConfig` or :class:`LGLConfig`.
+
+    Defaults = the demo profile on the toy corpus; ``notebooks/params/full.yaml`` holds the reference's
+    VoxCeleb settings (6000 clusters, batch 400, 300 frames). ``mode`` is the subclass's, not a
+    parameter: it names the run folder ``stage2_<mode>``.
+    """
+
+    mode: ClassVar[str]
+
+    run_name: str = "demo"
+    runs_dir: str = "runs"
+    init_model: str = ""
+    train_list: str = ""
+    train_root: str = ""
+    test_root: str = ""
+    trials: str = ""
+    val_trials: str = ""
+    musan_root: str = ""
+    rir_root: str = ""
+    augment: bool = True
+    n_clusters: int = 40
+    cluster_n_iter: int = REFERENCE_N_ITER
+    cluster_max_points_per_centroid: int = REFERENCE_MAX_POINTS_PER_CENTROID
+    cluster_max_seconds: float = 0.0
+    max_iterations: int = 5
+    last_channels: int = 0
+    frames: int = 200
+    batch_size: int = 64
+    lr: float = 0.001
+    max_epochs_per_phase: int = 6
+    min_evals: int = 4
+    patience: int = 3
+    resume: bool = True
+    allow_changed_params: bool = False
+    workers: int = 2
+    device: str = "auto"
+    seed: int = 0
+    interactive: bool = True
+
+    def validate(self) -> None:
+        check_n_clusters(self.n_clusters, name=self.name_of("n_clusters"))
+        check_int(self.name_of("cluster_n_iter"), self.cluster_n_iter, 1)
+        check_int(self.name_of("cluster_max_points_per_centroid"), self.cluster_max_points_per_centroid, 1)
+        check_non_negative(self.name_of("cluster_max_seconds"), self.cluster_max_seconds, "0 (full length) or positive")
+        check_int(self.name_of("max_iterations"), self.max_iterations, 1)
+        check_channels(self.name_of("last_channels"), self.last_channels, allow_zero=True)
+        check_int(self.name_of("frames"), self.frames, 1)
+        check_int(self.name_of("batch_size"), self.batch_size, 1)
+        check_positive(self.name_of("lr"), self.lr)
+        check_int(self.name_of("max_epochs_per_phase"), self.max_epochs_per_phase, 0,
+                  "an integer >= 0 (0 = until the stopping rule)")
+        check_int(self.name_of("min_evals"), self.min_evals, 1)
+        check_int(self.name_of("patience"), self.patience, 1)
+        check_int(self.name_of("workers"), self.workers, 0)
+
+
+@dataclass
+class BaselineConfig(Stage2Config):
+    """Parameters of notebook 03_stage2_baseline (field names equal its parameters cell): no gate."""
+
+    mode: ClassVar[str] = "baseline"
+
+
+@dataclass
+class LGLConfig(Stage2Config):
+    """Parameters of notebook 04_stage2_lgl (field names equal its parameters cell): the shared ones plus the gate's.
+
+    ``gates``: one per iteration, each a number or ``"auto"``, or ``"auto"`` for all; ``pause_before_gate``
+    stops the run before every phase L so that the gate tuner can set its gate.
+    """
+
+    mode: ClassVar[str] = "lgl"
+    gates: list | str = field(default_factory=lambda: list(REFERENCE_GATES))
+    pause_before_gate: bool = False
+
+    def gate_spec(self, iteration: int) -> float | str:
+        """The configured gate of ``iteration`` (1-based): a number or ``"auto"``."""
+        spec = self.gates if isinstance(self.gates, str) else self.gates[iteration - 1]
+        return spec if isinstance(spec, str) else float(spec)
+
+    def validate(self) -> None:
+        super().validate()
+        gates_rule = "a list of numbers / 'auto', or 'auto'"
+        if isinstance(self.gates, str):
+            check(self.name_of("gates"), self.gates, self.gates == "auto", gates_rule)
+            return
+        check(self.name_of("gates"), self.gates, isinstance(self.gates, (list, tuple)), gates_rule)
+        for i, value in enumerate(self.gates):
+            if value != "auto":
+                check_gate(value, name=f"{self.name_of('gates')}[{i}]")
+        if len(self.gates) < self.max_iterations:
+            raise ValueError(
+                f"{self.name_of('gates')} has {len(self.gates)} value(s) but max_iterations={self.max_iterations}: "
+                "give one gate per iteration (or gates='auto')"
+            )
+
+
+CONFIGS = {config.mode: config for config in (BaselineConfig, LGLConfig)}
+
+
+def stage_folder(config: Stage2Config) -> Path:
+    return runs.run_folder(config.run_name, config.runs_dir) / f"stage2_{config.mode}"
+
+

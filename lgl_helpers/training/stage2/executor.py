@@ -1,0 +1,129 @@
+"""The epochs of one Stage II phase: train, evaluate, save and commit each, until the phase is over.
+
+Each (iteration, phase, epoch) has its own data order and augmentation draws (the sampler's epoch),
+and every epoch ends with a commit, so an interrupted phase resumes after its last saved epoch with
+the same numbers as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import TYPE_CHECKING
+
+import torch
+
+from lgl_helpers import runs
+from lgl_helpers.clustering.quality import majority_agreement
+from lgl_helpers.core import gate as gate_rules
+from lgl_helpers.core.data import Stage2Dataset, make_loader
+from lgl_helpers.core.embed import evaluate_trials
+from lgl_helpers.training.executor import stage2_epoch
+from lgl_helpers.training.stage2.statefile import npz_bytes, scores_text
+from lgl_helpers.training.state import encoder_and_head, load_checkpoint, module_state, restore_rng, save_checkpoint
+
+if TYPE_CHECKING:
+    from lgl_helpers.training.stage2.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: dict) -> None:
+    """Train epochs of ``phase`` (``gate``: ``inf`` in phase T) until the phase is over, committing each.
+
+    ``info``: the phase's record in ``state["iterations"]``; with epochs in it already, training
+    resumes after the last one from its checkpoint (encoder, head, optimizer and RNG states).
+    """
+    cfg = engine.config
+    ckpt = None
+    if info["eers"]:
+        # Resume after the last committed epoch: its model, head, optimizer and RNG state.
+        ckpt = load_checkpoint(engine.path(info["last_model"]))
+        encoder, head = encoder_and_head(ckpt, cfg.n_clusters)
+        restore_rng(ckpt["rng"])
+    else:
+        encoder, head = engine.build_models(iteration, phase)
+    encoder.to(engine.device)
+    head.to(engine.device)
+    optimizer = torch.optim.Adam(list(encoder.parameters()) + list(head.parameters()), lr=cfg.lr)
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    labels = engine.pseudo_labels(iteration)
+    reliable = majority_agreement(labels, engine.speakers) if engine.speakers is not None else None
+    dataset = Stage2Dataset(engine.data.entries, engine.data.paths["train_root"], labels, cfg.frames,
+                            engine.data.sources, seed=cfg.seed, check_files=False)
+    loader = make_loader(dataset, cfg.batch_size, cfg.workers, cfg.seed, engine.device)
+    # Each (iteration, phase, epoch) gets its own data order and augmentation draws.
+    phase_offset = {"T": 0, "L": 5_000}[phase]
+    while not engine.phase_over(info):
+        epoch = len(info["eers"]) + 1
+        tic = time.perf_counter()
+        loader.sampler.set_epoch(iteration * 10_000 + phase_offset + epoch)
+        stats, arrays = stage2_epoch(encoder, head, optimizer, loader, gate, engine.device,
+                                     f"iter {iteration} {phase} epoch {epoch}")
+        if reliable is not None:
+            arrays["reliable"] = reliable[arrays["index"]]
+        result = evaluate_trials(encoder, engine.data.val_trials, engine.data.paths["test_root"],
+                                 device=engine.device, show_progress=False)
+        evaluation = {k: float(result[k]) for k in ("eer", "min_dcf", "min_dcf_0.01")}
+        save_epoch(engine, iteration, phase, epoch, encoder, head, optimizer, info, stats, arrays, evaluation,
+                   gate, time.perf_counter() - tic)
+        if engine.on_epoch:
+            engine.on_epoch(engine.state["history"][-1], engine.state)
+
+
+def save_epoch(engine: Engine, iteration, phase, epoch, encoder, head, optimizer, info, stats, arrays, evaluation,
+               gate, seconds) -> None:
+    """Write the epoch's checkpoint and loss record, update the phase and the run's best, then commit.
+
+    arrays: the epoch's per-sample record (``index``, ``per_sample_loss``, ``selected`` and, when
+    the list has speaker ids, ``reliable``), each (n,).
+    """
+    rel_dir = f"iter_{iteration:02d}/{phase}"
+    model_rel = f"{rel_dir}/epoch_{epoch:03d}.model"
+    losses_rel = f"{rel_dir}/losses_epoch_{epoch:03d}.npz"
+    extra = {
+        "stage": "stage2", "mode": engine.config.mode, "iteration": iteration, "phase": phase, "epoch": epoch,
+        "gate": None if math.isinf(gate) else gate, "head": module_state(head),
+        "optimizer": optimizer.state_dict(), "n_clusters": engine.config.n_clusters,
+    }
+    save_checkpoint(engine.path(model_rel), encoder, extra)
+    runs.atomic_write_bytes(engine.path(losses_rel), npz_bytes(arrays))
+    previous_best = info["best_eer"]
+    info["eers"].append(evaluation["eer"])
+    info["skipped_batches"] += stats["skipped_batches"]
+    previous = {info["best_model"], info["last_model"]}
+    if gate_rules.best_index(info["eers"]) + 1 == epoch:
+        info.update(best_epoch=epoch, best_eer=evaluation["eer"], best_model=model_rel)
+    info.update(last_model=model_rel, last_losses=losses_rel)
+    stale = previous - {info["best_model"], info["last_model"], None}
+    record = {
+        "iteration": iteration, "phase": phase, "epoch": epoch,
+        "gate": None if math.isinf(gate) else gate, **stats, **evaluation,
+        "seconds": seconds, "model": model_rel, "losses": losses_rel,
+    }
+    if "reliable" in arrays:
+        selected, reliable = arrays["selected"], arrays["reliable"]
+        record["precision_selected"] = float(reliable[selected].mean()) if selected.any() else None
+        record["precision_rejected"] = float(reliable[~selected].mean()) if (~selected).any() else None
+    engine.state["history"].append(record)
+    engine.state["epoch"] = epoch
+    best_run = engine.state["best"]
+    if best_run is None or evaluation["eer"] < best_run["eer"]:
+        # The run's best is its phase's best, whose checkpoint is never pruned.
+        engine.state["best"] = {"eer": evaluation["eer"], "min_dcf": evaluation["min_dcf"],
+                              "min_dcf_0.01": evaluation["min_dcf_0.01"], "iteration": iteration,
+                              "phase": phase, "epoch": epoch, "model": model_rel}
+    runs.atomic_write_text(engine.path("scores.txt"), scores_text(engine.state["history"]))
+    engine.commit()
+    # Checkpoints the state no longer points at go only after the commit.
+    for rel in stale:
+        if rel and engine.path(rel).is_file():
+            engine.path(rel).unlink()
+    log.info(
+        "iter %d %s epoch %d: loss %.4f acc %.1f%% selected %.1f%% skipped %d | val EER %.2f%% minDCF %.4f%s",
+        iteration, phase, epoch, stats["loss"], stats["accuracy"], 100 * stats["fraction_selected"],
+        stats["skipped_batches"], evaluation["eer"], evaluation["min_dcf"],
+        "" if previous_best is None or evaluation["eer"] >= previous_best else " (best of phase)",
+    )

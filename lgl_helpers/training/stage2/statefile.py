@@ -1,0 +1,101 @@
+"""Stage II's ``state.json`` (the run's commit point), ``scores.txt`` and the per-epoch loss records."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+
+import numpy as np
+
+from lgl_helpers import runs
+from lgl_helpers.training.stage2.config import Stage2Config
+from lgl_helpers.training.stage2.inputs import Stage2Data
+
+STATE_FORMAT = "lgl-kit-stage2-state"
+GATE_OVERRIDES = "gate_overrides.json"  # written by the gate tuner, read when a phase L starts
+
+
+def read_state(stage_dir: str | Path) -> dict | None:
+    path = Path(stage_dir) / "state.json"
+    if not path.is_file():
+        return None
+    state = runs.read_json(path)
+    if state.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path}: not a Stage II state file (format {state.get('format')!r})")
+    return state
+
+
+def fixed_params(config: Stage2Config, data: Stage2Data) -> dict:
+    """Every parameter of the run as resolved (data paths from data.json, the Stage I checkpoint), plus ``mode``."""
+    params = {"mode": config.mode, **dataclasses.asdict(config)}
+    params.update({key: (str(value) if value is not None else "") for key, value in data.paths.items()})
+    params["init_model"] = str(data.init_model)
+    return params
+
+
+def new_state(config: Stage2Config, params: dict) -> dict:
+    return {
+        "format": STATE_FORMAT,
+        "version": 1,
+        "mode": config.mode,
+        "status": "running",
+        "iteration": 1,
+        "phase": "cluster",
+        "epoch": 0,
+        "gate": None,
+        "params": params,
+        "iterations": [],
+        "history": [],
+        "best": None,
+        "paused_iterations": [],
+        "wall_seconds": 0.0,
+        "paths": {"state": "state.json", "scores": "scores.txt", "best_model": "best.model", "metrics": "metrics.json",
+                  "gate_overrides": GATE_OVERRIDES},
+    }
+
+
+def scores_text(history: list[dict]) -> str:
+    lines = []
+    for rec in history:
+        gate = "none" if rec["gate"] is None else f"{rec['gate']:.3f}"
+        lines.append(
+            f"Iteration {rec['iteration']}, phase {rec['phase']}, epoch {rec['epoch']}, gate {gate}, "
+            f"LOSS {rec['loss']:.4f}, ACC {rec['accuracy']:.2f}, selected {100 * rec['fraction_selected']:.1f}%, "
+            f"skipped batches {rec['skipped_batches']}, EER {rec['eer']:.4f}, minDCF {rec['min_dcf']:.4f}, "
+            f"minDCF0.01 {rec['min_dcf_0.01']:.4f}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def read_epoch_losses(path: str | Path) -> dict[str, np.ndarray]:
+    """One epoch's per-sample record: ``index`` (n,), ``per_sample_loss`` (n,), ``selected`` (n,), ``reliable`` (n,) if known."""
+    with np.load(path, allow_pickle=False) as npz:
+        return {key: npz[key] for key in npz.files}
+
+
+def latest_epoch_losses(stage_dir: str | Path, phase: str | None = None) -> dict | None:
+    """The per-sample record of the latest trained epoch (of ``phase`` "T"/"L" when given), plus its
+    ``iteration``, ``phase``, ``epoch`` and ``gate``; None before the first epoch."""
+    state = read_state(stage_dir)
+    if state is None:
+        return None
+    records = [r for r in state["history"] if phase is None or r["phase"] == phase]
+    if not records:
+        return None
+    record = records[-1]
+    out = read_epoch_losses(Path(stage_dir) / record["losses"])
+    out.update({key: record[key] for key in ("iteration", "phase", "epoch", "gate")})
+    return out
+
+
+def stage1_eer(config: Stage2Config) -> float | None:
+    """Test EER of Stage I from ``runs/<run>/stage1/metrics.json`` (None when absent)."""
+    path = runs.run_folder(config.run_name, config.runs_dir) / "stage1" / "metrics.json"
+    return runs.read_json(path).get("eer") if path.is_file() else None
