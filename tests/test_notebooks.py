@@ -7,16 +7,8 @@ import subprocess
 import pytest
 
 from lgl_helpers.app import planning
+from lgl_helpers.app.data_checks import CONFIGS
 from lgl_helpers.runs import project_root
-
-CONFIGS = {
-    "00_data_setup": ("lgl_helpers.corpus.data_setup", "DataSetupConfig"),
-    "01_stage1_contrastive": ("lgl_helpers.training.stage1", "Stage1Config"),
-    "02_clustering_umap": ("lgl_helpers.clustering.cluster", "ClusteringConfig"),
-    "03_stage2_baseline": ("lgl_helpers.training.stage2", "BaselineConfig"),
-    "04_stage2_lgl": ("lgl_helpers.training.stage2", "LGLConfig"),
-    "05_compare": ("lgl_helpers.app.report", "CompareConfig"),
-}
 
 
 def _config_fields(notebook):

@@ -2,17 +2,8 @@
 
 Each check is one line, ``ok`` or ``error``; an error names the package, parameter or path and the fix.
 
-* Environment: torch and torchaudio import as a matching pair (torchaudio loads its C extension at
-  import); faiss imports, and has GPU support where a clustering notebook asks for CUDA; CUDA is
-  available where a notebook asks for it.
-* Configuration: each notebook's config dataclass is built from its planned parameters, so its field
-  validation runs as the notebook's first cell would run it; the runs folder has room for the
-  checkpoints the run keeps.
-* Data: every data root and list the notebooks read exists and is readable; each training notebook's
-  configuration fits its training list (the stage's own ``check_inputs`` without reading wav headers,
-  which the stage itself does before building any model: n_clusters and batch_size against the number
-  of utterances, the crop of ``frames`` against the longest listed duration); the checkpoint a notebook
-  starts from exists or is written by an earlier notebook of the run.
+The checks live in :mod:`~lgl_helpers.app.environment` (torch/torchaudio pair, faiss, CUDA) and
+:mod:`~lgl_helpers.app.data_checks` (each notebook's configuration, free disk, the data it reads).
 
 Data that notebook 00 creates (the toy corpus, a list built from ``train_root``) does not exist yet when
 a run starts: those checks are *pending*, and :class:`Preflight` repeats the data checks right after

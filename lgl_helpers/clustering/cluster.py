@@ -177,8 +177,8 @@ class ClusteringConfig(NotebookConfig):
     train_root: str = ""
     n_clusters: int = 40
     cluster_n_iter: int = REFERENCE_N_ITER
-    max_points_per_centroid: int = REFERENCE_MAX_POINTS_PER_CENTROID
-    max_seconds: float = 0.0
+    cluster_max_points_per_centroid: int = REFERENCE_MAX_POINTS_PER_CENTROID
+    cluster_max_seconds: float = 0.0
     batch_seconds: float = 240.0
     umap_sample: int = 2000
     highlight_cluster: int = -1
@@ -190,8 +190,8 @@ class ClusteringConfig(NotebookConfig):
     def validate(self) -> None:
         check_n_clusters(self.n_clusters)
         check_int("cluster_n_iter", self.cluster_n_iter, 1)
-        check_int("max_points_per_centroid", self.max_points_per_centroid, 1)
-        check_non_negative("max_seconds", self.max_seconds, "0 (full length) or positive")
+        check_int("cluster_max_points_per_centroid", self.cluster_max_points_per_centroid, 1)
+        check_non_negative("cluster_max_seconds", self.cluster_max_seconds, "0 (full length) or positive")
         check_positive("batch_seconds", self.batch_seconds)
         check_int("umap_sample", self.umap_sample, 5)
         check_int("highlight_cluster", self.highlight_cluster, -1, "a cluster id or -1 (the most impure cluster)")
@@ -269,8 +269,8 @@ def cluster_from_config(
         inputs.out_dir if out_dir is None else out_dir,
         n_iter=cfg.cluster_n_iter,
         seed=cfg.seed,
-        max_points_per_centroid=cfg.max_points_per_centroid,
-        max_seconds=cfg.max_seconds or None,
+        max_points_per_centroid=cfg.cluster_max_points_per_centroid,
+        max_seconds=cfg.cluster_max_seconds or None,
         batch_seconds=cfg.batch_seconds,
         device=cfg.device,
         use_gpu=cfg.use_gpu,
