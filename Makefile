@@ -12,7 +12,9 @@ demo: setup  ## the main job: toy corpus + the whole pipeline headless + the rep
 	@.venv/bin/lgl-kit run --profile $(PROFILE) --run-name $(RUN) --log-output
 	@.venv/bin/lgl-kit report --run-name $(RUN)
 
-test: setup  ## unit tests + notebooks executed headless on a tiny corpus
+test: setup  ## lint + format check, then unit tests + notebooks executed headless on a small corpus
+	@.venv/bin/ruff check .
+	@.venv/bin/ruff format --check --quiet .
 	@$(PY) -m pytest -q
 
 test-latest:  ## upgrade canary, not in CI: newest releases pyproject.toml allows, in .venv-latest

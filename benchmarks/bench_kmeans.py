@@ -38,11 +38,15 @@ def main() -> None:
     from lgl_helpers.clustering import kmeans
 
     gpu = kmeans.faiss_gpu_available()
-    print(f"faiss {faiss.__version__}, {'GPU' if gpu else 'CPU'} index, {faiss.omp_get_max_threads()} threads, "
-          f"{os.cpu_count()} cores; k={args.k}, d={args.dim}, n_iter={args.n_iter}, "
-          f"max_points_per_centroid={args.max_points_per_centroid}")
-    header = (f"{'N':>9} {'k':>5} {'iters':>5} {'max ppc':>7} {'train pts':>9} {'pts/centroid':>12} "
-              f"{'k-means s':>9} {'s/iter':>7} {'assign s':>8} {'non-empty':>9}")
+    print(
+        f"faiss {faiss.__version__}, {'GPU' if gpu else 'CPU'} index, {faiss.omp_get_max_threads()} threads, "
+        f"{os.cpu_count()} cores; k={args.k}, d={args.dim}, n_iter={args.n_iter}, "
+        f"max_points_per_centroid={args.max_points_per_centroid}"
+    )
+    header = (
+        f"{'N':>9} {'k':>5} {'iters':>5} {'max ppc':>7} {'train pts':>9} {'pts/centroid':>12} "
+        f"{'k-means s':>9} {'s/iter':>7} {'assign s':>8} {'non-empty':>9}"
+    )
     rows = []
     for n in args.sizes:
         emb = random_unit_vectors(n, args.dim, args.seed)
@@ -62,8 +66,10 @@ def main() -> None:
         )
         print(header, *rows, sep="\n", flush=True)
         del emb
-    print("k-means s: train + assign all N (the kit's kmeans_pseudo_labels); s/iter: (k-means s − assign s) / iters;"
-          " assign s: one exact IndexFlatIP search of all N against the k centroids.")
+    print(
+        "k-means s: train + assign all N (the kit's kmeans_pseudo_labels); s/iter: (k-means s − assign s) / iters;"
+        " assign s: one exact IndexFlatIP search of all N against the k centroids."
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,13 @@ def stage2_loss_drop(run_dir: Path, mode: str) -> float:
 
 def seed_row(runs_dir: Path, toy_root: Path, seed: int) -> dict[str, float]:
     run_name = f"seed{seed}"
-    pipeline.run_pipeline("ci", run_name, {"seed": seed, "00_data_setup.toy_root": str(toy_root)},
-                          runs_dir=str(runs_dir), echo=lambda _: None)
+    pipeline.run_pipeline(
+        "ci",
+        run_name,
+        {"seed": seed, "00_data_setup.toy_root": str(toy_root)},
+        runs_dir=str(runs_dir),
+        echo=lambda _: None,
+    )
     run_dir = runs_dir / run_name
     report = read_json(run_dir / "report.json")
     stage1_nmi = next(c for c in report["clustering"] if c["mode"] == "stage1")
@@ -57,8 +62,12 @@ UNIT_TESTS = (
 
 def unit_margins(seed: int) -> dict[str, float]:
     """``MARGIN name value`` lines the unit tests print when run with ``LGL_TEST_SEED=seed``."""
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", *UNIT_TESTS], capture_output=True, text=True,
-                            env={**os.environ, "LGL_TEST_SEED": str(seed)})
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-s", *UNIT_TESTS],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LGL_TEST_SEED": str(seed)},
+    )
     return {name: float(value) for name, value in re.findall(r"^MARGIN (\S+) (\S+)$", result.stdout, re.MULTILINE)}
 
 
@@ -92,10 +101,16 @@ def main() -> None:
             print(f"seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[seed].items()), flush=True)
     margins = {
         "Stage I EER gain over untrained (points)": [r["untrained"] - r["stage1"] for r in rows.values()],
-        "Stage II EER gain over untrained (points, worse system)": [r["untrained"] - max(r["baseline"], r["lgl"]) for r in rows.values()],
-        "Stage II vs Stage I (points, best system; >0 = better)": [r["stage1"] - min(r["baseline"], r["lgl"]) for r in rows.values()],
+        "Stage II EER gain over untrained (points, worse system)": [
+            r["untrained"] - max(r["baseline"], r["lgl"]) for r in rows.values()
+        ],
+        "Stage II vs Stage I (points, best system; >0 = better)": [
+            r["stage1"] - min(r["baseline"], r["lgl"]) for r in rows.values()
+        ],
         "Stage I NMI gain over untrained": [r["nmi"] - r["untrained_nmi"] for r in rows.values()],
-        "Stage II T-phase loss drop (worse system)": [min(r["baseline_loss_drop"], r["lgl_loss_drop"]) for r in rows.values()],
+        "Stage II T-phase loss drop (worse system)": [
+            min(r["baseline_loss_drop"], r["lgl_loss_drop"]) for r in rows.values()
+        ],
     }
     print_table(margins, list(rows))
 

@@ -27,12 +27,13 @@ import torch
 import torchaudio
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-from lgl_helpers.corpus.lists import read_train_list, read_trials
 from lgl_helpers.core.metrics import compute_eer
+from lgl_helpers.corpus.lists import read_train_list, read_trials
 from lgl_helpers.corpus.toy import ToyConfig, generate_toy_corpus, read_toy_manifest, speaker_traits, toy_paths
 
 MFCC = torchaudio.transforms.MFCC(
-    sample_rate=16000, n_mfcc=20,
+    sample_rate=16000,
+    n_mfcc=20,
     melkwargs=dict(n_fft=512, win_length=400, hop_length=160, f_min=20.0, f_max=7600.0, n_mels=40),
 )
 
@@ -60,7 +61,9 @@ def eer_table(scores: np.ndarray, trials) -> dict[str, float]:
     return {
         "all": compute_eer(scores, labels),
         "same-session targets": compute_eer(scores[non | (same & (labels == 1))], labels[non | (same & (labels == 1))]),
-        "cross-session targets": compute_eer(scores[non | (~same & (labels == 1))], labels[non | (~same & (labels == 1))]),
+        "cross-session targets": compute_eer(
+            scores[non | (~same & (labels == 1))], labels[non | (~same & (labels == 1))]
+        ),
     }
 
 
@@ -79,11 +82,17 @@ def main() -> None:
             root = Path(args.root)
         else:
             root = Path(tmp) / "toy"
-            summary = generate_toy_corpus(root, ToyConfig.preset(args.preset, seed=args.seed), workers=args.workers,
-                                          show_progress=False)
-            rows.append(("generation", f"{summary['seconds']:.1f} s",
-                         f"{summary['n_train_utterances']} train utts, {summary['n_test_files']} test files, "
-                         f"{summary['n_trials']} trials, {summary['train_hours'] * 60:.1f} min train audio"))
+            summary = generate_toy_corpus(
+                root, ToyConfig.preset(args.preset, seed=args.seed), workers=args.workers, show_progress=False
+            )
+            rows.append(
+                (
+                    "generation",
+                    f"{summary['seconds']:.1f} s",
+                    f"{summary['n_train_utterances']} train utts, {summary['n_test_files']} test files, "
+                    f"{summary['n_trials']} trials, {summary['train_hours'] * 60:.1f} min train audio",
+                )
+            )
         config = read_toy_manifest(root)["config"]
         paths = toy_paths(root)
         trials = read_trials(paths["trials"])
@@ -93,8 +102,9 @@ def main() -> None:
         test_files = sorted({p for t in trials for p in (t.path_a, t.path_b)})
         test_stats = {p: mfcc_stats(paths["test_root"] / p) for p in test_files}
         train_stats = np.stack([mfcc_stats(paths["train_root"] / e.path) for e in train])
-        rows.append(("mfcc features", f"{time.perf_counter() - started:.1f} s",
-                     f"{len(test_files) + len(train)} files"))
+        rows.append(
+            ("mfcc features", f"{time.perf_counter() - started:.1f} s", f"{len(test_files) + len(train)} files")
+        )
 
         matrix = np.stack([test_stats[p] for p in test_files])
         mean, std = matrix.mean(axis=0), matrix.std(axis=0) + 1e-9
@@ -116,8 +126,10 @@ def main() -> None:
     print(f"{'system':<26}{'EER all':>10}{'same-sess':>12}{'cross-sess':>12}   (%)")
     for name, scores in systems.items():
         table = eer_table(scores, trials)
-        print(f"{name:<26}{table['all']:>10.2f}{table['same-session targets']:>12.2f}"
-              f"{table['cross-session targets']:>12.2f}")
+        print(
+            f"{name:<26}{table['all']:>10.2f}{table['same-session targets']:>12.2f}"
+            f"{table['cross-session targets']:>12.2f}"
+        )
 
 
 if __name__ == "__main__":

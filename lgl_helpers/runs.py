@@ -16,8 +16,9 @@ import random
 import re
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -261,7 +262,9 @@ def run_folder(run_name: str, runs_dir: str | os.PathLike = "runs") -> Path:
 DATA_KEYS = ("train_root", "train_list", "test_root", "trials", "val_trials", "musan_root", "rir_root")
 
 
-def resolve_data_paths(run_dir: str | os.PathLike, base: dict | None = None, **overrides: str) -> dict[str, Path | None]:
+def resolve_data_paths(
+    run_dir: str | os.PathLike, base: dict | None = None, **overrides: str
+) -> dict[str, Path | None]:
     """Data locations for a stage: ``run_dir/data.json`` (written by notebook 00) with non-empty overrides on top.
 
     Keys are :data:`DATA_KEYS`. A stage's notebook passes its own data parameters as overrides, so

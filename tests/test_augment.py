@@ -59,7 +59,9 @@ def test_tiny_corpus_sets_are_found_in_both_rir_forms(tiny_corpus, tmp_path):
 def test_wrong_musan_layout_names_expected_and_found(tmp_path):
     for category in ("noise", "speech", "music"):  # one folder level missing
         write_wav(tmp_path / "musan" / category / "rec" / "0.wav", np.zeros(1600))
-    with pytest.raises(AugmentError, match=r"expected <musan_root>/<noise\|speech\|music>/<subset>/<recording>/<chunk>\.wav.*depth 3"):
+    with pytest.raises(
+        AugmentError, match=r"expected <musan_root>/<noise\|speech\|music>/<subset>/<recording>/<chunk>\.wav.*depth 3"
+    ):
         find_noise_files(tmp_path / "musan")
     (tmp_path / "empty").mkdir()
     with pytest.raises(AugmentError, match="found no .wav file"):
@@ -121,7 +123,9 @@ def test_drawn_snr_and_gain_stay_in_range(sources):
         if recipe.has_rir:
             assert -7.0 <= recipe.rir_gain_db <= 3.0
             # unit energy times the reference's gain factor 10 ** (gain / 10)
-            np.testing.assert_allclose(np.sum(recipe.rir.astype(np.float64) ** 2), 10 ** (recipe.rir_gain_db / 5), rtol=1e-4)
+            np.testing.assert_allclose(
+                np.sum(recipe.rir.astype(np.float64) ** 2), 10 ** (recipe.rir_gain_db / 5), rtol=1e-4
+            )
     assert {r.category for r in recipes if r.has_noise} == {0, 1, 2}
     stage2 = [sample_recipe(sources, STAGE2_POLICY, 2000, rng) for _ in range(50)]
     for recipe in (r for r in stage2 if r.has_rir):
@@ -150,7 +154,8 @@ def test_missing_rirs_drop_reverb_only(tiny_corpus):
 @pytest.mark.parametrize("category, snr", [("noise", 0.0), ("music", 7.5), ("noise", 15.0)])
 def test_achieved_snr_matches_the_drawn_snr(sources, category, snr):
     policy = AugmentPolicy(
-        outcome_probs=(0.0, 0.0, 1.0, 0.0), categories=(category,),
+        outcome_probs=(0.0, 0.0, 1.0, 0.0),
+        categories=(category,),
         snr_db={**STAGE1_POLICY.snr_db, category: (snr, snr)},
     )
     rng = np.random.default_rng(3)
@@ -162,8 +167,12 @@ def test_achieved_snr_matches_the_drawn_snr(sources, category, snr):
 
 
 def test_babble_mixes_several_files(sources):
-    policy = AugmentPolicy(outcome_probs=(0.0, 0.0, 1.0, 0.0), categories=("speech",),
-                           n_files={**STAGE1_POLICY.n_files, "speech": (3, 3)}, snr_db={**STAGE1_POLICY.snr_db, "speech": (13.0, 13.0)})
+    policy = AugmentPolicy(
+        outcome_probs=(0.0, 0.0, 1.0, 0.0),
+        categories=("speech",),
+        n_files={**STAGE1_POLICY.n_files, "speech": (3, 3)},
+        snr_db={**STAGE1_POLICY.snr_db, "speech": (13.0, 13.0)},
+    )
     recipe = collate_recipes([sample_recipe(sources, policy, LENGTH, np.random.default_rng(0))])
     clean = _loud_waves(1)
     added = apply_recipe(clean, recipe) - clean
@@ -184,7 +193,10 @@ def test_fft_convolution_equals_direct_convolution_and_keeps_length():
 
 def test_reverb_output_length_and_clean_rows_untouched(sources):
     rng = np.random.default_rng(5)
-    reverb = [sample_recipe(sources, replace(STAGE2_POLICY, outcome_probs=(0.0, 1.0, 0.0, 0.0)), LENGTH, rng) for _ in range(2)]
+    reverb = [
+        sample_recipe(sources, replace(STAGE2_POLICY, outcome_probs=(0.0, 1.0, 0.0, 0.0)), LENGTH, rng)
+        for _ in range(2)
+    ]
     recipes = collate_recipes(reverb + [augment.clean_recipe(LENGTH)])
     waves = _loud_waves(3)
     out = apply_recipe(waves, recipes)
@@ -203,8 +215,10 @@ def test_same_recipe_applies_identically_to_two_segments(sources):
     out_first, out_second = apply_recipe(first, recipes), apply_recipe(second, recipes)
     only_reverb = replace(recipes, has_noise=torch.zeros(6, dtype=torch.bool))
     torch.testing.assert_close(
-        apply_recipe(first + second, only_reverb), apply_recipe(first, only_reverb) + apply_recipe(second, only_reverb),
-        rtol=1e-4, atol=1e-5,
+        apply_recipe(first + second, only_reverb),
+        apply_recipe(first, only_reverb) + apply_recipe(second, only_reverb),
+        rtol=1e-4,
+        atol=1e-5,
     )
     for out, wave in ((out_first, first), (out_second, second)):
         reverberated = apply_recipe(wave, only_reverb)

@@ -137,12 +137,18 @@ def test_pseudo_label_file_round_trip_and_format(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("id0/vid/00000.wav 3\nid0/vid/00002.wav 0\n", r"pseudo_labels.txt:2: path 'id0/vid/00002.wav' does not match training-list entry 2 'id1/vid/00001.wav'"),
+        (
+            "id0/vid/00000.wav 3\nid0/vid/00002.wav 0\n",
+            r"pseudo_labels.txt:2: path 'id0/vid/00002.wav' does not match training-list entry 2 'id1/vid/00001.wav'",
+        ),
         ("id0/vid/00000.wav 3\nid1/vid/00001.wav\n", r"pseudo_labels.txt:2: expected 2 fields"),
         ("id0/vid/00000.wav x\n", r"pseudo_labels.txt:1: cluster id 'x' is not an integer"),
         ("id0/vid/00000.wav -1\n", r"pseudo_labels.txt:1: cluster id -1 is not \[0, 4\)"),
         ("id0/vid/00000.wav 0\nid1/vid/00001.wav 4\n", r"pseudo_labels.txt:2: cluster id 4 is not \[0, 4\)"),
-        ("id0/vid/00000.wav 0\nid1/vid/00001.wav 0\n", r"pseudo_labels.txt: has 2 labels but the training list has 4 entries \(first missing: 'id0/vid/00002.wav'\)"),
+        (
+            "id0/vid/00000.wav 0\nid1/vid/00001.wav 0\n",
+            r"pseudo_labels.txt: has 2 labels but the training list has 4 entries \(first missing: 'id0/vid/00002.wav'\)",
+        ),
         ("".join(f"id{i % 2}/vid/{i:05d}.wav 0\n" for i in range(5)), r"pseudo_labels.txt:5: more lines than the 4"),
     ],
 )
@@ -208,8 +214,14 @@ def test_quality_input_checks():
 def test_cluster_summary_and_most_impure_clusters():
     rows = quality.cluster_summary(LABELS, SPEAKERS)
     assert [r["cluster"] for r in rows] == [0, 1, 2, 3, 4, 5]
-    assert rows[2] == {"cluster": 2, "size": 4, "purity": 0.5, "majority_speaker": "c", "n_speakers": 2,
-                       "speakers": [("c", 2), ("d", 2)]}
+    assert rows[2] == {
+        "cluster": 2,
+        "size": 4,
+        "purity": 0.5,
+        "majority_speaker": "c",
+        "n_speakers": 2,
+        "speakers": [("c", 2), ("d", 2)],
+    }
     impure = quality.most_impure_clusters(LABELS, SPEAKERS, n=2)
     assert [(r["cluster"], r["purity"]) for r in impure] == [(2, 0.5), (0, pytest.approx(2 / 3))]
     table = clustering_view.format_cluster_table(impure, max_speakers=1)
@@ -217,8 +229,12 @@ def test_cluster_summary_and_most_impure_clusters():
 
 
 def test_format_quality_puts_runs_side_by_side():
-    text = clustering_view.format_quality({"Stage I": quality.clustering_quality(LABELS, SPEAKERS, 8),
-                                   "untrained": quality.clustering_quality(np.zeros(14, dtype=int), SPEAKERS)})
+    text = clustering_view.format_quality(
+        {
+            "Stage I": quality.clustering_quality(LABELS, SPEAKERS, 8),
+            "untrained": quality.clustering_quality(np.zeros(14, dtype=int), SPEAKERS),
+        }
+    )
     nmi_line = next(line for line in text.splitlines() if line.startswith("NMI"))
     assert nmi_line.split()[1:] == [f"{normalized_mutual_info_score(SPEAKERS, LABELS):.4f}", "0.0000"]
     assert "1/2/4" in text
@@ -248,7 +264,9 @@ def test_umap_projection_keeps_speakers_apart_and_plots_two_panels(tmp_path):
     distance = np.linalg.norm(xy[:, None] - xy[None], axis=2) + np.eye(60) * 1e9
     nearest = distance.argmin(axis=1)
     assert (truth[index][nearest] == truth[index]).mean() > 0.95
-    fig = clustering_view.plot_umap(xy, truth[index], np.array(["s%d" % t for t in truth[index]]), highlight_cluster=int(truth[index][0]))
+    fig = clustering_view.plot_umap(
+        xy, truth[index], np.array([f"s{t}" for t in truth[index]]), highlight_cluster=int(truth[index][0])
+    )
     assert len(fig.axes) == 2
     assert len(fig.axes[0].collections) == 2  # all points + the highlighted cluster's circles
     paths = clustering_view.save_figures({"umap": fig}, tmp_path / "figures")
@@ -274,7 +292,9 @@ def test_config_rejects_bad_values_naming_the_parameter():
 
 def test_resolve_inputs_reports_missing_checkpoint_and_list(tmp_path):
     cfg = cluster.ClusteringConfig(run_name="r", runs_dir=str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"init_model='': .*r/stage1/best.model does not exist \(run notebook 01"):
+    with pytest.raises(
+        FileNotFoundError, match=r"init_model='': .*r/stage1/best.model does not exist \(run notebook 01"
+    ):
         cluster.resolve_inputs(cfg)
     checkpoint = tmp_path / "c.model"
     checkpoint.write_bytes(b"x")
@@ -283,11 +303,12 @@ def test_resolve_inputs_reports_missing_checkpoint_and_list(tmp_path):
         cluster.resolve_inputs(cfg)
 
 
-
 def test_resolve_inputs_takes_data_paths_from_data_json(tiny_corpus, tmp_path):
     run_dir = tmp_path / "r"
-    write_json(run_dir / "data.json", {"train_list": str(tiny_corpus / "lists" / "train_list.txt"),
-                                       "train_root": str(tiny_corpus / "train")})
+    write_json(
+        run_dir / "data.json",
+        {"train_list": str(tiny_corpus / "lists" / "train_list.txt"), "train_root": str(tiny_corpus / "train")},
+    )
     (run_dir / "stage1").mkdir()
     (run_dir / "stage1" / "best.model").write_bytes(b"x")
     n = len(read_train_list(tiny_corpus / "lists" / "train_list.txt"))
@@ -297,6 +318,7 @@ def test_resolve_inputs_takes_data_paths_from_data_json(tiny_corpus, tmp_path):
     with pytest.raises(ValueError, match=rf"n_clusters={n + 1} is larger than the number of utterances N={n}"):
         cluster.resolve_inputs(cluster.ClusteringConfig(run_name="r", runs_dir=str(tmp_path), n_clusters=n + 1))
 
+
 # --- embedding and clustering the toy corpus ----------------------------------------------------------
 
 
@@ -305,7 +327,9 @@ def toy_entries(tiny_corpus):
     return read_train_list(tiny_corpus / "lists" / "train_list.txt")
 
 
-def test_cluster_utterances_writes_its_files_and_reuses_matching_embeddings(tiny_corpus, toy_entries, tmp_path, monkeypatch):
+def test_cluster_utterances_writes_its_files_and_reuses_matching_embeddings(
+    tiny_corpus, toy_entries, tmp_path, monkeypatch
+):
     calls = []
 
     def counting_embed_files(*args, **kwargs):
@@ -324,12 +348,20 @@ def test_cluster_utterances_writes_its_files_and_reuses_matching_embeddings(tiny
     emb = np.load(out / "embeddings.npy")
     assert emb.shape == (len(toy_entries), 192)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_array_equal(pseudo_labels.read_pseudo_labels(out / "pseudo_labels.txt", toy_entries, 5), first.pseudo_labels)
+    np.testing.assert_array_equal(
+        pseudo_labels.read_pseudo_labels(out / "pseudo_labels.txt", toy_entries, 5), first.pseudo_labels
+    )
     quality = json.loads((out / "quality.json").read_text())
     assert quality["nmi"] == pytest.approx(normalized_mutual_info_score(speakers, first.pseudo_labels))
     assert quality["n_utterances"] == len(toy_entries) and quality["n_speakers"] == len(set(speakers))
-    assert quality["kmeans"] == {"n_clusters": 5, "n_iter": 25, "seed": 0, "max_points_per_centroid": 256,
-                                 "n_training_points": len(toy_entries), "index": "IndexFlatIP (CPU)"}
+    assert quality["kmeans"] == {
+        "n_clusters": 5,
+        "n_iter": 25,
+        "seed": 0,
+        "max_points_per_centroid": 256,
+        "n_training_points": len(toy_entries),
+        "index": "IndexFlatIP (CPU)",
+    }
 
     # The same weights given as a checkpoint file reuse the embeddings; another max_seconds does not.
     checkpoint = models.save_encoder(tmp_path / "encoder.model", model)
@@ -342,28 +374,53 @@ def test_cluster_utterances_writes_its_files_and_reuses_matching_embeddings(tiny
 
 
 @pytest.mark.slow
-def test_stage1_encoder_gives_clearly_better_pseudo_labels_than_an_untrained_one(tiny_corpus, toy_entries, tmp_path,
-                                                                                 training_seed):
+def test_stage1_encoder_gives_clearly_better_pseudo_labels_than_an_untrained_one(
+    tiny_corpus, toy_entries, tmp_path, training_seed
+):
     config = Stage1Config(
-        run_name="nmi", runs_dir=str(tmp_path), train_list=str(tiny_corpus / "lists" / "train_list.txt"),
-        train_root=str(tiny_corpus / "train"), test_root=str(tiny_corpus / "test"),
-        trials=str(tiny_corpus / "lists" / "trials.txt"), musan_root=str(tiny_corpus / "musan_split"),
-        rir_root=str(tiny_corpus / "rirs"), channels=STAGE1_CHANNELS, frames=STAGE1_FRAMES, batch_size=STAGE1_BATCH,
-        epochs=STAGE1_EPOCHS, test_interval=STAGE1_EPOCHS, augment=False, workers=0, device="cpu", seed=training_seed,
+        run_name="nmi",
+        runs_dir=str(tmp_path),
+        train_list=str(tiny_corpus / "lists" / "train_list.txt"),
+        train_root=str(tiny_corpus / "train"),
+        test_root=str(tiny_corpus / "test"),
+        trials=str(tiny_corpus / "lists" / "trials.txt"),
+        musan_root=str(tiny_corpus / "musan_split"),
+        rir_root=str(tiny_corpus / "rirs"),
+        channels=STAGE1_CHANNELS,
+        frames=STAGE1_FRAMES,
+        batch_size=STAGE1_BATCH,
+        epochs=STAGE1_EPOCHS,
+        test_interval=STAGE1_EPOCHS,
+        augment=False,
+        workers=0,
+        device="cpu",
+        seed=training_seed,
     )
     train_stage1(config)
     checkpoint = tmp_path / "nmi" / "stage1" / "best.model"
     root, n_speakers = tiny_corpus / "train", len({e.speaker for e in toy_entries})
-    trained = cluster.cluster_utterances(checkpoint, toy_entries, root, n_speakers, tmp_path / "trained", seed=0,
-                                         show_progress=False)
-    untrained = cluster.cluster_utterances(cluster.untrained_encoder(checkpoint, seed=training_seed), toy_entries, root, n_speakers,
-                                           tmp_path / "untrained", seed=0, show_progress=False)
+    trained = cluster.cluster_utterances(
+        checkpoint, toy_entries, root, n_speakers, tmp_path / "trained", seed=0, show_progress=False
+    )
+    untrained = cluster.cluster_utterances(
+        cluster.untrained_encoder(checkpoint, seed=training_seed),
+        toy_entries,
+        root,
+        n_speakers,
+        tmp_path / "untrained",
+        seed=0,
+        show_progress=False,
+    )
     # k-means from random starts varies; compare the mean NMI over several seeds on the same embeddings.
     speakers = [e.speaker for e in toy_entries]
 
     def mean_nmi(emb):
-        return np.mean([quality.clustering_quality(kmeans.kmeans_pseudo_labels(emb, n_speakers, seed=s)[0], speakers)["nmi"]
-                        for s in range(5)])
+        return np.mean(
+            [
+                quality.clustering_quality(kmeans.kmeans_pseudo_labels(emb, n_speakers, seed=s)[0], speakers)["nmi"]
+                for s in range(5)
+            ]
+        )
 
     nmi_trained, nmi_untrained = mean_nmi(trained.emb), mean_nmi(untrained.emb)
     print(f"MARGIN stage1_nmi_gain {nmi_trained - nmi_untrained:.3f}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+
 import pytest
 
 from lgl_helpers import runs
@@ -29,12 +30,15 @@ def test_config_fields_equal_the_notebook_parameters():
     assert DataSetupConfig(**defaults) == DataSetupConfig()
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(toy_preset="huge"), "toy_preset='huge'"),
-    (dict(n_spectrograms=-1), "n_spectrograms=-1"),
-    (dict(make_toy="yes"), "make_toy='yes'"),
-    (dict(seed=1.5), "seed=1.5"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(toy_preset="huge"), "toy_preset='huge'"),
+        (dict(n_spectrograms=-1), "n_spectrograms=-1"),
+        (dict(make_toy="yes"), "make_toy='yes'"),
+        (dict(seed=1.5), "seed=1.5"),
+    ],
+)
 def test_config_errors_name_the_parameter(overrides, message):
     with pytest.raises(ValueError, match=message):
         DataSetupConfig(**overrides)
@@ -47,11 +51,18 @@ def test_empty_paths_come_from_the_toy_corpus(tiny_corpus):
 def test_explicit_paths_win_and_a_train_root_alone_means_build(tiny_corpus, tmp_path):
     val = tmp_path / "val.txt"
     val.write_text((tiny_corpus / "lists" / "trials.txt").read_text())
-    paths = corpus.resolve_data_setup(_config(tiny_corpus, train_root=str(tiny_corpus / "train"), val_trials=str(val),
-                                              toy_root=str(tmp_path / "no_toy"), rir_root=str(tiny_corpus / "rirs"),
-                                              musan_root=str(tiny_corpus / "musan_split"),
-                                              test_root=str(tiny_corpus / "test"),
-                                              trials=str(tiny_corpus / "lists" / "trials.txt")))
+    paths = corpus.resolve_data_setup(
+        _config(
+            tiny_corpus,
+            train_root=str(tiny_corpus / "train"),
+            val_trials=str(val),
+            toy_root=str(tmp_path / "no_toy"),
+            rir_root=str(tiny_corpus / "rirs"),
+            musan_root=str(tiny_corpus / "musan_split"),
+            test_root=str(tiny_corpus / "test"),
+            trials=str(tiny_corpus / "lists" / "trials.txt"),
+        )
+    )
     assert paths["train_list"] is None and paths["val_trials"] == val
     assert paths["train_root"] == tiny_corpus / "train"
     assert not (tmp_path / "no_toy").exists()  # every path given: no toy corpus needed
@@ -97,7 +108,8 @@ def test_prepare_lists_builds_a_missing_train_list(tiny_corpus, tmp_path):
     setup = corpus.prepare_lists(paths, tmp_path / "run", show_progress=False)
     assert setup["built_train_list"] and setup["checks"]["train"]["lines"] == 48
     assert (tmp_path / "run" / "lists" / "train_list.txt").read_text() == (
-        tiny_corpus / "lists" / "train_list.txt").read_text()
+        tiny_corpus / "lists" / "train_list.txt"
+    ).read_text()
     assert sorted(p.name for p in (tmp_path / "run" / "lists").iterdir()) == ["train_list.txt", "trials.txt"]
 
 
@@ -118,8 +130,12 @@ def test_summaries_of_the_tiny_corpus(tiny_corpus):
     assert 1.0 <= summary["seconds_min"] <= summary["seconds_median"] <= summary["seconds_max"] <= 2.0
     assert summary["hours"] == pytest.approx(sum(e.duration for e in entries) / 3600, abs=1e-4)
     augmentation = corpus.find_augmentation_sets(tiny_corpus / "musan_split", tiny_corpus / "rirs")
-    assert augmentation == {"musan": {"noise": 4, "speech": 4, "music": 4}, "musan_files": 12, "rirs": 6,
-                            "rir_room_types": {"largeroom": 2, "mediumroom": 2, "smallroom": 2}}
+    assert augmentation == {
+        "musan": {"noise": 4, "speech": 4, "music": 4},
+        "musan_files": 12,
+        "rirs": 6,
+        "rir_room_types": {"largeroom": 2, "mediumroom": 2, "smallroom": 2},
+    }
     # rir_root may also name the simulated_rirs folder itself; a missing root counts nothing
     assert corpus.find_augmentation_sets(None, tiny_corpus / "rirs" / "simulated_rirs")["rirs"] == 6
     assert corpus.find_augmentation_sets(None, None)["musan_files"] == 0
@@ -128,7 +144,11 @@ def test_summaries_of_the_tiny_corpus(tiny_corpus):
 def test_write_data_summary(tiny_corpus, tmp_path):
     setup = corpus.prepare_lists(toy_paths(tiny_corpus), tmp_path, show_progress=False)
     entries = read_train_list(setup["paths"]["train_list"])
-    summary = corpus.write_data_summary(tmp_path, setup, corpus.summarize_train_list(entries),
-                                        corpus.find_augmentation_sets(tiny_corpus / "musan_split", None))
+    summary = corpus.write_data_summary(
+        tmp_path,
+        setup,
+        corpus.summarize_train_list(entries),
+        corpus.find_augmentation_sets(tiny_corpus / "musan_split", None),
+    )
     assert json.loads((tmp_path / "data_summary.json").read_text()) == json.loads(json.dumps(summary))
     assert summary["paths"]["trials"] == str(tmp_path / "lists" / "trials.txt")

@@ -69,7 +69,9 @@ def test_short_files_are_wrap_padded(tmp_path, seconds):
 
 def test_crop_longer_than_every_file_is_an_error():
     entries = [TrainEntry("a", "a.wav", 1.5), TrainEntry("b", "b.wav", 2.0)]
-    with pytest.raises(CropError, match=r"frames gives a crop of 40240 samples \(2\.52 s\), longer than every file.*frames <= 198"):
+    with pytest.raises(
+        CropError, match=r"frames gives a crop of 40240 samples \(2\.52 s\), longer than every file.*frames <= 198"
+    ):
         check_crop(entries, segment_samples(250), n_crops=2)
     assert check_crop(entries, segment_samples(90), n_crops=2) == 1  # 1.5 s < two crops of 0.915 s: wrap-padded
 

@@ -18,8 +18,10 @@ def test_figures_and_widget(tiny_corpus):
     assert isinstance(spectrograms, Figure) and len(spectrograms.axes) == 3
     titles = [ax.get_title().split(" ")[0] for ax in spectrograms.axes]
     assert len({t.split("/")[0] for t in titles}) == 3  # three different speakers
-    assert titles == [ax.get_title().split(" ")[0] for ax in data_figures.plot_examples(
-        tiny_corpus / "train", entries, n=3, seed=0).axes]
+    assert titles == [
+        ax.get_title().split(" ")[0]
+        for ax in data_figures.plot_examples(tiny_corpus / "train", entries, n=3, seed=0).axes
+    ]
     mel = encoder_features(read_wav(tiny_corpus / "train" / entries[0].path))
     assert mel.shape[0] == 80 and abs(mel.mean()) < 1e-3
     widget = data_figures.spectrogram_browser(tiny_corpus / "train", entries)

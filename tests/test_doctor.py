@@ -14,21 +14,26 @@ from lgl_helpers.app import cli, data_checks, doctor, environment, pipeline, pla
 from lgl_helpers.runs import project_root
 
 UNDEFINED_SYMBOL = "/venv/torchaudio/lib/libtorchaudio.so: undefined symbol: _ZN3c104cuda9SetDeviceEab"
-FAISS_MISSING = ("error faiss: faiss is not installed: `bash scripts/setup.sh`, "
-                 "or pip install -e '.[cpu]' (CPU) / '.[gpu]' (GPU)")
+FAISS_MISSING = (
+    "error faiss: faiss is not installed: `bash scripts/setup.sh`, or pip install -e '.[cpu]' (CPU) / '.[gpu]' (GPU)"
+)
 
 
 def _importer(**modules):
     """An import function for the checks: name → fake module, or an exception to raise."""
+
     def import_module(name):
         if isinstance(modules[name], BaseException):
             raise modules[name]
         return modules[name]
+
     return import_module
 
 
 def _fake_torch(version="2.11.0", gpus=0):
-    cuda = types.SimpleNamespace(is_available=lambda: gpus > 0, device_count=lambda: gpus, get_device_name=lambda i: "GPU")
+    cuda = types.SimpleNamespace(
+        is_available=lambda: gpus > 0, device_count=lambda: gpus, get_device_name=lambda i: "GPU"
+    )
     return types.SimpleNamespace(__version__=version, version=types.SimpleNamespace(cuda=None), cuda=cuda)
 
 
@@ -66,8 +71,10 @@ def _run_refused(runs_dir, overrides, match):
 
 
 def test_torchaudio_whose_extension_fails_to_load_is_one_line_with_both_versions_and_the_fix():
-    check = environment.check_torch(_importer(torch=_fake_torch("2.11.0"), torchaudio=OSError(UNDEFINED_SYMBOL)),
-                               _versions(torch="2.11.0", torchaudio="2.11.1"))
+    check = environment.check_torch(
+        _importer(torch=_fake_torch("2.11.0"), torchaudio=OSError(UNDEFINED_SYMBOL)),
+        _versions(torch="2.11.0", torchaudio="2.11.1"),
+    )
     assert check.line() == (
         f"error torchaudio: torchaudio 2.11.1 does not match torch 2.11.0 ({UNDEFINED_SYMBOL}): reinstall the locked "
         "pair with `bash scripts/setup.sh` (or pip install torchaudio==2.11.0)"
@@ -75,19 +82,23 @@ def test_torchaudio_whose_extension_fails_to_load_is_one_line_with_both_versions
 
 
 def test_torchaudio_of_another_minor_version_is_refused_and_a_matching_pair_passes():
-    mismatch = environment.check_torch(_importer(torch=_fake_torch("2.11.0+cu130"),
-                                            torchaudio=types.SimpleNamespace(__version__="2.10.0")))
+    mismatch = environment.check_torch(
+        _importer(torch=_fake_torch("2.11.0+cu130"), torchaudio=types.SimpleNamespace(__version__="2.10.0"))
+    )
     assert not mismatch.ok and "torchaudio 2.10.0 does not match torch 2.11.0+cu130" in mismatch.line()
     assert "pip install torchaudio==2.11.0)" in mismatch.line()
-    pair = environment.check_torch(_importer(torch=_fake_torch("2.11.0+cu130"),
-                                        torchaudio=types.SimpleNamespace(__version__="2.11.0+cu130")))
+    pair = environment.check_torch(
+        _importer(torch=_fake_torch("2.11.0+cu130"), torchaudio=types.SimpleNamespace(__version__="2.11.0+cu130"))
+    )
     assert pair.ok, pair.line()
 
 
 def test_missing_faiss_is_one_line_with_the_install_commands():
     missing = ModuleNotFoundError("No module named 'faiss'", name="faiss")
     assert environment.check_faiss({}, _importer(faiss=missing)).line() == FAISS_MISSING
-    broken = environment.check_faiss({}, _importer(faiss=ImportError("libopenblas.so.0: cannot open shared object file")))
+    broken = environment.check_faiss(
+        {}, _importer(faiss=ImportError("libopenblas.so.0: cannot open shared object file"))
+    )
     assert not broken.ok and "libopenblas" in broken.line() and "'.[gpu]'" in broken.line()
 
 
@@ -104,21 +115,33 @@ def test_faiss_without_gpu_support_is_refused_only_when_a_clustering_notebook_as
 
 def test_cuda_requested_but_unavailable_is_one_line_naming_the_notebooks():
     values = {"01_stage1_contrastive": {"device": "cuda"}, "03_stage2_baseline": {"device": "cuda"}}
-    checks = environment.environment_checks(values, _importer(torch=_fake_torch(), faiss=types.SimpleNamespace(
-        __version__="1.15.1", get_num_gpus=lambda: 0), torchaudio=types.SimpleNamespace(__version__="2.11.0")))
+    checks = environment.environment_checks(
+        values,
+        _importer(
+            torch=_fake_torch(),
+            faiss=types.SimpleNamespace(__version__="1.15.1", get_num_gpus=lambda: 0),
+            torchaudio=types.SimpleNamespace(__version__="2.11.0"),
+        ),
+    )
     cuda = [c for c in checks if c.name == "cuda"]
     assert len(cuda) == 1 and not cuda[0].ok
-    assert ("device='cuda' (01_stage1_contrastive, 03_stage2_baseline) asks for CUDA but torch.cuda.is_available() "
-            "is False") in cuda[0].line()
+    assert (
+        "device='cuda' (01_stage1_contrastive, 03_stage2_baseline) asks for CUDA but torch.cuda.is_available() is False"
+    ) in cuda[0].line()
     assert "set device=auto or cpu" in cuda[0].line()
-    assert environment.check_cuda({"01_stage1_contrastive": "cuda:1"}, _fake_torch(gpus=1)).line().startswith(
-        "error cuda: device='cuda:1' (01_stage1_contrastive) names a GPU beyond the 1 visible")
+    assert (
+        environment.check_cuda({"01_stage1_contrastive": "cuda:1"}, _fake_torch(gpus=1))
+        .line()
+        .startswith("error cuda: device='cuda:1' (01_stage1_contrastive) names a GPU beyond the 1 visible")
+    )
 
 
 def test_disk_is_an_error_only_when_clearly_insufficient(tmp_path):
     short = data_checks.check_disk(tmp_path / "runs", 3 * 10**9, usage=lambda folder: types.SimpleNamespace(free=10**9))
-    assert short.line() == (f"error disk: 1.0 GB free at {tmp_path} but the run's checkpoints need about 3.0 GB: "
-                            "free space there or choose another --runs-dir")
+    assert short.line() == (
+        f"error disk: 1.0 GB free at {tmp_path} but the run's checkpoints need about 3.0 GB: "
+        "free space there or choose another --runs-dir"
+    )
     enough = data_checks.check_disk(tmp_path, 3 * 10**9, usage=lambda folder: types.SimpleNamespace(free=10**11))
     assert enough.ok and "100.0 GB free" in enough.line() and "3.0 GB" in enough.line()
 
@@ -153,11 +176,25 @@ def test_torch_torchaudio_mismatch_stops_doctor_and_run_before_any_notebook(tmp_
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text(f"raise OSError({UNDEFINED_SYMBOL!r})\n")
     env = {**os.environ, "PYTHONPATH": str(fake.parent)}
-    common = ["--profile", "ci", "--run-name", "r", "--runs-dir", str(tmp_path / "runs"),
-              "--set", f"00_data_setup.toy_root={tmp_path / 'toy'}"]
+    common = [
+        "--profile",
+        "ci",
+        "--run-name",
+        "r",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--set",
+        f"00_data_setup.toy_root={tmp_path / 'toy'}",
+    ]
     for command in ("doctor", "run"):
-        done = subprocess.run([sys.executable, "-m", "lgl_helpers.app.cli", command, *common], cwd=project_root(),
-                              env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-m", "lgl_helpers.app.cli", command, *common],
+            cwd=project_root(),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         output = done.stdout + done.stderr
         assert done.returncode == 1, output
         line = next(line for line in output.splitlines() if line.startswith("error torchaudio:"))
@@ -181,18 +218,36 @@ def test_missing_data_root_stops_doctor_and_run_before_any_notebook(capsys, tmp_
 @pytest.mark.parametrize(
     "overrides, notebook, message",
     [
-        ({"n_clusters": 100000}, "02_clustering_umap", "n_clusters=100000 is larger than the number of utterances N=48"),
-        ({"01_stage1_contrastive.batch_size": 1000}, "01_stage1_contrastive",
-         "batch_size=1000 is larger than the 48 utterances"),
-        ({"03_stage2_baseline.batch_size": 1000}, "03_stage2_baseline", "batch_size=1000 is larger than the 48 utterances"),
-        ({"01_stage1_contrastive.frames": 1000}, "01_stage1_contrastive",
-         "frames gives a crop of 160240 samples .*, longer than every file of the training list"),
-        ({"04_stage2_lgl.frames": 1000}, "04_stage2_lgl",
-         "frames gives a crop of 160240 samples .*, longer than every file of the training list"),
+        (
+            {"n_clusters": 100000},
+            "02_clustering_umap",
+            "n_clusters=100000 is larger than the number of utterances N=48",
+        ),
+        (
+            {"01_stage1_contrastive.batch_size": 1000},
+            "01_stage1_contrastive",
+            "batch_size=1000 is larger than the 48 utterances",
+        ),
+        (
+            {"03_stage2_baseline.batch_size": 1000},
+            "03_stage2_baseline",
+            "batch_size=1000 is larger than the 48 utterances",
+        ),
+        (
+            {"01_stage1_contrastive.frames": 1000},
+            "01_stage1_contrastive",
+            "frames gives a crop of 160240 samples .*, longer than every file of the training list",
+        ),
+        (
+            {"04_stage2_lgl.frames": 1000},
+            "04_stage2_lgl",
+            "frames gives a crop of 160240 samples .*, longer than every file of the training list",
+        ),
     ],
 )
 def test_configuration_that_does_not_fit_the_training_list_is_refused_before_any_notebook(
-        capsys, tmp_path, tiny_data, overrides, notebook, message):
+    capsys, tmp_path, tiny_data, overrides, notebook, message
+):
     overrides = {**tiny_data, **overrides}
     status, lines = _doctor(capsys, tmp_path, overrides)
     assert status == 1
@@ -204,17 +259,27 @@ def test_without_data_json_a_later_stage_is_refused_naming_what_to_run(tmp_path,
     plan = planning.plan_run("ci", "r", tiny_data, str(tmp_path), ("03_stage2_baseline",))
     with pytest.raises(planning.PipelineError) as error:
         doctor.Preflight(plan, lambda _: None)
-    assert "error 03_stage2_baseline: train_list is not set: give it as a parameter or run notebook 00" in str(error.value)
-    assert f"error 03_stage2_baseline.init_model: {tmp_path / 'r' / 'stage1' / 'best.model'} does not exist: " \
-           "run notebook 01 first or set init_model" in str(error.value)
+    assert "error 03_stage2_baseline: train_list is not set: give it as a parameter or run notebook 00" in str(
+        error.value
+    )
+    assert (
+        f"error 03_stage2_baseline.init_model: {tmp_path / 'r' / 'stage1' / 'best.model'} does not exist: "
+        "run notebook 01 first or set init_model" in str(error.value)
+    )
 
 
 def test_data_checks_wait_for_notebook00_then_stop_the_run_before_01(tmp_path):
     # The toy corpus does not exist yet: notebook 00 generates it, and only then can n_clusters be checked.
-    overrides = {"00_data_setup.toy_root": str(tmp_path / "toy"), "00_data_setup.toy_preset": "tiny",
-                 "00_data_setup.n_spectrograms": 0, "n_clusters": 100000}
+    overrides = {
+        "00_data_setup.toy_root": str(tmp_path / "toy"),
+        "00_data_setup.toy_preset": "tiny",
+        "00_data_setup.n_spectrograms": 0,
+        "n_clusters": 100000,
+    }
     messages = []
-    with pytest.raises(planning.PipelineError, match="(?s)preflight after 00_data_setup found .*n_clusters=100000") as error:
+    with pytest.raises(
+        planning.PipelineError, match="(?s)preflight after 00_data_setup found .*n_clusters=100000"
+    ) as error:
         pipeline.run_pipeline("ci", "r", overrides, runs_dir=str(tmp_path), echo=messages.append)
     assert "the data checks run again once 00_data_setup has created the data" in messages[0]
     executed = sorted(p.name for p in (tmp_path / "r" / "notebooks").iterdir())

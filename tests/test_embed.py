@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from lgl_helpers.core.embed import embed_files, evaluate_trials, length_batches, padded_length
-from lgl_helpers.corpus.lists import Trial
 from lgl_helpers.core.metrics import compute_eer
 from lgl_helpers.core.models import ECAPATDNN
+from lgl_helpers.corpus.lists import Trial
 
 SECONDS = [0.6, 2.2, 1.0, 3.05, 1.37, 4.0]
 

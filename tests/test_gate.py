@@ -5,8 +5,8 @@ import pytest
 
 from lgl_helpers.core import gate
 
-
 # --- stopping rule -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "eers, stop",
@@ -58,6 +58,7 @@ def test_best_index_prefers_earliest_tie():
 
 
 # --- automatic gate ----------------------------------------------------------------------------
+
 
 def _bimodal(n_low, n_high, seed=0):
     rng = np.random.default_rng(seed)

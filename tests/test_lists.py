@@ -15,9 +15,18 @@ import soundfile
 
 from lgl_helpers.app import cli
 from lgl_helpers.corpus import lists
-from lgl_helpers.corpus.lists import voxceleb
-from lgl_helpers.corpus.lists import (ListCheckError, ListFormatError, FetchError, TrainEntry, build_train_list, check_list,
-                               fetch_voxceleb, read_train_list, subset_train_list)
+from lgl_helpers.corpus.lists import (
+    FetchError,
+    ListCheckError,
+    ListFormatError,
+    TrainEntry,
+    build_train_list,
+    check_list,
+    fetch_voxceleb,
+    read_train_list,
+    subset_train_list,
+    voxceleb,
+)
 
 
 def _tone(seconds: float, sample_rate: int = 16000, channels: int = 1) -> np.ndarray:
@@ -109,12 +118,15 @@ def test_subset_is_stratified_and_fixed_by_the_seed():
     assert len(proportional) == 20 and set(counts) == {"a", "b", "c", "d"} and counts["d"] > counts["b"]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(n_utterances=50), "n_utterances=50"),
-    (dict(n_utterances=3), "n_utterances=3"),
-    (dict(n_utterances=5, n_speakers=9), "n_speakers=9"),
-    (dict(n_utterances=5, per_speaker="random"), "per_speaker='random'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(n_utterances=50), "n_utterances=50"),
+        (dict(n_utterances=3), "n_utterances=3"),
+        (dict(n_utterances=5, n_speakers=9), "n_speakers=9"),
+        (dict(n_utterances=5, per_speaker="random"), "per_speaker='random'"),
+    ],
+)
 def test_subset_errors_name_the_parameter(kwargs, message):
     with pytest.raises(ValueError, match=message):
         subset_train_list(_entries({"a": 10, "b": 2, "c": 7, "d": 30}), **kwargs)
@@ -126,8 +138,9 @@ def test_subset_errors_name_the_parameter(kwargs, message):
 def test_check_counts_the_toy_lists(tiny_corpus):
     train = check_list(tiny_corpus / "lists" / "train_list.txt", tiny_corpus / "train", show_progress=False)
     assert train["kind"] == "train" and train["lines"] == 48 and train["speakers"] == 8
-    assert train["hours"] == pytest.approx(sum(e.duration for e in read_train_list(
-        tiny_corpus / "lists" / "train_list.txt")) / 3600, abs=1e-4)
+    assert train["hours"] == pytest.approx(
+        sum(e.duration for e in read_train_list(tiny_corpus / "lists" / "train_list.txt")) / 3600, abs=1e-4
+    )
     trials = check_list(tiny_corpus / "lists" / "trials.txt", tiny_corpus / "test", show_progress=False)
     assert trials == {"kind": "trials", "trials": 60, "target": 30, "nontarget": 30, "files": 24, "speakers": 4}
 
@@ -150,9 +163,15 @@ def test_check_reports_every_problem_with_file_and_line(bad_root, tmp_path):
         check_list(listing, bad_root, "train", show_progress=False)
     problems = error.value.problems
     expected = [
-        (2, "expected 3 fields"), (3, "has 2 channels, expected mono"), (4, "sample rate is 8000 Hz"),
-        (5, "shorter than the minimum 0.5 s"), (6, "cannot read wav header"), (7, "file does not exist"),
-        (8, "duration 'one' is not a number"), (9, "listed duration 3.000 s but"), (10, "must be relative to root"),
+        (2, "expected 3 fields"),
+        (3, "has 2 channels, expected mono"),
+        (4, "sample rate is 8000 Hz"),
+        (5, "shorter than the minimum 0.5 s"),
+        (6, "cannot read wav header"),
+        (7, "file does not exist"),
+        (8, "duration 'one' is not a number"),
+        (9, "listed duration 3.000 s but"),
+        (10, "must be relative to root"),
     ]
     assert len(problems) == len(expected)
     for problem, (line, text) in zip(problems, expected):
@@ -162,8 +181,12 @@ def test_check_reports_every_problem_with_file_and_line(bad_root, tmp_path):
 def test_check_trials_reports_labels_and_missing_files(tiny_corpus, tmp_path):
     good = (tiny_corpus / "lists" / "trials.txt").read_text().splitlines()
     listing = tmp_path / "trials.txt"
-    listing.write_text("\n".join([good[0], "2 " + good[1].split(" ", 1)[1], "1 id10001/nope/00001.wav "
-                                  + good[2].split()[2], "0 a.wav"]) + "\n")
+    listing.write_text(
+        "\n".join(
+            [good[0], "2 " + good[1].split(" ", 1)[1], "1 id10001/nope/00001.wav " + good[2].split()[2], "0 a.wav"]
+        )
+        + "\n"
+    )
     with pytest.raises(ListCheckError) as error:
         check_list(listing, tiny_corpus / "test", show_progress=False)
     problems = error.value.problems
@@ -174,8 +197,13 @@ def test_check_trials_reports_labels_and_missing_files(tiny_corpus, tmp_path):
 
 def test_check_needs_both_trial_labels(tiny_corpus, tmp_path):
     listing = tmp_path / "trials.txt"
-    listing.write_text("".join(l + "\n" for l in (tiny_corpus / "lists" / "trials.txt").read_text().splitlines()
-                               if l.startswith("1 ")))
+    listing.write_text(
+        "".join(
+            line + "\n"
+            for line in (tiny_corpus / "lists" / "trials.txt").read_text().splitlines()
+            if line.startswith("1 ")
+        )
+    )
     with pytest.raises(ListCheckError, match="no non-target"):
         check_list(listing, tiny_corpus / "test", "trials", show_progress=False)
 
@@ -198,7 +226,7 @@ def test_check_catches_a_truncated_file(tiny_corpus, tmp_path):
     shutil.copytree(tiny_corpus / "train" / "id00001", root / "id00001")
     victim = sorted(root.rglob("*.wav"))[0]
     data = victim.read_bytes()
-    victim.write_bytes(data[:44 + 2000])  # header intact, most samples lost
+    victim.write_bytes(data[: 44 + 2000])  # header intact, most samples lost
     rel = victim.relative_to(root).as_posix()
     listing = tmp_path / "one.txt"
     listing.write_text(f"id00001 {rel} {(len(data) - 44) / 32000:.3f}\n")
@@ -268,7 +296,8 @@ def test_fetch_verifies_count_and_sha256_and_falls_back_to_the_next_mirror(tmp_p
 
     offline = _Opener({})  # an already verified file is kept without the network
     assert fetch_voxceleb(tmp_path, names=["veri_test2.txt"], opener=offline, expected=expected) == {
-        "veri_test2.txt": tmp_path / "veri_test2.txt"}
+        "veri_test2.txt": tmp_path / "veri_test2.txt"
+    }
     assert offline.urls == []
 
 
@@ -280,15 +309,37 @@ def test_cli_lists_commands(tiny_corpus, tmp_path, capsys):
     assert cli.main(["lists", "build", "--root", str(tiny_corpus / "train"), "--out", str(built)]) == 0
     assert "48 utterances of 8 speakers" in capsys.readouterr().out
     subset = tmp_path / "mini.txt"
-    assert cli.main(["lists", "subset", "--list", str(built), "--out", str(subset), "--n-utterances", "10",
-                     "--n-speakers", "5", "--seed", "3"]) == 0
+    assert (
+        cli.main(
+            [
+                "lists",
+                "subset",
+                "--list",
+                str(built),
+                "--out",
+                str(subset),
+                "--n-utterances",
+                "10",
+                "--n-speakers",
+                "5",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert len(read_train_list(subset)) == 10 and len({e.speaker for e in read_train_list(subset)}) == 5
     capsys.readouterr()
-    assert cli.main(["lists", "check", "--list", str(tiny_corpus / "lists" / "trials.txt"),
-                     "--root", str(tiny_corpus / "test")]) == 0
+    assert (
+        cli.main(
+            ["lists", "check", "--list", str(tiny_corpus / "lists" / "trials.txt"), "--root", str(tiny_corpus / "test")]
+        )
+        == 0
+    )
     assert "trials: 60" in capsys.readouterr().out
-    assert cli.main(["lists", "check", "--list", str(built), "--root", str(tiny_corpus / "test"),
-                     "--kind", "train"]) == 1
+    assert (
+        cli.main(["lists", "check", "--list", str(built), "--root", str(tiny_corpus / "test"), "--kind", "train"]) == 1
+    )
     err = capsys.readouterr().err
     assert f"{built}:1: " in err and "48 problem(s)" in err
     assert cli.main(["lists", "build", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "x.txt")]) == 1

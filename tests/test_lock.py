@@ -4,10 +4,9 @@ import glob
 import re
 import shutil
 import subprocess
-import tomllib
-from pathlib import Path
 
 import pytest
+import tomllib
 
 from lgl_helpers.runs import project_root
 
@@ -57,9 +56,26 @@ def test_both_faiss_builds_are_locked():
 def test_exported_requirements_match_the_lock(faiss, tmp_path):
     exported = tmp_path / f"{faiss}.txt"
     subprocess.run(
-        [_uv(), "export", "--frozen", "--offline", "--quiet", "--no-header", "--no-emit-project", "--extra", faiss,
-         "--extra", "dev", "--format", "requirements-txt", "--output-file", str(exported)],
-        cwd=ROOT, check=True, capture_output=True,
+        [
+            _uv(),
+            "export",
+            "--frozen",
+            "--offline",
+            "--quiet",
+            "--no-header",
+            "--no-emit-project",
+            "--extra",
+            faiss,
+            "--extra",
+            "dev",
+            "--format",
+            "requirements-txt",
+            "--output-file",
+            str(exported),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
     )
     committed = ROOT / "requirements" / f"{faiss}.txt"
     assert committed.read_text() == exported.read_text(), f"{committed} differs from uv.lock; run `make lock`"

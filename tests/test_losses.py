@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
+from reference import load_reference
 
 from lgl_helpers.core.losses import AAMSoftmax, AATDiscriminator, ContrastiveLoss, grad_reverse
-from reference import load_reference
 
 TOL = {"rtol": 1e-4, "atol": 1e-5}
 

@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from reference import reference_path
 
 from lgl_helpers.core.metrics import compute_eer, compute_min_dcf, det_points
-from reference import reference_path
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from reference import load_reference, reference_path
 
 from lgl_helpers.core.models import ECAPATDNN, load_encoder, save_encoder
-from reference import load_reference, reference_path
 
 TOL = {"rtol": 1e-4, "atol": 1e-5}
 

@@ -23,13 +23,26 @@ def test_notebook02_writes_pseudo_labels_quality_and_figures(tiny_corpus, tmp_pa
     checkpoint = models.save_encoder(tmp_path / "encoder.model", models.ECAPATDNN(16))
     train_list = tiny_corpus / "lists" / "train_list.txt"
     parameters = {
-        "run_name": "nb02", "runs_dir": str(tmp_path / "runs"), "init_model": str(checkpoint),
-        "train_list": str(train_list), "train_root": str(tiny_corpus / "train"), "n_clusters": 8, "cluster_n_iter": 10,
-        "umap_sample": 30, "n_impure": 3, "device": "cpu", "seed": 0, "interactive": False,
+        "run_name": "nb02",
+        "runs_dir": str(tmp_path / "runs"),
+        "init_model": str(checkpoint),
+        "train_list": str(train_list),
+        "train_root": str(tiny_corpus / "train"),
+        "n_clusters": 8,
+        "cluster_n_iter": 10,
+        "umap_sample": 30,
+        "n_impure": 3,
+        "device": "cpu",
+        "seed": 0,
+        "interactive": False,
     }
     papermill.execute_notebook(
-        str(planning.notebook_path("02_clustering_umap")), str(tmp_path / "02_out.ipynb"), parameters=parameters,
-        kernel_name=pipeline.kernel_name(), cwd=str(project_root()), progress_bar=False,
+        str(planning.notebook_path("02_clustering_umap")),
+        str(tmp_path / "02_out.ipynb"),
+        parameters=parameters,
+        kernel_name=pipeline.kernel_name(),
+        cwd=str(project_root()),
+        progress_bar=False,
     )
 
     out = tmp_path / "runs" / "nb02" / "clustering"

@@ -32,12 +32,16 @@ def test_parameters_cell_matches_config_dataclass(notebook):
 @pytest.mark.parametrize("notebook", planning.NOTEBOOKS)
 def test_notebooks_have_no_outputs(notebook):
     cells = json.loads(planning.notebook_path(notebook).read_text())["cells"]
-    with_outputs = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+    with_outputs = [
+        i for i, c in enumerate(cells) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))
+    ]
     assert not with_outputs, f"{notebook} has outputs in cells {with_outputs}; strip them before committing"
 
 
 def test_every_tracked_notebook_is_in_the_pipeline():
-    tracked = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=project_root(), capture_output=True, text=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "*.ipynb"], cwd=project_root(), capture_output=True, text=True
+    ).stdout.split()
     names = {p.split("/")[-1].removesuffix(".ipynb") for p in tracked}
     assert names <= set(planning.NOTEBOOKS)
 

@@ -8,8 +8,10 @@ from lgl_helpers.notebook import report_figures
 
 REPORT = {
     "stage1": {"eer": 19.0, "untrained_eer": 35.5},
-    "baseline": {"eer": 17.5, "evaluations": [{"iteration": 1, "eer": 18.0}, {"iteration": 1, "eer": 17.5},
-                                              {"iteration": 2, "eer": 17.8}]},
+    "baseline": {
+        "eer": 17.5,
+        "evaluations": [{"iteration": 1, "eer": 18.0}, {"iteration": 1, "eer": 17.5}, {"iteration": 2, "eer": 17.8}],
+    },
     "lgl": None,
     "clustering": [{"mode": "stage1", "iteration": 0, "nmi": 0.66}, {"mode": "baseline", "iteration": 1, "nmi": 0.7}],
 }
@@ -27,5 +29,7 @@ def test_bars_and_curves_show_what_ran():
     assert [tick.get_text() for tick in bars.get_xticklabels()] == ["untrained", "stage1", "baseline"]
     curves = report_figures.plot_stage2_curves(REPORT).axes[0]
     assert [line.get_label() for line in curves.get_lines() if not line.get_label().startswith("_")] == [
-        "baseline", "Stage I"]
+        "baseline",
+        "Stage I",
+    ]
     assert len(curves.lines) == 3  # the baseline curve, one iteration boundary, the Stage I level

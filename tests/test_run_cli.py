@@ -30,8 +30,20 @@ INTERRUPTED_LINE = "lgl-kit run: interrupted — rerun the same command to resum
 
 def _run_args(runs_dir, *extra: str) -> list[str]:
     """`lgl-kit run` of notebook 00 on the ci profile, its toy corpus inside ``runs_dir``."""
-    return ["run", "--profile", "ci", "--run-name", "r", "--runs-dir", str(runs_dir), "--only", "00",
-            "--set", f"00_data_setup.toy_root={runs_dir / 'toy'}", *extra]
+    return [
+        "run",
+        "--profile",
+        "ci",
+        "--run-name",
+        "r",
+        "--runs-dir",
+        str(runs_dir),
+        "--only",
+        "00",
+        "--set",
+        f"00_data_setup.toy_root={runs_dir / 'toy'}",
+        *extra,
+    ]
 
 
 @pytest.fixture
@@ -50,10 +62,15 @@ def executed(monkeypatch):
 # --- parameters --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key, option", [
-    ("runs_dir", "--runs-dir"), ("run_name", "--run-name"), ("01_stage1_contrastive.runs_dir", "--runs-dir"),
-    ("interactive", "interactive=False"),
-])
+@pytest.mark.parametrize(
+    "key, option",
+    [
+        ("runs_dir", "--runs-dir"),
+        ("run_name", "--run-name"),
+        ("01_stage1_contrastive.runs_dir", "--runs-dir"),
+        ("interactive", "interactive=False"),
+    ],
+)
 def test_pipeline_parameters_are_refused_in_set(key, option):
     with pytest.raises(planning.PipelineError) as error:
         planning.plan_run("ci", "x", planning.parse_overrides([f"{key}=/elsewhere"]))
@@ -79,12 +96,32 @@ def test_cli_refuses_set_runs_dir_before_writing_anything(tmp_path, capsys, exec
     assert executed.calls == [] and not (tmp_path / "runs").exists() and not (tmp_path / "elsewhere").exists()
 
 
-@pytest.mark.parametrize("text, value", [
-    ("1e-3", 0.001), ("1E-3", 0.001), (".5", 0.5), ("-2.5e+2", -250.0), ("010", 10), ("-007", -7), ("100_000", 100000),
-    ("0x1f", 31), ("true", True), ("False", False), ("null", None), ("None", None), ("[1, 2]", [1, 2]),
-    ("[1e-3, 2]", [0.001, 2]), ("auto", "auto"), ("'010'", "010"), ('"a b"', "a b"), ("yes", "yes"),
-    ("1:30", "1:30"), ("2024-01-01", "2024-01-01"), ("", ""),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("1e-3", 0.001),
+        ("1E-3", 0.001),
+        (".5", 0.5),
+        ("-2.5e+2", -250.0),
+        ("010", 10),
+        ("-007", -7),
+        ("100_000", 100000),
+        ("0x1f", 31),
+        ("true", True),
+        ("False", False),
+        ("null", None),
+        ("None", None),
+        ("[1, 2]", [1, 2]),
+        ("[1e-3, 2]", [0.001, 2]),
+        ("auto", "auto"),
+        ("'010'", "010"),
+        ('"a b"', "a b"),
+        ("yes", "yes"),
+        ("1:30", "1:30"),
+        ("2024-01-01", "2024-01-01"),
+        ("", ""),
+    ],
+)
 def test_set_values_are_read_as_a_user_writes_them(text, value):
     parsed = planning.parse_overrides([f"x={text}"])["x"]
     assert parsed == value and type(parsed) is type(value)
@@ -98,11 +135,14 @@ def test_set_values_reach_the_notebooks_with_their_types():
     assert lgl["gates"] == [0.001, 2]
 
 
-@pytest.mark.parametrize("item, expected", [
-    ("gates=[1, 2", r"--set gates: '\[1, 2' is not a valid value \(.*expected ',' or '\]'"),
-    ("01_stage1_contrastive.lr={a: 1", r"--set 01_stage1_contrastive.lr: '\{a: 1' is not a valid value"),
-    ("augment=yes", r"parameter 'augment' of 01_stage1_contrastive must be bool .*got 'yes'"),
-])
+@pytest.mark.parametrize(
+    "item, expected",
+    [
+        ("gates=[1, 2", r"--set gates: '\[1, 2' is not a valid value \(.*expected ',' or '\]'"),
+        ("01_stage1_contrastive.lr={a: 1", r"--set 01_stage1_contrastive.lr: '\{a: 1' is not a valid value"),
+        ("augment=yes", r"parameter 'augment' of 01_stage1_contrastive must be bool .*got 'yes'"),
+    ],
+)
 def test_malformed_set_values_are_one_line_errors_naming_the_parameter(item, expected):
     with pytest.raises(planning.PipelineError, match=expected) as error:
         planning.plan_run("ci", "x", planning.parse_overrides([item]))
@@ -124,9 +164,13 @@ def test_notebooks_03_and_04_have_no_mode_switch():
     # Each Stage II notebook does one job into its own folder: 03 the baseline, 04 LGL; no parameter switches them.
     with pytest.raises(planning.PipelineError, match=r"--set 'mode': no notebook has this parameter"):
         planning.plan_run("ci", "x", {"mode": "lgl"})
-    with pytest.raises(planning.PipelineError, match=r"'03_stage2_baseline\.mode': 03_stage2_baseline has no parameter 'mode'"):
+    with pytest.raises(
+        planning.PipelineError, match=r"'03_stage2_baseline\.mode': 03_stage2_baseline has no parameter 'mode'"
+    ):
         planning.plan_run("ci", "x", {"03_stage2_baseline.mode": "lgl"})
-    with pytest.raises(planning.PipelineError, match=r"'03_stage2_baseline\.gates': 03_stage2_baseline has no parameter 'gates'"):
+    with pytest.raises(
+        planning.PipelineError, match=r"'03_stage2_baseline\.gates': 03_stage2_baseline has no parameter 'gates'"
+    ):
         planning.plan_run("ci", "x", {"03_stage2_baseline.gates": [3]})
 
 
@@ -134,10 +178,19 @@ def test_unwritable_runs_folder_fails_before_any_notebook(tmp_path, capsys, exec
     blocker = tmp_path / "file.txt"
     blocker.write_text("a file, not a folder")
     runs_dir = blocker / "runs"
-    with pytest.raises(planning.PipelineError, match=rf"run folder {runs_dir / 'r'} cannot be written: "
-                                                     r"Not a directory.*--runs-dir"):
-        pipeline.run_pipeline("ci", "r", {"00_data_setup.toy_root": str(tmp_path / "toy")}, runs_dir=str(runs_dir),
-                              only="00", echo=lambda _: None)
+    with pytest.raises(
+        planning.PipelineError,
+        match=rf"run folder {runs_dir / 'r'} cannot be written: "
+        r"Not a directory.*--runs-dir",
+    ):
+        pipeline.run_pipeline(
+            "ci",
+            "r",
+            {"00_data_setup.toy_root": str(tmp_path / "toy")},
+            runs_dir=str(runs_dir),
+            only="00",
+            echo=lambda _: None,
+        )
     assert cli.main(_run_args(runs_dir)) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(runs_dir) in err and "Traceback" not in err
@@ -153,29 +206,45 @@ def test_cli_turns_system_and_unexpected_errors_into_one_line(tmp_path, capsys, 
     assert capsys.readouterr().err == "lgl-kit run: error: Read-only file system: /mnt/runs/r/pipeline.json\n"
     assert cli.main(["-v", *_run_args(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert "Traceback (most recent call last)" in err and err.endswith("Read-only file system: /mnt/runs/r/pipeline.json\n")
+    assert "Traceback (most recent call last)" in err and err.endswith(
+        "Read-only file system: /mnt/runs/r/pipeline.json\n"
+    )
 
     def bug(*args, **kwargs):
         raise RuntimeError("something unforeseen")
 
     monkeypatch.setattr(pipeline, "run_pipeline", bug)
     assert cli.main(_run_args(tmp_path)) == 1
-    assert capsys.readouterr().err == ("lgl-kit run: error: RuntimeError: something unforeseen "
-                                       "(lgl-kit -v ... prints the traceback)\n")
+    assert capsys.readouterr().err == (
+        "lgl-kit run: error: RuntimeError: something unforeseen (lgl-kit -v ... prints the traceback)\n"
+    )
 
 
 def test_cell_error_message_carries_no_ansi_codes(tmp_path, executed):
     def failing_cell():
         raise papermill.exceptions.PapermillExecutionError(
-            3, 5, "paths = setup()", "FileNotFoundError", "\x1b[31mtrain_root='/nope'\x1b[39m does not exist",
-            ["\x1b[36mCell\x1b[39m \x1b[32mIn[5], line 1\x1b[39m\n", "\x1b[1;31mFileNotFoundError\x1b[0m: nope\n"])
+            3,
+            5,
+            "paths = setup()",
+            "FileNotFoundError",
+            "\x1b[31mtrain_root='/nope'\x1b[39m does not exist",
+            ["\x1b[36mCell\x1b[39m \x1b[32mIn[5], line 1\x1b[39m\n", "\x1b[1;31mFileNotFoundError\x1b[0m: nope\n"],
+        )
 
     executed.effect = failing_cell
     with pytest.raises(planning.PipelineError) as error:
-        pipeline.run_pipeline("ci", "r", {"00_data_setup.toy_root": str(tmp_path / "toy")}, runs_dir=str(tmp_path),
-                              only="00", echo=lambda _: None)
+        pipeline.run_pipeline(
+            "ci",
+            "r",
+            {"00_data_setup.toy_root": str(tmp_path / "toy")},
+            runs_dir=str(tmp_path),
+            only="00",
+            echo=lambda _: None,
+        )
     message = str(error.value)
-    assert "\x1b" not in message and "cell 5 failed with FileNotFoundError: train_root='/nope' does not exist" in message
+    assert (
+        "\x1b" not in message and "cell 5 failed with FileNotFoundError: train_root='/nope' does not exist" in message
+    )
     assert "Cell In[5], line 1" in message
     record = read_json(tmp_path / "r" / "pipeline.json")["notebooks"]["00_data_setup"]
     assert record["status"] == "failed" and "\x1b" not in record["error"]
@@ -249,8 +318,14 @@ def test_sigterm_takes_the_same_path_as_ctrl_c(tmp_path, executed):
 
     executed.effect = terminated
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run_pipeline("ci", "r", {"00_data_setup.toy_root": str(tmp_path / "toy")}, runs_dir=str(tmp_path),
-                              only="00", echo=lambda _: None)
+        pipeline.run_pipeline(
+            "ci",
+            "r",
+            {"00_data_setup.toy_root": str(tmp_path / "toy")},
+            runs_dir=str(tmp_path),
+            only="00",
+            echo=lambda _: None,
+        )
     assert read_json(tmp_path / "r" / "pipeline.json")["notebooks"]["00_data_setup"]["status"] == "interrupted"
     assert signal.getsignal(signal.SIGTERM) is previous
 
@@ -260,8 +335,10 @@ def test_sigterm_takes_the_same_path_as_ctrl_c(tmp_path, executed):
 
 def _killed_write(path) -> None:
     """An atomic write whose process dies (like kill -9) after writing part of the data."""
-    code = ("import os, sys; from lgl_helpers import runs; "
-            "runs._atomic_write(sys.argv[1], lambda h: (h.write(b'partial'), h.flush(), os._exit(9)), 'wb')")
+    code = (
+        "import os, sys; from lgl_helpers import runs; "
+        "runs._atomic_write(sys.argv[1], lambda h: (h.write(b'partial'), h.flush(), os._exit(9)), 'wb')"
+    )
     assert subprocess.run([sys.executable, "-c", code, str(path)]).returncode == 9
 
 
@@ -270,8 +347,14 @@ def test_stage_start_removes_temp_files_of_killed_writes_only(tmp_path):
     _killed_write(stage / "checkpoints" / "last.model")
     left = [p.name for p in (stage / "checkpoints").iterdir()]
     assert len(left) == 1 and left[0].startswith(".last.model.") and left[0].endswith(".tmp")
-    kept = [stage / "notes.tmp", stage / ".hidden.tmp", stage / ".last.model.tmp", stage / ".a.model.ABCDEFGH.tmp",
-            stage / "checkpoints" / "last.model", stage / ".cache.k3j9x0qa.tmp" / "inside"]
+    kept = [
+        stage / "notes.tmp",
+        stage / ".hidden.tmp",
+        stage / ".last.model.tmp",
+        stage / ".a.model.ABCDEFGH.tmp",
+        stage / "checkpoints" / "last.model",
+        stage / ".cache.k3j9x0qa.tmp" / "inside",
+    ]
     for path in kept:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("not the kit's temp file")
@@ -285,8 +368,14 @@ def test_pipeline_start_removes_temp_files_in_the_run_folder(tmp_path, executed)
     stale = tmp_path / "r" / ".pipeline.json.abc_1234.tmp"
     stale.parent.mkdir(parents=True)
     stale.write_text("{")
-    pipeline.run_pipeline("ci", "r", {"00_data_setup.toy_root": str(tmp_path / "toy")}, runs_dir=str(tmp_path),
-                          only="00", echo=lambda _: None)
+    pipeline.run_pipeline(
+        "ci",
+        "r",
+        {"00_data_setup.toy_root": str(tmp_path / "toy")},
+        runs_dir=str(tmp_path),
+        only="00",
+        echo=lambda _: None,
+    )
     assert not stale.exists() and read_json(tmp_path / "r" / "pipeline.json")["notebooks"]["00_data_setup"]
 
 
@@ -312,8 +401,10 @@ def test_check_says_which_kind_it_assumed_when_unsure(tiny_corpus, tmp_path, cap
     listing.write_text("\n".join(trials + train) + "\n")
     with pytest.raises(ListCheckError) as error:
         check_list(listing, tiny_corpus / "test", show_progress=False)
-    assert str(error.value).startswith(f"{listing} (read as a training list: 3 of the first 6 lines look like one, "
-                                       "3 like a trial list; force the kind with --kind trials")
+    assert str(error.value).startswith(
+        f"{listing} (read as a training list: 3 of the first 6 lines look like one, "
+        "3 like a trial list; force the kind with --kind trials"
+    )
     assert "force the kind with --kind trials" in caplog.text
 
 

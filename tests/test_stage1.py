@@ -8,14 +8,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from reference import reference_path
 
-from lgl_helpers.training import stage1
 from lgl_helpers.core.augment import AugmentError
 from lgl_helpers.core.data import CropError
-from lgl_helpers.corpus.lists import Trial, read_trials, write_trials
 from lgl_helpers.core.models import load_encoder
+from lgl_helpers.corpus.lists import Trial, read_trials, write_trials
 from lgl_helpers.corpus.toy import ToyConfig, generate_toy_corpus
-from reference import reference_path
+from lgl_helpers.training import stage1
 
 # EER points by which 3 epochs must beat the untrained encoder: 7-16 points over training seeds 0-4
 # (`python benchmarks/ci_margins.py --unit`; 200 trials, so one point is one target trial).
@@ -24,11 +24,22 @@ STAGE1_EER_GAIN = 3.0
 
 def _config(corpus, runs_dir, **overrides):
     params = dict(
-        run_name="t", runs_dir=str(runs_dir),
-        train_list=str(corpus / "lists" / "train_list.txt"), train_root=str(corpus / "train"),
-        test_root=str(corpus / "test"), trials=str(corpus / "lists" / "trials.txt"),
-        musan_root=str(corpus / "musan_split"), rir_root=str(corpus / "rirs"),
-        channels=16, frames=30, batch_size=8, epochs=2, test_interval=2, workers=0, device="cpu", interactive=False,
+        run_name="t",
+        runs_dir=str(runs_dir),
+        train_list=str(corpus / "lists" / "train_list.txt"),
+        train_root=str(corpus / "train"),
+        test_root=str(corpus / "test"),
+        trials=str(corpus / "lists" / "trials.txt"),
+        musan_root=str(corpus / "musan_split"),
+        rir_root=str(corpus / "rirs"),
+        channels=16,
+        frames=30,
+        batch_size=8,
+        epochs=2,
+        test_interval=2,
+        workers=0,
+        device="cpu",
+        interactive=False,
     )
     params.update(overrides)
     return stage1.Stage1Config(**params)
@@ -38,7 +49,9 @@ def _config(corpus, runs_dir, **overrides):
 def small_corpus(tmp_path_factory):
     """40 training speakers (240 utterances of 1-2 s), 10 test speakers, 200 trials: enough to generalise a little."""
     root = tmp_path_factory.mktemp("toy") / "small"
-    generate_toy_corpus(root, ToyConfig.tiny(n_train_speakers=40, n_test_speakers=10, n_trials=200), workers=1, show_progress=False)
+    generate_toy_corpus(
+        root, ToyConfig.tiny(n_train_speakers=40, n_test_speakers=10, n_trials=200), workers=1, show_progress=False
+    )
     return root
 
 
@@ -49,8 +62,17 @@ def trained(small_corpus, tmp_path_factory, training_seed):
     Clean views (augment=False): at this budget the augmented task learns too slowly to beat the
     untrained encoder reliably; the demo profile shows the full method's gain.
     """
-    config = _config(small_corpus, tmp_path_factory.mktemp("runs"), channels=32, frames=60, batch_size=32, epochs=3,
-                     test_interval=3, augment=False, seed=training_seed)
+    config = _config(
+        small_corpus,
+        tmp_path_factory.mktemp("runs"),
+        channels=32,
+        frames=60,
+        batch_size=32,
+        epochs=3,
+        test_interval=3,
+        augment=False,
+        seed=training_seed,
+    )
     records = []
     root = logging.getLogger("lgl_helpers")
     handler = _ListHandler()
@@ -84,15 +106,29 @@ def test_run_folder_holds_metrics_scores_and_loadable_checkpoints(trained):
     config, result, records, messages = trained
     stage_dir = stage1.stage_folder(config)
     metrics = json.loads((stage_dir / "metrics.json").read_text())
-    for key in ("eer", "min_dcf", "min_dcf_0.01", "best_epoch", "untrained_eer", "untrained_min_dcf", "epochs_run",
-                "wall_seconds", "best_checkpoint"):
+    for key in (
+        "eer",
+        "min_dcf",
+        "min_dcf_0.01",
+        "best_epoch",
+        "untrained_eer",
+        "untrained_min_dcf",
+        "epochs_run",
+        "wall_seconds",
+        "best_checkpoint",
+    ):
         assert metrics[key] == result[key]
     assert 0 <= metrics["min_dcf"] <= 1 and metrics["wall_seconds"] > 0
     assert [r["epoch"] for r in records] == [0, 1, 2, 3]
     assert [r["epoch"] for r in records if "eer" in r] == [0, 3]
     assert records[-1]["eer"] == metrics["eer"]
     scores = (stage_dir / "scores.txt").read_text().splitlines()
-    assert len(scores) == 4 and scores[0].startswith("Epoch 0 (untrained)") and "EER" in scores[3] and "EER" not in scores[1]
+    assert (
+        len(scores) == 4
+        and scores[0].startswith("Epoch 0 (untrained)")
+        and "EER" in scores[3]
+        and "EER" not in scores[1]
+    )
     assert sorted(p.name for p in (stage_dir / "checkpoints").iterdir()) == ["epoch_003.model", "last.model"]
     encoder = load_encoder(metrics["best_checkpoint"])
     assert encoder.channels == 32
@@ -136,7 +172,9 @@ def test_resume_after_interruption_continues_with_identical_parameters(tiny_corp
     assert saved["epoch"] == 1 and not (stage_dir / "metrics.json").exists()
 
     seen = []
-    resumed = stage1.train_stage1(_config(tiny_corpus, tmp_path / "b"), on_epoch=lambda record, history: seen.append(record["epoch"]))
+    resumed = stage1.train_stage1(
+        _config(tiny_corpus, tmp_path / "b"), on_epoch=lambda record, history: seen.append(record["epoch"])
+    )
     assert resumed["completed"] and seen == [2]  # no second untrained evaluation, no repeated epoch 1
     assert [r["epoch"] for r in resumed["history"]] == [0, 1, 2]
     assert resumed["history"][1] == saved["history"][1]
@@ -149,7 +187,11 @@ def test_resume_after_interruption_continues_with_identical_parameters(tiny_corp
 
 
 def test_config_validation_names_the_parameter():
-    for changes, name in (({"channels": 12}, "channels"), ({"batch_size": 1}, "batch_size"), ({"lr_decay": 0}, "lr_decay")):
+    for changes, name in (
+        ({"channels": 12}, "channels"),
+        ({"batch_size": 1}, "batch_size"),
+        ({"lr_decay": 0}, "lr_decay"),
+    ):
         with pytest.raises(ValueError, match=f"Stage1Config.{name}="):
             stage1.Stage1Config(**changes).validate()
 
@@ -159,14 +201,20 @@ def test_bad_input_fails_before_training(tiny_corpus, tmp_path):
     shutil.copytree(tiny_corpus / "musan_split" / "noise", bad_musan / "noise")  # speech and music missing
     cases = [
         ({"musan_root": str(bad_musan)}, AugmentError, r"expected <musan_root>/<noise\|speech\|music>"),
-        ({"rir_root": str(tiny_corpus / "lists")}, AugmentError, r"no RIRs found; expected one of: <rir_root>/simulated_rirs"),
+        (
+            {"rir_root": str(tiny_corpus / "lists")},
+            AugmentError,
+            r"no RIRs found; expected one of: <rir_root>/simulated_rirs",
+        ),
         ({"frames": 400}, CropError, "longer than every file"),
         ({"train_list": ""}, ValueError, "train_list is not set"),
     ]
     trials = read_trials(tiny_corpus / "lists" / "trials.txt")
     broken = tmp_path / "trials.txt"
     write_trials(broken, trials[:-1] + [Trial(1, trials[0].path_a, "id99999/gone/00001.wav")])
-    cases.append(({"val_trials": str(broken)}, FileNotFoundError, r"val_trials .*1 of its \d+ files are missing.*id99999/gone"))
+    cases.append(
+        ({"val_trials": str(broken)}, FileNotFoundError, r"val_trials .*1 of its \d+ files are missing.*id99999/gone")
+    )
     for overrides, error, message in cases:
         config = _config(tiny_corpus, tmp_path / "runs", **overrides)
         with pytest.raises(error, match=message):
@@ -188,7 +236,9 @@ def test_resume_refuses_changed_parameters_unless_allowed(tiny_corpus, tmp_path)
     stage1.train_stage1(config)
     # Run-control fields (here epochs) may change; a field that defines the results so far may not.
     changed = dataclasses.replace(config, epochs=2, lr=config.lr * 2, aat_weight=1.0)
-    with pytest.raises(ValueError, match=r"last\.model: .*lr: .* → .*, aat_weight: 3\.0 → 1\.0.*allow_changed_params=True"):
+    with pytest.raises(
+        ValueError, match=r"last\.model: .*lr: .* → .*, aat_weight: 3\.0 → 1\.0.*allow_changed_params=True"
+    ):
         stage1.train_stage1(changed)
     resumed = stage1.train_stage1(dataclasses.replace(changed, allow_changed_params=True))
     assert resumed["completed"] and [r["epoch"] for r in resumed["history"]] == [0, 1, 2]

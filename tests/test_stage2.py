@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from lgl_helpers.core import gate
+from lgl_helpers.core.data import Stage2Dataset, make_loader
+from lgl_helpers.core.losses import AAMSoftmax
+from lgl_helpers.core.models import ECAPATDNN, load_encoder, save_encoder
+from lgl_helpers.corpus.lists import read_train_list
 from lgl_helpers.notebook import gate_tuner
 from lgl_helpers.training import stage2
 from lgl_helpers.training.executor import stage2_epoch
-from lgl_helpers.core.data import Stage2Dataset, make_loader
-from lgl_helpers.corpus.lists import read_train_list
-from lgl_helpers.core.losses import AAMSoftmax
-from lgl_helpers.core.models import ECAPATDNN, load_encoder, save_encoder
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +30,23 @@ def _config(corpus, runs_dir, stage1_model, **overrides):
     entries = read_train_list(corpus / "lists" / "train_list.txt")
     n_speakers = len({e.speaker for e in entries})
     params = dict(
-        run_name="t", runs_dir=str(runs_dir), init_model=str(stage1_model),
-        train_list=str(corpus / "lists" / "train_list.txt"), train_root=str(corpus / "train"),
-        test_root=str(corpus / "test"), trials=str(corpus / "lists" / "trials.txt"),
-        musan_root=str(corpus / "musan_split"), rir_root=str(corpus / "rirs"),
-        n_clusters=max(2, min(n_speakers, len(entries) // 2)), cluster_n_iter=5, frames=40,
-        batch_size=min(16, len(entries)), max_epochs_per_phase=2, workers=0, device="cpu", interactive=False,
+        run_name="t",
+        runs_dir=str(runs_dir),
+        init_model=str(stage1_model),
+        train_list=str(corpus / "lists" / "train_list.txt"),
+        train_root=str(corpus / "train"),
+        test_root=str(corpus / "test"),
+        trials=str(corpus / "lists" / "trials.txt"),
+        musan_root=str(corpus / "musan_split"),
+        rir_root=str(corpus / "rirs"),
+        n_clusters=max(2, min(n_speakers, len(entries) // 2)),
+        cluster_n_iter=5,
+        frames=40,
+        batch_size=min(16, len(entries)),
+        max_epochs_per_phase=2,
+        workers=0,
+        device="cpu",
+        interactive=False,
     )
     params.update(overrides)
     return stage2.CONFIGS[params.pop("mode", "lgl")](**params)
@@ -50,6 +61,7 @@ def _positions(history):
 
 
 # --- configuration and overrides (no training) -------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "changes, message",
@@ -123,6 +135,7 @@ def test_batches_where_no_sample_passes_are_skipped_without_nan(tiny_corpus):
 
 # --- end to end on the tiny corpus -------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_baseline_two_iterations_end_to_end(tiny_corpus, tmp_path, stage1_model):
     config = _config(tiny_corpus, tmp_path, stage1_model, mode="baseline", max_iterations=2)
@@ -135,12 +148,16 @@ def test_baseline_two_iterations_end_to_end(tiny_corpus, tmp_path, stage1_model)
     assert _positions(state["history"]) == [(1, "T", 1), (1, "T", 2), (2, "T", 1), (2, "T", 2)]
     eers = [r["eer"] for r in state["history"]]
     assert all(np.isfinite(e) and 0 <= e <= 100 for e in eers)
-    assert all(r["gate"] is None and r["fraction_selected"] == 1.0 and r["skipped_batches"] == 0 for r in state["history"])
+    assert all(
+        r["gate"] is None and r["fraction_selected"] == 1.0 and r["skipped_batches"] == 0 for r in state["history"]
+    )
     # Iteration 2 clusters with iteration 1's best T model, whose checkpoint is the one kept.
     first = state["iterations"][0]["phases"]["T"]
     assert state["iterations"][1]["cluster_model"] == str(stage_dir / first["best_model"])
     assert first["best_eer"] == min(first["eers"]) and first["best_epoch"] == int(np.argmin(first["eers"])) + 1
-    assert sorted(p.name for p in (stage_dir / "iter_01" / "T").glob("*.model")) == [f"epoch_{first['best_epoch']:03d}.model"]
+    assert sorted(p.name for p in (stage_dir / "iter_01" / "T").glob("*.model")) == [
+        f"epoch_{first['best_epoch']:03d}.model"
+    ]
     assert len((stage_dir / "scores.txt").read_text().splitlines()) == 4
 
     record = stage2.read_epoch_losses(stage_dir / state["history"][0]["losses"])
@@ -158,8 +175,9 @@ def test_baseline_two_iterations_end_to_end(tiny_corpus, tmp_path, stage1_model)
 
 @pytest.mark.slow
 def test_lgl_pause_tune_interrupt_in_phase_l_and_resume_exactly(tiny_corpus, tmp_path, stage1_model):
-    config = _config(tiny_corpus, tmp_path / "a", stage1_model, mode="lgl", max_iterations=1, gates=[1000.0],
-                     pause_before_gate=True)
+    config = _config(
+        tiny_corpus, tmp_path / "a", stage1_model, mode="lgl", max_iterations=1, gates=[1000.0], pause_before_gate=True
+    )
     stage_dir = tmp_path / "a" / "t" / "stage2_lgl"
 
     # 1. The run pauses after phase T so that the gate of phase L can be tuned.
@@ -190,8 +208,12 @@ def test_lgl_pause_tune_interrupt_in_phase_l_and_resume_exactly(tiny_corpus, tmp
 
     # 4. The rerun continues with the same iteration, phase, gate and pseudo labels.
     seen = []
-    done = stage2.run_stage2(config, on_epoch=lambda record, state: seen.append(
-        (record["iteration"], record["phase"], record["epoch"], record["gate"])))
+    done = stage2.run_stage2(
+        config,
+        on_epoch=lambda record, state: seen.append(
+            (record["iteration"], record["phase"], record["epoch"], record["gate"])
+        ),
+    )
     assert done["status"] == "done"
     assert seen == [(1, "L", 2, tuned)]
     after = json.loads((stage_dir / "state.json").read_text())
@@ -243,8 +265,12 @@ def test_tuner_starts_at_the_gate_the_engine_uses_with_a_nonzero_seed(tiny_corpu
     losses = np.concatenate([rng.exponential(1.0, 30_000), rng.normal(4.0, 1.5, 10_000).clip(min=0)]).astype(np.float32)
     last = "iter_01/T/losses_epoch_001.npz"
     (engine.stage_dir / "iter_01" / "T").mkdir(parents=True)
-    np.savez(engine.stage_dir / last, index=np.arange(losses.size), per_sample_loss=losses,
-             selected=np.ones(losses.size, bool))
+    np.savez(
+        engine.stage_dir / last,
+        index=np.arange(losses.size),
+        per_sample_loss=losses,
+        selected=np.ones(losses.size, bool),
+    )
     engine.state["iterations"] = [{"phases": {"T": {"last_losses": last}}}]
     engine.state["history"] = [{"iteration": 1, "phase": "T", "epoch": 1, "gate": None, "losses": last}]
     engine.state.update(phase="L", gate=None)
@@ -272,13 +298,20 @@ def test_resume_refuses_changed_parameters(tiny_corpus, tmp_path, stage1_model):
     data = stage2.prepare_data(config)
     engine = stage2.Engine(config, data, None)
     engine.load_or_start()
-    changed = _config(tiny_corpus, tmp_path, stage1_model, mode="baseline", n_clusters=config.n_clusters + 1,
-                      frames=config.frames + 8)
+    changed = _config(
+        tiny_corpus, tmp_path, stage1_model, mode="baseline", n_clusters=config.n_clusters + 1, frames=config.frames + 8
+    )
     with pytest.raises(ValueError, match=r"n_clusters: \d+ → \d+, frames: 40 → 48.*allow_changed_params=True"):
         stage2.Engine(changed, stage2.prepare_data(changed), None).load_or_start()
     # The explicit override continues the run with the new values (and says so in the log).
-    allowed = _config(tiny_corpus, tmp_path, stage1_model, mode="baseline", n_clusters=config.n_clusters + 1,
-                      allow_changed_params=True)
+    allowed = _config(
+        tiny_corpus,
+        tmp_path,
+        stage1_model,
+        mode="baseline",
+        n_clusters=config.n_clusters + 1,
+        allow_changed_params=True,
+    )
     engine = stage2.Engine(allowed, stage2.prepare_data(allowed), None)
     engine.load_or_start()
     assert engine.state["params"]["n_clusters"] == config.n_clusters + 1
@@ -295,8 +328,12 @@ def test_notebook04_runs_headless_and_draws_the_gate_histogram(tiny_corpus, tmp_
     parameters.update(run_name="nb04", pause_before_gate=True)
     out = tmp_path / "04_out.ipynb"
     papermill.execute_notebook(
-        str(planning.notebook_path("04_stage2_lgl")), str(out), parameters=parameters,
-        kernel_name=pipeline.kernel_name(), cwd=str(project_root()), progress_bar=False,
+        str(planning.notebook_path("04_stage2_lgl")),
+        str(out),
+        parameters=parameters,
+        kernel_name=pipeline.kernel_name(),
+        cwd=str(project_root()),
+        progress_bar=False,
     )
     # pause_before_gate stops before phase L; the rest of the notebook still runs (nothing blocks headless).
     state = stage2.read_state(tmp_path / "runs" / "nb04" / "stage2_lgl")

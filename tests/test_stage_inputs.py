@@ -10,9 +10,9 @@ import pytest
 import soundfile
 
 from lgl_helpers.clustering import cluster
-from lgl_helpers.training import stage1, stage2
 from lgl_helpers.core.data import CropError
 from lgl_helpers.corpus.lists import ListCheckError
+from lgl_helpers.training import stage1, stage2
 
 STEREO = "id99999/s1/00001.wav"
 
@@ -35,10 +35,22 @@ def stereo_list(tiny_corpus, tmp_path):
 
 
 def _stage1_config(corpus, runs_dir, **overrides):
-    params = dict(run_name="t", runs_dir=str(runs_dir), train_list=str(corpus / "lists" / "train_list.txt"),
-                  train_root=str(corpus / "train"), test_root=str(corpus / "test"),
-                  trials=str(corpus / "lists" / "trials.txt"), augment=False, channels=16, frames=30, batch_size=8,
-                  epochs=1, workers=0, device="cpu", interactive=False)
+    params = dict(
+        run_name="t",
+        runs_dir=str(runs_dir),
+        train_list=str(corpus / "lists" / "train_list.txt"),
+        train_root=str(corpus / "train"),
+        test_root=str(corpus / "test"),
+        trials=str(corpus / "lists" / "trials.txt"),
+        augment=False,
+        channels=16,
+        frames=30,
+        batch_size=8,
+        epochs=1,
+        workers=0,
+        device="cpu",
+        interactive=False,
+    )
     params.update(overrides)
     return stage1.Stage1Config(**params)
 
@@ -47,16 +59,30 @@ def _stage2_config(corpus, runs_dir, **overrides):
     init_model = runs_dir / "stage1.model"
     init_model.parent.mkdir(parents=True, exist_ok=True)
     init_model.write_bytes(b"never loaded: the inputs are refused first")
-    params = dict(run_name="t", runs_dir=str(runs_dir), init_model=str(init_model),
-                  train_list=str(corpus / "lists" / "train_list.txt"), train_root=str(corpus / "train"),
-                  test_root=str(corpus / "test"), trials=str(corpus / "lists" / "trials.txt"), augment=False,
-                  n_clusters=8, frames=40, batch_size=8, max_iterations=1, workers=0, device="cpu", interactive=False)
+    params = dict(
+        run_name="t",
+        runs_dir=str(runs_dir),
+        init_model=str(init_model),
+        train_list=str(corpus / "lists" / "train_list.txt"),
+        train_root=str(corpus / "train"),
+        test_root=str(corpus / "test"),
+        trials=str(corpus / "lists" / "trials.txt"),
+        augment=False,
+        n_clusters=8,
+        frames=40,
+        batch_size=8,
+        max_iterations=1,
+        workers=0,
+        device="cpu",
+        interactive=False,
+    )
     params.update(overrides)
     return stage2.LGLConfig(**params)
 
 
 def test_stage1_refuses_a_stereo_file_of_an_overridden_list_before_building_a_model(
-        tiny_corpus, tmp_path, stereo_list, monkeypatch):
+    tiny_corpus, tmp_path, stereo_list, monkeypatch
+):
     listed, root = stereo_list
     monkeypatch.setattr(stage1.trainer, "ECAPATDNN", _forbidden)
     config = _stage1_config(tiny_corpus, tmp_path / "runs", train_list=str(listed), train_root=str(root))
@@ -88,7 +114,8 @@ def test_stage2_refuses_a_crop_longer_than_every_file_before_clustering(tiny_cor
 
 
 def test_stage2_refuses_a_stereo_file_of_an_overridden_list_before_clustering(
-        tiny_corpus, tmp_path, stereo_list, monkeypatch):
+    tiny_corpus, tmp_path, stereo_list, monkeypatch
+):
     listed, root = stereo_list
     monkeypatch.setattr(stage2.engine, "Engine", _forbidden)
     config = _stage2_config(tiny_corpus, tmp_path / "runs", train_list=str(listed), train_root=str(root))
@@ -100,7 +127,13 @@ def test_clustering_refuses_a_stereo_file_before_embedding(tmp_path, stereo_list
     listed, root = stereo_list
     checkpoint = tmp_path / "c.model"
     checkpoint.write_bytes(b"never loaded: the inputs are refused first")
-    cfg = cluster.ClusteringConfig(run_name="r", runs_dir=str(tmp_path), init_model=str(checkpoint),
-                                   train_list=str(listed), train_root=str(root), n_clusters=8)
+    cfg = cluster.ClusteringConfig(
+        run_name="r",
+        runs_dir=str(tmp_path),
+        init_model=str(checkpoint),
+        train_list=str(listed),
+        train_root=str(root),
+        n_clusters=8,
+    )
     with pytest.raises(ListCheckError, match=rf"{re.escape(str(listed))}:4: .*has 2 channels, expected mono"):
         cluster.resolve_inputs(cfg)

@@ -26,8 +26,11 @@ LAYOUT = [
 
 def _files(root: Path) -> dict[str, str]:
     """relative path → sha256 of every file under root."""
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _long_term_log_spectrum(path: Path) -> np.ndarray:
@@ -43,8 +46,14 @@ def test_layout_is_voxceleb_musan_rirs(tiny_corpus):
     wavs = [p for p in _files(tiny_corpus) if p.endswith(".wav")]
     unmatched = [p for p in wavs if not any(pattern.fullmatch(p) for pattern in LAYOUT)]
     assert not unmatched
-    assert {p.split("/")[0] for p in _files(tiny_corpus)} == {"train", "test", "musan_split", "rirs", "lists",
-                                                                toy.MANIFEST}
+    assert {p.split("/")[0] for p in _files(tiny_corpus)} == {
+        "train",
+        "test",
+        "musan_split",
+        "rirs",
+        "lists",
+        toy.MANIFEST,
+    }
     # the MUSAN category is the 4th path part from the end, as the augmentation reads it
     categories = {Path(p).parts[-4] for p in wavs if p.startswith("musan_split/")}
     assert categories == {"noise", "speech", "music"}
@@ -104,7 +113,8 @@ def test_same_seed_gives_identical_bytes_with_any_number_of_workers(tiny_corpus,
     other = _files(tmp_path / "other")
     assert len(other) == len(_files(tiny_corpus))
     assert (tmp_path / "other" / "lists" / "train_list.txt").read_text() != (
-        tiny_corpus / "lists" / "train_list.txt").read_text()
+        tiny_corpus / "lists" / "train_list.txt"
+    ).read_text()
 
 
 F0_CANDIDATES = np.geomspace(60.0, 500.0, 150)
@@ -190,14 +200,17 @@ def test_an_interrupted_generation_leaves_nothing_behind(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(n_trials=10_000), "n_trials=10000"),
-    (dict(sessions_per_speaker=1), "sessions_per_speaker"),
-    (dict(min_seconds=3.0, max_seconds=2.0), "min_seconds"),
-    (dict(min_seconds=0.2), "min_seconds"),
-    (dict(n_train_speakers=0), "n_train_speakers"),
-    (dict(seed=-1), "seed"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(n_trials=10_000), "n_trials=10000"),
+        (dict(sessions_per_speaker=1), "sessions_per_speaker"),
+        (dict(min_seconds=3.0, max_seconds=2.0), "min_seconds"),
+        (dict(min_seconds=0.2), "min_seconds"),
+        (dict(n_train_speakers=0), "n_train_speakers"),
+        (dict(seed=-1), "seed"),
+    ],
+)
 def test_config_errors_name_the_parameter(overrides, message):
     with pytest.raises(ValueError, match=message):
         ToyConfig.tiny(**overrides)
@@ -212,8 +225,9 @@ def test_presets():
 
 def test_cli_toy_writes_a_corpus_and_reports_counts(tmp_path, capsys):
     out = tmp_path / "cli_toy"
-    status = cli.main(["toy", str(out), "--preset", "tiny", "--n-train-speakers", "3", "--n-trials", "20",
-                       "--workers", "1"])
+    status = cli.main(
+        ["toy", str(out), "--preset", "tiny", "--n-train-speakers", "3", "--n-trials", "20", "--workers", "1"]
+    )
     assert status == 0
     assert "n_train_utterances: 18" in capsys.readouterr().out
     manifest = json.loads((out / toy.MANIFEST).read_text())
@@ -222,9 +236,18 @@ def test_cli_toy_writes_a_corpus_and_reports_counts(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["toy", "--help"], ["lists", "--help"], ["lists", "build", "--help"],
-                                  ["lists", "subset", "--help"], ["lists", "check", "--help"],
-                                  ["lists", "fetch-voxceleb", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["toy", "--help"],
+        ["lists", "--help"],
+        ["lists", "build", "--help"],
+        ["lists", "subset", "--help"],
+        ["lists", "check", "--help"],
+        ["lists", "fetch-voxceleb", "--help"],
+    ],
+)
 def test_every_subcommand_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)

@@ -31,14 +31,27 @@ EXIT_ERROR = 1
 def _run_toy(args: argparse.Namespace) -> int:
     from lgl_helpers.corpus.toy import ToyConfig, generate_toy_corpus
 
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(ToyConfig)
-                 if getattr(args, f.name) is not None}
+    overrides = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(ToyConfig) if getattr(args, f.name) is not None
+    }
     config = ToyConfig.preset(args.preset, **overrides)
     summary = generate_toy_corpus(args.out, config, workers=args.workers, overwrite=args.force)
     print(f"toy corpus written to {summary['root']} in {summary['seconds']:.1f} s")
-    for key in ("n_train_speakers", "n_train_utterances", "train_hours", "n_test_speakers", "n_test_files",
-                "n_trials", "n_target_same_session", "n_target_cross_session", "n_nontarget", "musan_chunks",
-                "n_rirs", "train_list", "trials"):
+    for key in (
+        "n_train_speakers",
+        "n_train_utterances",
+        "train_hours",
+        "n_test_speakers",
+        "n_test_files",
+        "n_trials",
+        "n_target_same_session",
+        "n_target_cross_session",
+        "n_nontarget",
+        "musan_chunks",
+        "n_rirs",
+        "train_list",
+        "trials",
+    ):
         print(f"  {key}: {summary[key]}")
     return 0
 
@@ -48,19 +61,32 @@ def add_toy_parser(subparsers) -> argparse.ArgumentParser:
     from lgl_helpers.corpus.toy import PRESETS, ToyConfig
 
     parser = subparsers.add_parser(
-        "toy", help="generate the embedded toy corpus (VoxCeleb/MUSAN/RIR layout)",
+        "toy",
+        help="generate the embedded toy corpus (VoxCeleb/MUSAN/RIR layout)",
         description="Generate a deterministic toy speaker corpus in the VoxCeleb, MUSAN and RIR layouts, "
-                    "with lists/train_list.txt and lists/trials.txt. Same options, same bytes.",
+        "with lists/train_list.txt and lists/trials.txt. Same options, same bytes.",
     )
     parser.add_argument("out", help="output folder (must not exist or be empty, unless --force)")
-    parser.add_argument("--preset", choices=PRESETS, default="default",
-                        help="sizes to start from: 'default' (demo pipeline) or 'tiny' (tests); default %(default)s")
+    parser.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="default",
+        help="sizes to start from: 'default' (demo pipeline) or 'tiny' (tests); default %(default)s",
+    )
     defaults = ToyConfig()
     for field in dataclasses.fields(ToyConfig):
         value = getattr(defaults, field.name)
-        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=type(value), default=None,
-                            metavar=type(value).__name__.upper(), help=f"override the preset (default preset: {value})")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores); any value gives the same files")
+        parser.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            dest=field.name,
+            type=type(value),
+            default=None,
+            metavar=type(value).__name__.upper(),
+            help=f"override the preset (default preset: {value})",
+        )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="processes (default: all cores); any value gives the same files"
+    )
     parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
     parser.set_defaults(func=_run_toy)
     return parser
@@ -69,8 +95,9 @@ def add_toy_parser(subparsers) -> argparse.ArgumentParser:
 def _run_lists_build(args: argparse.Namespace) -> int:
     from lgl_helpers.corpus.lists import build_train_list
 
-    entries = build_train_list(args.root, args.out, workers=args.workers, min_seconds=args.min_seconds,
-                               skip_bad=args.skip_bad)
+    entries = build_train_list(
+        args.root, args.out, workers=args.workers, min_seconds=args.min_seconds, skip_bad=args.skip_bad
+    )
     hours = sum(e.duration for e in entries) / 3600.0
     print(f"{args.out}: {len(entries)} utterances of {len({e.speaker for e in entries})} speakers, {hours:.2f} h")
     return 0
@@ -79,8 +106,13 @@ def _run_lists_build(args: argparse.Namespace) -> int:
 def _run_lists_subset(args: argparse.Namespace) -> int:
     from lgl_helpers.corpus.lists import read_train_list, subset_train_list, write_train_list
 
-    entries = subset_train_list(read_train_list(args.list), args.n_utterances, n_speakers=args.n_speakers,
-                                seed=args.seed, per_speaker=args.per_speaker)
+    entries = subset_train_list(
+        read_train_list(args.list),
+        args.n_utterances,
+        n_speakers=args.n_speakers,
+        seed=args.seed,
+        per_speaker=args.per_speaker,
+    )
     write_train_list(args.out, entries)
     print(f"{args.out}: {len(entries)} utterances of {len({e.speaker for e in entries})} speakers")
     return 0
@@ -108,54 +140,74 @@ def add_lists_parser(subparsers) -> argparse.ArgumentParser:
     """``lgl-kit lists build|subset|check|fetch-voxceleb``."""
     from lgl_helpers.core.audio import MIN_SECONDS
 
-    parser = subparsers.add_parser("lists", help="build, subset, check or fetch VoxCeleb-format lists",
-                                   description="Tools for the training-list and trial-list formats.")
-    commands = parser.add_subparsers(dest="lists_command", metavar="{build,subset,check,fetch-voxceleb}",
-                                     required=True)
+    parser = subparsers.add_parser(
+        "lists",
+        help="build, subset, check or fetch VoxCeleb-format lists",
+        description="Tools for the training-list and trial-list formats.",
+    )
+    commands = parser.add_subparsers(dest="lists_command", metavar="{build,subset,check,fetch-voxceleb}", required=True)
 
     build = commands.add_parser(
-        "build", help="scan <root>/<speaker>/<session>/<utt>.wav into a training list",
+        "build",
+        help="scan <root>/<speaker>/<session>/<utt>.wav into a training list",
         description="Scan a VoxCeleb-layout folder into '<speaker> <relative path> <seconds>' lines. "
-                    "Durations come from the wav headers (no decoding), read in parallel; output sorted by path.",
+        "Durations come from the wav headers (no decoding), read in parallel; output sorted by path.",
     )
     build.add_argument("--root", required=True, help="training audio folder, e.g. voxceleb2/dev/wav")
     build.add_argument("--out", required=True, help="training list to write (atomically)")
     build.add_argument("--workers", type=int, default=8, help="header-reading threads (default %(default)s)")
-    build.add_argument("--min-seconds", type=float, default=MIN_SECONDS, help="shortest usable file (default %(default)s)")
-    build.add_argument("--skip-bad", action="store_true", help="leave unusable files out with a warning instead of failing")
+    build.add_argument(
+        "--min-seconds", type=float, default=MIN_SECONDS, help="shortest usable file (default %(default)s)"
+    )
+    build.add_argument(
+        "--skip-bad", action="store_true", help="leave unusable files out with a warning instead of failing"
+    )
     build.set_defaults(func=_run_lists_build)
 
     subset = commands.add_parser(
-        "subset", help="draw a speaker-stratified subset of a training list",
+        "subset",
+        help="draw a speaker-stratified subset of a training list",
         description="Draw a speaker-stratified subset by seed, e.g. the reference's train_mini: "
-                    "--n-utterances 100000 --n-speakers 4082.",
+        "--n-utterances 100000 --n-speakers 4082.",
     )
     subset.add_argument("--list", required=True, help="training list to draw from")
     subset.add_argument("--out", required=True, help="subset list to write")
     subset.add_argument("--n-utterances", type=int, required=True, help="utterances in the subset")
     subset.add_argument("--n-speakers", type=int, default=None, help="speakers drawn first (default: all)")
-    subset.add_argument("--per-speaker", choices=["equal", "proportional"], default="equal",
-                        help="split utterances evenly over speakers or draw them uniformly (default %(default)s)")
+    subset.add_argument(
+        "--per-speaker",
+        choices=["equal", "proportional"],
+        default="equal",
+        help="split utterances evenly over speakers or draw them uniformly (default %(default)s)",
+    )
     subset.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     subset.set_defaults(func=_run_lists_subset)
 
     check = commands.add_parser(
-        "check", help="validate a training or trial list against its audio",
+        "check",
+        help="validate a training or trial list against its audio",
         description="Validate every line's format and that each referenced file exists, is readable, 16 kHz mono "
-                    "and long enough. Reports every problem as file:line and exits non-zero; prints counts on success.",
+        "and long enough. Reports every problem as file:line and exits non-zero; prints counts on success.",
     )
     check.add_argument("--list", required=True, help="list file to check")
     check.add_argument("--root", required=True, help="folder the list's paths are relative to")
-    check.add_argument("--kind", choices=["auto", "train", "trials"], default="auto",
-                       help="list format (default: detect from what most of the first lines look like)")
-    check.add_argument("--min-seconds", type=float, default=MIN_SECONDS, help="shortest usable file (default %(default)s)")
+    check.add_argument(
+        "--kind",
+        choices=["auto", "train", "trials"],
+        default="auto",
+        help="list format (default: detect from what most of the first lines look like)",
+    )
+    check.add_argument(
+        "--min-seconds", type=float, default=MIN_SECONDS, help="shortest usable file (default %(default)s)"
+    )
     check.add_argument("--workers", type=int, default=8, help="header-reading threads (default %(default)s)")
     check.set_defaults(func=_run_lists_check)
 
     fetch = commands.add_parser(
-        "fetch-voxceleb", help="download and verify the official Vox1-O/E/H trial lists",
+        "fetch-voxceleb",
+        help="download and verify the official Vox1-O/E/H trial lists",
         description="Download veri_test2.txt, list_test_all2.txt and list_test_hard2.txt (VoxCeleb1 cleaned "
-                    "trial lists), verify trial counts and Vox1-O's sha256, and write them atomically.",
+        "trial lists), verify trial counts and Vox1-O's sha256, and write them atomically.",
     )
     fetch.add_argument("--out", default="data_lists/voxceleb", help="folder to write into (default %(default)s)")
     fetch.add_argument("--timeout", type=float, default=60.0, help="seconds per download attempt (default %(default)s)")
@@ -182,7 +234,9 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         print(f"lgl-kit run: {pipeline.INTERRUPTED_MESSAGE}", file=sys.stderr)
         return pipeline.EXIT_INTERRUPTED
     total = sum(r.get("wall_seconds", 0.0) for r in state["notebooks"].values())
-    print(f"run {args.run_name!r} finished: {run_folder(args.run_name, args.runs_dir)} ({total:.0f} s of notebook time)")
+    print(
+        f"run {args.run_name!r} finished: {run_folder(args.run_name, args.runs_dir)} ({total:.0f} s of notebook time)"
+    )
     return 0
 
 
@@ -193,13 +247,22 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
         help="execute the notebooks headlessly with papermill",
         description="Execute notebooks 00→05 with papermill into runs/RUN/notebooks/, parameters from a profile plus --set.",
     )
-    run.add_argument("--profile", default="demo", help="profile name in notebooks/params/ (ci, demo, full) or a YAML path")
+    run.add_argument(
+        "--profile", default="demo", help="profile name in notebooks/params/ (ci, demo, full) or a YAML path"
+    )
     run.add_argument("--run-name", default="demo", help="folder under --runs-dir for every output")
     run.add_argument("--runs-dir", default="runs", help="where run folders live (default: runs/)")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a parameter of every notebook that has it, or NOTEBOOK.KEY=VALUE for one "
-                          "(mode only this way); values as written: 1e-3, 010, true, [1, 2], auto; repeatable")
-    run.add_argument("--from", dest="start", metavar="NOTEBOOK", help="start at this notebook (e.g. 02 or 02_clustering_umap)")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter of every notebook that has it, or NOTEBOOK.KEY=VALUE for one "
+        "(mode only this way); values as written: 1e-3, 010, true, [1, 2], auto; repeatable",
+    )
+    run.add_argument(
+        "--from", dest="start", metavar="NOTEBOOK", help="start at this notebook (e.g. 02 or 02_clustering_umap)"
+    )
     run.add_argument("--only", metavar="NOTEBOOK", help="run only this notebook")
     run.add_argument("--log-output", action="store_true", help="stream each notebook's output (one log line per epoch)")
     run.add_argument("--force", action="store_true", help="rerun notebooks even when finished with the same parameters")
@@ -222,8 +285,11 @@ def _run_report(args: argparse.Namespace) -> int:
 
 def add_report_parser(subparsers) -> argparse.ArgumentParser:
     """``lgl-kit report``: the results table of a finished run."""
-    report = subparsers.add_parser("report", help="print the results table of a finished run",
-                                   description="Print the results table from runs/RUN/report.json.")
+    report = subparsers.add_parser(
+        "report",
+        help="print the results table of a finished run",
+        description="Print the results table from runs/RUN/report.json.",
+    )
     report.add_argument("--run-name", default="demo", help="run folder name")
     report.add_argument("--runs-dir", default="runs", help="where run folders live")
     report.set_defaults(func=_run_report)
@@ -240,7 +306,9 @@ def _run_doctor(args: argparse.Namespace) -> int:
     for check in checks:
         print(check.line())
     errors = sum(not check.ok for check in checks)
-    pending = " (`lgl-kit run` repeats the pending data checks after notebook 00)" if any(c.pending for c in checks) else ""
+    pending = (
+        " (`lgl-kit run` repeats the pending data checks after notebook 00)" if any(c.pending for c in checks) else ""
+    )
     print(f"{len(checks)} checks, {errors} error(s){pending}")
     return 1 if errors else 0
 
@@ -248,23 +316,32 @@ def _run_doctor(args: argparse.Namespace) -> int:
 def add_doctor_parser(subparsers) -> argparse.ArgumentParser:
     """``lgl-kit doctor``: the options of ``lgl-kit run`` that decide what a run reads and needs."""
     parser = subparsers.add_parser(
-        "doctor", help="check the environment, data and configuration of a run without running it",
+        "doctor",
+        help="check the environment, data and configuration of a run without running it",
         description="Check what `lgl-kit run` with the same options needs: torch/torchaudio/faiss, CUDA, every "
-                    "data root and list, each notebook's configuration against the data, and free disk. One line "
-                    "per check; exits non-zero on any error.",
+        "data root and list, each notebook's configuration against the data, and free disk. One line "
+        "per check; exits non-zero on any error.",
     )
-    parser.add_argument("--profile", default="demo", help="profile name in notebooks/params/ (ci, demo, full) or a YAML path")
+    parser.add_argument(
+        "--profile", default="demo", help="profile name in notebooks/params/ (ci, demo, full) or a YAML path"
+    )
     parser.add_argument("--run-name", default="demo", help="folder under --runs-dir for every output")
     parser.add_argument("--runs-dir", default="runs", help="where run folders live (default: runs/)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a parameter of every notebook that has it, or NOTEBOOK.KEY=VALUE for one; repeatable")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter of every notebook that has it, or NOTEBOOK.KEY=VALUE for one; repeatable",
+    )
     parser.set_defaults(func=_run_doctor)
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lgl-kit", description="LGL Kit: self-supervised speaker recognition "
-                                                                 "with loss-gated learning.")
+    parser = argparse.ArgumentParser(
+        prog="lgl-kit", description="LGL Kit: self-supervised speaker recognition with loss-gated learning."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     subparsers = parser.add_subparsers(dest="command", metavar="{toy,lists,run,report,doctor}", required=True)
     add_toy_parser(subparsers)

@@ -19,14 +19,14 @@ import functools
 import importlib
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from lgl_helpers.app.checks import DATA_SETUP, STAGE1, TRAINING, Check, first_line
 from lgl_helpers.app.planning import PlannedNotebook, notebook_parameters
 from lgl_helpers.runs import DATA_KEYS, resolve_data_paths, resolve_path
-
 
 # The config dataclass each notebook builds in its first code cell.
 CONFIGS = {
@@ -40,7 +40,11 @@ CONFIGS = {
 
 
 # The parameter naming the checkpoint a notebook starts from ("" = runs/<run>/stage1/best.model).
-START_CHECKPOINT = {"02_clustering_umap": "init_model", "03_stage2_baseline": "init_model", "04_stage2_lgl": "init_model"}
+START_CHECKPOINT = {
+    "02_clustering_umap": "init_model",
+    "03_stage2_baseline": "init_model",
+    "04_stage2_lgl": "init_model",
+}
 
 
 LIST_KEYS = ("train_list", "trials", "val_trials")
@@ -69,7 +73,9 @@ def configuration_checks(values: dict[str, dict]) -> tuple[dict[str, Any], list[
         try:
             configs[name] = build_config(name, params)
         except (TypeError, ValueError) as error:
-            checks.append(Check(name, False, f"{first_line(error)} (set it in the profile or with --set {name}.NAME=VALUE)"))
+            checks.append(
+                Check(name, False, f"{first_line(error)} (set it in the profile or with --set {name}.NAME=VALUE)")
+            )
         else:
             checks.append(Check(name, True, f"parameters pass {CONFIGS[name][1]}'s validation"))
     return configs, checks
@@ -79,7 +85,7 @@ def _parameter_count(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _encoder_parameters(channels: int) -> int:
     """Parameters of an ECAPA-TDNN of width C (built once per width and process; only the count is kept)."""
     from lgl_helpers.core.models import ECAPATDNN
@@ -92,7 +98,11 @@ def stage1_checkpoint_bytes(config) -> int:
     from lgl_helpers.core.losses import AATDiscriminator, ContrastiveLoss
 
     evaluated = sum(1 for e in range(1, config.epochs + 1) if e % config.test_interval == 0 or e == config.epochs)
-    parameters = _encoder_parameters(config.channels) + _parameter_count(ContrastiveLoss()) + _parameter_count(AATDiscriminator())
+    parameters = (
+        _encoder_parameters(config.channels)
+        + _parameter_count(ContrastiveLoss())
+        + _parameter_count(AATDiscriminator())
+    )
     return (evaluated + 2) * parameters * 4 * CHECKPOINT_COPIES
 
 
@@ -132,8 +142,12 @@ def check_disk(runs_dir: Path, need: int, usage: Callable = shutil.disk_usage) -
         folder = folder.parent
     free = usage(folder).free
     if free < need:
-        return Check("disk", False, f"{_size(free)} free at {folder} but the run's checkpoints need about {_size(need)}: "
-                                    "free space there or choose another --runs-dir")
+        return Check(
+            "disk",
+            False,
+            f"{_size(free)} free at {folder} but the run's checkpoints need about {_size(need)}: "
+            "free space there or choose another --runs-dir",
+        )
     return Check("disk", True, f"{_size(free)} free at {folder}; the run's checkpoints need about {_size(need)}")
 
 
@@ -179,8 +193,8 @@ def _setup_base(config, run_dir: Path, uses: _Uses) -> tuple[_Base | None, list[
 
     Adds 00's own paths to ``uses``; None when one of them is missing (the path checks report it).
     """
-    from lgl_helpers.corpus import toy  # here: corpus imports matplotlib, which no other check needs
     from lgl_helpers.corpus import data_setup as corpus
+    from lgl_helpers.corpus import toy  # here: corpus imports matplotlib, which no other check needs
 
     given = {key: resolve_path(getattr(config, key)) for key in DATA_KEYS if getattr(config, key)}
     for key, path in given.items():
@@ -198,8 +212,14 @@ def _setup_base(config, run_dir: Path, uses: _Uses) -> tuple[_Base | None, list[
     checks, created = [], set()
     if toy_root is not None and corpus.toy_needed(config) and not toy.is_toy_corpus(toy_root):
         created = {key for key, path in paths.items() if path is not None and key not in given}
-        checks.append(Check("toy_root", True, f"{toy_root}: notebook 00 generates the {config.toy_preset!r} toy corpus "
-                                              "there (make_toy=True)", pending=True))
+        checks.append(
+            Check(
+                "toy_root",
+                True,
+                f"{toy_root}: notebook 00 generates the {config.toy_preset!r} toy corpus there (make_toy=True)",
+                pending=True,
+            )
+        )
     if paths["train_list"] is None:  # notebook 00 builds it from train_root's wav headers
         paths["train_list"] = run_dir / "lists" / "train_list.txt"
         created.add("train_list")
@@ -234,8 +254,11 @@ def _path_check(key: str, path: Path, use: _Use, run_dir: Path) -> Check:
     problem = _path_problem(key, path)
     if problem is None:
         return Check(key, True, f"{path} ({notebooks})")
-    fix = (f"make it readable (chmod / chown) or point {key} elsewhere" if problem.startswith("is not readable")
-           else _fix(key, use.origins, run_dir))
+    fix = (
+        f"make it readable (chmod / chown) or point {key} elsewhere"
+        if problem.startswith("is not readable")
+        else _fix(key, use.origins, run_dir)
+    )
     return Check(key, False, f"{path} {problem} (used by {notebooks}): {fix}")
 
 
@@ -260,7 +283,9 @@ def _fit_check(name: str, config, paths: dict) -> Check:
     except (ValueError, FileNotFoundError) as error:
         return Check(name, False, first_line(error))
     longest = max(entry.duration for entry in entries)
-    return Check(name, True, f"configuration fits {paths['train_list']} ({len(entries)} utterances, longest {longest:.2f} s)")
+    return Check(
+        name, True, f"configuration fits {paths['train_list']} ({len(entries)} utterances, longest {longest:.2f} s)"
+    )
 
 
 def _checkpoint_check(name: str, config, run_dir: Path, stage1_planned: bool) -> Check:
@@ -276,7 +301,9 @@ def _checkpoint_check(name: str, config, run_dir: Path, stage1_planned: bool) ->
     return Check(label, False, f"{path} does not exist: {hint}")
 
 
-def _stage_checks(name: str, config, paths: dict, path_checks: dict, run_dir: Path, stage1_planned: bool) -> list[Check]:
+def _stage_checks(
+    name: str, config, paths: dict, path_checks: dict, run_dir: Path, stage1_planned: bool
+) -> list[Check]:
     """A training notebook's configuration against its training list, and the checkpoint it starts from."""
     own = [path_checks[pair] for pair in _paths_used(name, config, paths).items()]
     if not all(check.ok for check in own):

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from lgl_helpers.app.checks import DATA_SETUP, TRAINING, Check
 from lgl_helpers.app.data_checks import configuration_checks, data_checks, disk_check, planned_values
@@ -23,15 +24,22 @@ from lgl_helpers.app.planning import PipelineError, PlannedNotebook
 from lgl_helpers.runs import run_folder
 
 
-def diagnose(steps: Sequence[PlannedNotebook], *, environment: bool = True, data: bool = True,
-             import_module: Importer = importlib.import_module,
-             version_of: Callable[[str], str] = importlib.metadata.version) -> list[Check]:
+def diagnose(
+    steps: Sequence[PlannedNotebook],
+    *,
+    environment: bool = True,
+    data: bool = True,
+    import_module: Importer = importlib.import_module,
+    version_of: Callable[[str], str] = importlib.metadata.version,
+) -> list[Check]:
     """Every check of the planned ``steps`` (from :func:`lgl_helpers.app.planning.plan_run`), in report order."""
     values = planned_values(steps)
     checks = environment_checks(values, import_module, version_of) if environment else []
     if any(not check.ok and check.name in ("torch", "torchaudio") for check in checks):
         # Every config module imports torch: nothing further can be checked until it imports.
-        return checks + [Check("configuration", False, "not checked: it needs torch and torchaudio to import (see above)")]
+        return checks + [
+            Check("configuration", False, "not checked: it needs torch and torchaudio to import (see above)")
+        ]
     configs, config_checks = configuration_checks(values)
     checks += config_checks
     first = next(iter(values.values()))  # every notebook has the pipeline's run_name and runs_dir
@@ -72,6 +80,8 @@ class Preflight:
                 "every check):\n" + "\n".join(errors)
             )
         pending = any(check.pending for check in checks)
-        self.echo(f"[preflight] {when}: {len(checks)} checks ok"
-                  + (f"; the data checks run again once {DATA_SETUP} has created the data" if pending else ""))
+        self.echo(
+            f"[preflight] {when}: {len(checks)} checks ok"
+            + (f"; the data checks run again once {DATA_SETUP} has created the data" if pending else "")
+        )
         return pending

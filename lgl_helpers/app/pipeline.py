@@ -67,7 +67,9 @@ def _require_writable(folder: Path) -> None:
     except OSError as error:
         reason = error.strerror or str(error)
         where = f" ({error.filename})" if error.filename and str(error.filename) != str(folder) else ""
-        raise PipelineError(f"run folder {folder} cannot be written: {reason}{where}; choose another --runs-dir") from None
+        raise PipelineError(
+            f"run folder {folder} cannot be written: {reason}{where}; choose another --runs-dir"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -126,7 +128,12 @@ def run_pipeline(
     for step in plan:
         preflight.before(step.name)  # the data checks deferred until notebook 00 has created the data
         record = state["notebooks"].get(step.name, {})
-        if not force and not upstream_reran and record.get("status") == "done" and record.get("fingerprint") == step.fingerprint:
+        if (
+            not force
+            and not upstream_reran
+            and record.get("status") == "done"
+            and record.get("fingerprint") == step.fingerprint
+        ):
             echo(f"[{step.name}] already finished with the same parameters ({record['wall_seconds']:.0f} s) - skipped")
             continue
         upstream_reran = True
@@ -155,7 +162,11 @@ def run_pipeline(
             raise
         except Exception as error:
             message = strip_ansi(str(error))
-            record.update(status="failed", wall_seconds=time.time() - started, error=message.splitlines()[-1][:500] if message else type(error).__name__)
+            record.update(
+                status="failed",
+                wall_seconds=time.time() - started,
+                error=message.splitlines()[-1][:500] if message else type(error).__name__,
+            )
             write_json(state_path, state)
             raise PipelineError(f"[{step.name}] failed: {_failure_message(error, step.output)}") from None
         record.update(status="done", wall_seconds=time.time() - started, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))

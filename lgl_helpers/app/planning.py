@@ -69,11 +69,15 @@ def notebook_parameters(path: str | Path) -> dict[str, Any]:
     parameters = {}
     for node in ast.parse(source).body:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-            raise PipelineError(f"{path}: parameters cell line {node.lineno} is not a plain `name = literal` assignment")
+            raise PipelineError(
+                f"{path}: parameters cell line {node.lineno} is not a plain `name = literal` assignment"
+            )
         try:
             parameters[node.targets[0].id] = ast.literal_eval(node.value)
         except ValueError:
-            raise PipelineError(f"{path}: parameter {node.targets[0].id!r} (line {node.lineno}) is not a literal") from None
+            raise PipelineError(
+                f"{path}: parameter {node.targets[0].id!r} (line {node.lineno}) is not a literal"
+            ) from None
     return parameters
 
 
@@ -117,8 +121,11 @@ for _tag, _pattern, _first in (
     ("bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
     ("null", r"~|null|Null|NULL|None|", ["~", "n", "N", ""]),
     ("int", r"[-+]?[0-9]+(_[0-9]+)*|0o[0-7]+|0x[0-9a-fA-F]+", "-+0123456789"),
-    ("float", r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)",
-     "-+0123456789."),
+    (
+        "float",
+        r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)",
+        "-+0123456789.",
+    ),
     ("merge", r"<<", "<"),
 ):
     _ParameterLoader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(f"^(?:{_pattern})$"), list(_first))
@@ -185,7 +192,9 @@ def load_profile(profile: str | Path) -> dict[str, dict[str, Any]]:
         raise PipelineError(f"{path}: expected sections 'common:' and '<notebook>:', got a {_type_name(data)}")
     unknown = set(data) - {"common", *NOTEBOOKS}
     if unknown:
-        raise PipelineError(f"{path}: unknown sections {sorted(unknown)}; valid: ['common', {', '.join(map(repr, NOTEBOOKS))}]")
+        raise PipelineError(
+            f"{path}: unknown sections {sorted(unknown)}; valid: ['common', {', '.join(map(repr, NOTEBOOKS))}]"
+        )
     not_mappings = [key for key, value in data.items() if not isinstance(value, (dict, type(None)))]
     if not_mappings:
         raise PipelineError(f"{path}: section {not_mappings[0]!r} must hold 'name: value' lines")
@@ -288,5 +297,5 @@ def select_notebooks(start: str | None = None, only: str | None = None) -> tuple
     if only:
         return (find(only),)
     if start:
-        return NOTEBOOKS[NOTEBOOKS.index(find(start)):]
+        return NOTEBOOKS[NOTEBOOKS.index(find(start)) :]
     return NOTEBOOKS

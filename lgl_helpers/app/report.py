@@ -64,13 +64,16 @@ def collect_report(run_dir: str | Path) -> dict[str, Any]:
     clustering = []
     quality = _read(run_dir / "clustering" / "quality.json")
     if quality is not None:
-        clustering.append({"mode": "stage1", "iteration": 0, "nmi": quality.get("nmi"), "untrained_nmi": quality.get("untrained_nmi")})
+        clustering.append(
+            {"mode": "stage1", "iteration": 0, "nmi": quality.get("nmi"), "untrained_nmi": quality.get("untrained_nmi")}
+        )
     for key in ("baseline", "lgl"):
         for item in (report.get(key) or {}).get("iterations", []):
             clustering.append({"mode": key, "iteration": item.get("iteration"), "nmi": item.get("nmi")})
     report["clustering"] = clustering
     report["gates"] = [
-        {"iteration": item.get("iteration"), "gate": item.get("gate")} for item in (report.get("lgl") or {}).get("iterations", [])
+        {"iteration": item.get("iteration"), "gate": item.get("gate")}
+        for item in (report.get("lgl") or {}).get("iterations", [])
     ]
     pipeline = _read(run_dir / "pipeline.json") or {"notebooks": {}}
     report["timings"] = {name: record.get("wall_seconds") for name, record in pipeline["notebooks"].items()}
@@ -88,11 +91,15 @@ def results_table(report: dict[str, Any]) -> str:
     rows = ["| system | EER (%) | minDCF (p=0.05) | minDCF (p=0.01) |", "| --- | ---: | ---: | ---: |"]
     stage1 = report.get("stage1")
     if stage1 and stage1.get("untrained_eer") is not None:
-        rows.append(f"| untrained encoder | {_fmt(stage1['untrained_eer'])} | {_fmt(stage1.get('untrained_min_dcf'), 3)} | – |")
+        rows.append(
+            f"| untrained encoder | {_fmt(stage1['untrained_eer'])} | {_fmt(stage1.get('untrained_min_dcf'), 3)} | – |"
+        )
     for key, _, label in SYSTEMS:
         entry = report.get(key)
         if entry:
-            rows.append(f"| {label} | {_fmt(entry['eer'])} | {_fmt(entry['min_dcf'], 3)} | {_fmt(entry['min_dcf_0.01'], 3)} |")
+            rows.append(
+                f"| {label} | {_fmt(entry['eer'])} | {_fmt(entry['min_dcf'], 3)} | {_fmt(entry['min_dcf_0.01'], 3)} |"
+            )
     return "\n".join(rows)
 
 
@@ -110,8 +117,22 @@ def write_report(run_dir: str | Path, figures_dir: str | Path | None = None) -> 
     report["figures"] = {name: str(path) for name, path in images.items()}
     write_json(run_dir / "report.json", report)
 
-    lines = [f"# LGL Kit report: run `{report['run_name']}`", "", f"Profile: `{report['profile']}`", "", "## Verification results (test trials)", "", results_table(report), ""]
-    lines += ["## Clustering (NMI of pseudo labels against true speakers)", "", "| mode | iteration | NMI |", "| --- | ---: | ---: |"]
+    lines = [
+        f"# LGL Kit report: run `{report['run_name']}`",
+        "",
+        f"Profile: `{report['profile']}`",
+        "",
+        "## Verification results (test trials)",
+        "",
+        results_table(report),
+        "",
+    ]
+    lines += [
+        "## Clustering (NMI of pseudo labels against true speakers)",
+        "",
+        "| mode | iteration | NMI |",
+        "| --- | ---: | ---: |",
+    ]
     lines += [f"| {c['mode']} | {c['iteration']} | {_fmt(c['nmi'], 3)} |" for c in report["clustering"]]
     if report["gates"]:
         lines += ["", "## Loss gate per LGL iteration", "", "| iteration | gate |", "| ---: | ---: |"]
@@ -120,7 +141,10 @@ def write_report(run_dir: str | Path, figures_dir: str | Path | None = None) -> 
     lines += [f"| {name} | {_fmt(seconds, 1)} |" for name, seconds in report["timings"].items()]
     env = report["environment"]
     lines += ["", "## Machine", "", ", ".join(f"{k}: {v}" for k, v in env.items() if v is not None), ""]
-    lines += [f"![{name}]({Path(path).relative_to(run_dir) if Path(path).is_relative_to(run_dir) else path})" for name, path in images.items()]
+    lines += [
+        f"![{name}]({Path(path).relative_to(run_dir) if Path(path).is_relative_to(run_dir) else path})"
+        for name, path in images.items()
+    ]
     md_path = atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")
     return report, md_path
 

@@ -23,14 +23,19 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from lgl_helpers.clustering.kmeans import (REFERENCE_MAX_POINTS_PER_CENTROID, REFERENCE_N_ITER, REFERENCE_SEED,
-                                           kmeans_pseudo_labels, resolve_use_gpu)
+from lgl_helpers.clustering.kmeans import (
+    REFERENCE_MAX_POINTS_PER_CENTROID,
+    REFERENCE_N_ITER,
+    REFERENCE_SEED,
+    kmeans_pseudo_labels,
+    resolve_use_gpu,
+)
 from lgl_helpers.clustering.pseudo_labels import relative_paths, write_pseudo_labels
 from lgl_helpers.clustering.quality import clustering_quality
 from lgl_helpers.config import NotebookConfig, check_int, check_n_clusters, check_non_negative, check_positive
@@ -135,8 +140,12 @@ def cluster_utterances(
         start = time.perf_counter()
         kwargs = {} if batch_seconds is None else {"batch_seconds": batch_seconds}
         emb = embed_files(
-            encoder, [train_root / p for p in rel_paths], device=device, max_seconds=max_seconds,
-            show_progress=show_progress, **kwargs,
+            encoder,
+            [train_root / p for p in rel_paths],
+            device=device,
+            max_seconds=max_seconds,
+            show_progress=show_progress,
+            **kwargs,
         )
         log.info("embedded %d utterances in %.1f s", emb.shape[0], time.perf_counter() - start)
         atomic_save_npy(out_dir / "embeddings.npy", emb)
@@ -161,7 +170,11 @@ def cluster_utterances(
     write_pseudo_labels(out_dir / "pseudo_labels.txt", rel_paths, pseudo_labels)
     log.info(
         "clustering: NMI %.4f, purity %.4f, inverse purity %.4f, %d non-empty clusters → %s",
-        quality["nmi"], quality["purity"], quality["inverse_purity"], quality["n_nonempty_clusters"], out_dir,
+        quality["nmi"],
+        quality["purity"],
+        quality["inverse_purity"],
+        quality["n_nonempty_clusters"],
+        out_dir,
     )
     return ClusteringResult(pseudo_labels, emb, centroids, quality, out_dir, reused)
 
@@ -232,7 +245,9 @@ def check_inputs(cfg: ClusteringConfig, paths: dict, *, audio: bool = True) -> l
     run_dir = run_folder(cfg.run_name, cfg.runs_dir)
     for name in ("train_list", "train_root"):
         if paths[name] is None:
-            raise ValueError(f"{name} is empty and {run_dir / 'data.json'} does not give it; run notebook 00 or set {name}")
+            raise ValueError(
+                f"{name} is empty and {run_dir / 'data.json'} does not give it; run notebook 00 or set {name}"
+            )
         if not paths[name].exists():
             raise FileNotFoundError(f"{name}={getattr(cfg, name)!r}: {paths[name]} does not exist")
     entries = read_train_list(paths["train_list"])
@@ -253,7 +268,9 @@ def resolve_inputs(cfg: ClusteringConfig) -> ClusteringInputs:
         hint = "set init_model" if cfg.init_model else "run notebook 01 first or set init_model"
         raise FileNotFoundError(f"init_model={cfg.init_model!r}: {init_model} does not exist ({hint})")
     entries = check_inputs(cfg, data)
-    return ClusteringInputs(run_dir, run_dir / "clustering", init_model, data["train_list"], data["train_root"], entries)
+    return ClusteringInputs(
+        run_dir, run_dir / "clustering", init_model, data["train_list"], data["train_root"], entries
+    )
 
 
 def cluster_from_config(

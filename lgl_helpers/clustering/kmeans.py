@@ -138,7 +138,12 @@ def kmeans_pseudo_labels(
     objective = stats.at(stats.size() - 1).obj if stats.size() else float("nan")
     log.info(
         "k-means: %d points → %d clusters (%s), %d iterations on %d sampled points, objective %.1f, %.1f s",
-        n, n_clusters, "GPU" if gpu else "CPU", n_iter, min(n, n_clusters * max_points_per_centroid),
-        objective, time.perf_counter() - start,
+        n,
+        n_clusters,
+        "GPU" if gpu else "CPU",
+        n_iter,
+        min(n, n_clusters * max_points_per_centroid),
+        objective,
+        time.perf_counter() - start,
     )
     return pseudo_labels, centroids

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -29,7 +29,9 @@ def check_labels(pseudo_labels: np.ndarray, n: int | None = None) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def write_pseudo_labels(path: str | os.PathLike, entries: Sequence[TrainEntry | str], pseudo_labels: np.ndarray) -> Path:
+def write_pseudo_labels(
+    path: str | os.PathLike, entries: Sequence[TrainEntry | str], pseudo_labels: np.ndarray
+) -> Path:
     """Write ``<relative wav path> <cluster id>`` one a line, in ``entries`` order, atomically.
 
     entries: training-list entries (or their relative paths); pseudo_labels: (N,) non-negative ints.
@@ -60,7 +62,9 @@ def read_pseudo_labels(
             if not fields_:
                 continue
             if len(fields_) != 2:
-                raise ListFormatError(f"{path}:{number}: expected 2 fields '<relative wav path> <cluster id>', got {len(fields_)}")
+                raise ListFormatError(
+                    f"{path}:{number}: expected 2 fields '<relative wav path> <cluster id>', got {len(fields_)}"
+                )
             rel_path, label_text = fields_
             if count >= len(expected):
                 raise ListFormatError(f"{path}:{number}: more lines than the {len(expected)} training-list entries")

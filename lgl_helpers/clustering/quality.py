@@ -8,8 +8,9 @@ for the gate tuner's precision figures.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -126,14 +127,16 @@ def cluster_summary(pseudo_labels: np.ndarray, speakers: Sequence) -> list[dict]
         order = np.lexsort((cols, -data))
         members = [(str(names[cols[i]]), int(data[i])) for i in order]
         size = int(data.sum())
-        rows.append({
-            "cluster": cluster,
-            "size": size,
-            "purity": members[0][1] / size,
-            "majority_speaker": members[0][0],
-            "n_speakers": len(members),
-            "speakers": members,
-        })
+        rows.append(
+            {
+                "cluster": cluster,
+                "size": size,
+                "purity": members[0][1] / size,
+                "majority_speaker": members[0][0],
+                "n_speakers": len(members),
+                "speakers": members,
+            }
+        )
     return rows
 
 

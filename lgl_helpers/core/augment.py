@@ -26,9 +26,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -186,9 +186,7 @@ def _load_rir_array(path: Path) -> RirSet:
     except Exception as error:  # numpy raises ValueError/OSError/UnpicklingError for non-.npy files
         raise AugmentError(f"{path}: cannot read as a .npy array ({error}); expected {RIR_LAYOUTS[2]}") from error
     if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1 or not np.issubdtype(array.dtype, np.floating):
-        raise AugmentError(
-            f"{path}: holds a {array.dtype} array of shape {array.shape}; expected {RIR_LAYOUTS[2]}"
-        )
+        raise AugmentError(f"{path}: holds a {array.dtype} array of shape {array.shape}; expected {RIR_LAYOUTS[2]}")
     return RirSet(npy_path=str(path), _array=array)
 
 
@@ -197,7 +195,9 @@ def find_rirs(rir_root: str | os.PathLike) -> RirSet:
     root = Path(rir_root)
     if root.is_file():
         if root.suffix != ".npy":
-            raise AugmentError(f"rir_root {root} is a file but not a .npy array; expected one of: {'; '.join(RIR_LAYOUTS)}")
+            raise AugmentError(
+                f"rir_root {root} is a file but not a .npy array; expected one of: {'; '.join(RIR_LAYOUTS)}"
+            )
         return _load_rir_array(root)
     if not root.is_dir():
         raise AugmentError(f"rir_root {root} does not exist; expected one of: {'; '.join(RIR_LAYOUTS)}")
@@ -207,7 +207,9 @@ def find_rirs(rir_root: str | os.PathLike) -> RirSet:
         files = sorted(str(p) for p in root.glob(pattern))
         if files:
             return RirSet(files=files)
-    raise AugmentError(f"rir_root {root}: no RIRs found; expected one of: {'; '.join(RIR_LAYOUTS)}; {_describe_folder(root)}")
+    raise AugmentError(
+        f"rir_root {root}: no RIRs found; expected one of: {'; '.join(RIR_LAYOUTS)}; {_describe_folder(root)}"
+    )
 
 
 @dataclass
@@ -218,7 +220,7 @@ class AugmentSources:
     rirs: RirSet | None = None
 
     @classmethod
-    def from_roots(cls, musan_root: str | os.PathLike | None, rir_root: str | os.PathLike | None) -> "AugmentSources":
+    def from_roots(cls, musan_root: str | os.PathLike | None, rir_root: str | os.PathLike | None) -> AugmentSources:
         """Discover both sets; ``None``/``""`` roots are skipped with one warning, a bad root raises :class:`AugmentError`."""
         noise_files = find_noise_files(musan_root) if musan_root else None
         rirs = find_rirs(rir_root) if rir_root else None
@@ -266,10 +268,10 @@ class Recipe:
     snr_db: float | torch.Tensor = float("nan")
     rir_gain_db: float | torch.Tensor = float("nan")
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Recipe":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Recipe:
         return Recipe(**{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)})
 
-    def pin_memory(self) -> "Recipe":
+    def pin_memory(self) -> Recipe:
         # Called by DataLoader(pin_memory=True) on the batched recipe.
         return Recipe(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
 
@@ -292,9 +294,7 @@ def read_segment(path: str | os.PathLike, length: int, rng: np.random.Generator)
     return wave[(int(rng.integers(0, frames)) + np.arange(length)) % frames]
 
 
-def sample_recipe(
-    sources: AugmentSources, policy: AugmentPolicy, length: int, rng: np.random.Generator
-) -> Recipe:
+def sample_recipe(sources: AugmentSources, policy: AugmentPolicy, length: int, rng: np.random.Generator) -> Recipe:
     """Draw one augmentation for ``length``-sample waves and read the audio it needs. Returns a single :class:`Recipe`.
 
     An augmentation whose source set is missing is dropped from the drawn outcome (e.g. without RIRs,

@@ -23,9 +23,9 @@ from __future__ import annotations
 import logging
 import os
 import random
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -116,7 +116,10 @@ def check_crop(entries: Sequence[TrainEntry], length: int, n_crops: int, list_na
     if n_crops > 1 and need > longest:
         log.warning(
             "the %d non-overlapping crops need %.2f s but the longest file has %.2f s: every item is wrap-padded "
-            "and its crops repeat the same audio", n_crops, need, longest,
+            "and its crops repeat the same audio",
+            n_crops,
+            need,
+            longest,
         )
     elif short:
         log.info("%d of %d files are shorter than %.2f s and are wrap-padded", short, len(entries), need)
@@ -133,11 +136,15 @@ def check_training_list(paths: dict, run_dir: str | os.PathLike, *, batch_size: 
     """
     for key in ("train_list", "train_root", "test_root", "trials"):
         if paths[key] is None:
-            raise ValueError(f"{key} is not set: give it as a parameter or run notebook 00 to write {Path(run_dir) / 'data.json'}")
+            raise ValueError(
+                f"{key} is not set: give it as a parameter or run notebook 00 to write {Path(run_dir) / 'data.json'}"
+            )
     entries = read_train_list(paths["train_list"])
     if batch_size > len(entries):
-        raise ValueError(f"batch_size={batch_size} is larger than the {len(entries)} utterances of "
-                         f"{paths['train_list']}: no full batch; choose batch_size <= {len(entries)}")
+        raise ValueError(
+            f"batch_size={batch_size} is larger than the {len(entries)} utterances of "
+            f"{paths['train_list']}: no full batch; choose batch_size <= {len(entries)}"
+        )
     check_crop_length(entries, segment_samples(frames), f"training list {paths['train_list']}")
     return entries
 
@@ -148,7 +155,9 @@ def check_train_files(entries: Sequence[TrainEntry], root: str | os.PathLike, li
     missing = [e.path for e in entries if not (root / e.path).is_file()]
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        raise FileNotFoundError(f"{len(missing)} of {len(entries)} files of the {list_name} are missing under {root}: {shown}")
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(entries)} files of the {list_name} are missing under {root}: {shown}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -210,7 +219,12 @@ class Stage1Dataset(Dataset):
     def __getitem__(self, key) -> dict:
         index, rng = _item_rng(key, self.seed)
         crops = two_crops(self.train_root / self.entries[index].path, self.length, rng)
-        return {"crops": torch.from_numpy(crops), "recipe_a": self._recipe(rng), "recipe_b": self._recipe(rng), "index": index}
+        return {
+            "crops": torch.from_numpy(crops),
+            "recipe_a": self._recipe(rng),
+            "recipe_b": self._recipe(rng),
+            "index": index,
+        }
 
     @staticmethod
     def collate(items: Sequence[dict]) -> dict:

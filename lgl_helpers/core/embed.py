@@ -13,18 +13,18 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lgl_helpers.core.audio import SAMPLE_RATE, check_wav, read_wav
-from lgl_helpers.corpus.lists import Trial
 from lgl_helpers.core.metrics import compute_eer, compute_min_dcf
+from lgl_helpers.corpus.lists import Trial
 from lgl_helpers.runs import get_device, progress
 
 log = logging.getLogger(__name__)
@@ -196,8 +196,12 @@ def evaluate_trials(
             index.setdefault(rel, len(index))
     files = list(index)
     emb = embed_files(
-        model, [root / rel for rel in files], device=device, batch_seconds=batch_seconds,
-        max_seconds=max_seconds, show_progress=show_progress,
+        model,
+        [root / rel for rel in files],
+        device=device,
+        batch_seconds=batch_seconds,
+        max_seconds=max_seconds,
+        show_progress=show_progress,
     )
     index_a = np.array([index[t.path_a] for t in trials])
     index_b = np.array([index[t.path_b] for t in trials])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -108,7 +108,7 @@ def _two_modes(x: np.ndarray, seed: int) -> tuple[float, float] | None:
 def _kde(x: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """Gaussian kernel density (unnormalised) of ``x`` on ``grid``, bandwidth by Silverman's rule."""
     spread = min(float(x.std()), float(np.subtract(*np.percentile(x, [75, 25]))) / 1.34)
-    bandwidth = 0.9 * (spread if spread > 0 else float(x.std())) * x.size ** -0.2
+    bandwidth = 0.9 * (spread if spread > 0 else float(x.std())) * x.size**-0.2
     density = np.zeros_like(grid)
     for chunk in np.array_split(x, max(1, x.size // 2000)):
         density += np.exp(-0.5 * ((grid[:, None] - chunk[None, :]) / bandwidth) ** 2).sum(axis=1)

@@ -95,7 +95,7 @@ class Bottle2neck(nn.Module):
         spx = torch.split(out, self.width, 1)
         branches = []
         for i in range(self.nums):
-            sp = spx[i] if i == 0 else sp + spx[i]
+            sp = spx[i] if i == 0 else sp + spx[i]  # noqa: F821 (sp is bound at i == 0)
             sp = self.bns[i](self.relu(self.convs[i](sp)))
             if mask is not None:
                 sp = sp * mask
@@ -128,8 +128,14 @@ def mel_front_end() -> nn.Sequential:
     return nn.Sequential(
         PreEmphasis(),
         torchaudio.transforms.MelSpectrogram(
-            sample_rate=16000, n_fft=512, win_length=400, hop_length=HOP_LENGTH,
-            f_min=20, f_max=7600, window_fn=torch.hamming_window, n_mels=N_MELS,
+            sample_rate=16000,
+            n_fft=512,
+            win_length=400,
+            hop_length=HOP_LENGTH,
+            f_min=20,
+            f_max=7600,
+            window_fn=torch.hamming_window,
+            n_mels=N_MELS,
         ),
     )
 
@@ -192,9 +198,17 @@ class ECAPATDNN(nn.Module):
         # Indices past an item's own padded end only feed frames that the mask drops.
         src = src.clamp(0, wave.shape[1] - 1)
         power = torchaudio.functional.spectrogram(
-            pre.gather(1, src), pad=0, window=spec.window, n_fft=spec.n_fft, hop_length=spec.hop_length,
-            win_length=spec.win_length, power=spec.power, normalized=spec.normalized, center=False,
-            pad_mode=spec.pad_mode, onesided=spec.onesided,
+            pre.gather(1, src),
+            pad=0,
+            window=spec.window,
+            n_fft=spec.n_fft,
+            hop_length=spec.hop_length,
+            win_length=spec.win_length,
+            power=spec.power,
+            normalized=spec.normalized,
+            center=False,
+            pad_mode=spec.pad_mode,
+            onesided=spec.onesided,
         )
         feats = (self.torchfbank[1].mel_scale(power) + 1e-6).log()
         n_frames = lengths // spec.hop_length + 1

@@ -119,8 +119,10 @@ def resolve_data_setup(cfg: DataSetupConfig, generate: bool = True) -> dict[str,
         paths[key] = paths[key] or fallback[key]
     for key, parameter in (("train_root", "train_root"), ("test_root", "test_root"), ("trials", "trials")):
         if paths[key] is None:
-            raise ValueError(f"{parameter} is empty and there is no toy corpus at toy_root={cfg.toy_root!r} "
-                             "(set make_toy=True or give the path)")
+            raise ValueError(
+                f"{parameter} is empty and there is no toy corpus at toy_root={cfg.toy_root!r} "
+                "(set make_toy=True or give the path)"
+            )
     paths["val_trials"] = paths["val_trials"] or paths["trials"]
     return paths
 
@@ -139,13 +141,15 @@ def prepare_lists(paths: dict[str, Path | None], run_dir: str | os.PathLike, *, 
         entries = lists.build_train_list(paths["train_root"], show_progress=show_progress)
         checks["train"] = lists.train_list_counts(entries)
     else:
-        checks["train"] = lists.check_list(paths["train_list"], paths["train_root"], "train",
-                                           show_progress=show_progress)
+        checks["train"] = lists.check_list(
+            paths["train_list"], paths["train_root"], "train", show_progress=show_progress
+        )
     checks["trials"] = lists.check_list(paths["trials"], paths["test_root"], "trials", show_progress=show_progress)
     separate_val = Path(paths["val_trials"]).resolve() != Path(paths["trials"]).resolve()
     if separate_val:
-        checks["val_trials"] = lists.check_list(paths["val_trials"], paths["test_root"], "trials",
-                                                show_progress=show_progress)
+        checks["val_trials"] = lists.check_list(
+            paths["val_trials"], paths["test_root"], "trials", show_progress=show_progress
+        )
 
     out = {key: (Path(value).resolve() if value is not None else None) for key, value in paths.items()}
     folder = run_dir.resolve() / "lists"
@@ -197,8 +201,12 @@ def find_augmentation_sets(musan_root: str | os.PathLike | None, rir_root: str |
         rir_dir = Path(rir_root) / "simulated_rirs" if (Path(rir_root) / "simulated_rirs").is_dir() else Path(rir_root)
         for path in rir_dir.glob("*/*/*.wav"):
             rooms[path.parts[-3]] = rooms.get(path.parts[-3], 0) + 1
-    return {"musan": musan, "musan_files": sum(musan.values()), "rirs": sum(rooms.values()),
-            "rir_room_types": dict(sorted(rooms.items()))}
+    return {
+        "musan": musan,
+        "musan_files": sum(musan.values()),
+        "rirs": sum(rooms.values()),
+        "rir_room_types": dict(sorted(rooms.items())),
+    }
 
 
 def write_data_summary(run_dir: str | os.PathLike, setup: dict, train_summary: dict, augmentation: dict) -> dict:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -79,10 +80,21 @@ def plot_cluster_sizes(pseudo_labels: np.ndarray, speakers: Sequence | None = No
     ax = fig.add_subplot(1, 1, 1)
     ax.hist(sizes, bins=edges, color="tab:blue", alpha=0.75, label=f"clusters ({sizes.size})")
     if per_speaker is not None:
-        ax.hist(per_speaker, bins=edges, histtype="step", color="black", linewidth=1.5,
-                label=f"true speakers ({per_speaker.size})")
-    ax.axvline(labels.size / max(int((sizes > 0).sum()), 1), color="tab:red", linestyle="--", linewidth=1,
-               label="mean cluster size")
+        ax.hist(
+            per_speaker,
+            bins=edges,
+            histtype="step",
+            color="black",
+            linewidth=1.5,
+            label=f"true speakers ({per_speaker.size})",
+        )
+    ax.axvline(
+        labels.size / max(int((sizes > 0).sum()), 1),
+        color="tab:red",
+        linestyle="--",
+        linewidth=1,
+        label="mean cluster size",
+    )
     ax.set_xlabel("utterances")
     ax.set_ylabel("count")
     ax.set_title("cluster-size distribution")
@@ -104,12 +116,16 @@ def plot_purity_vs_size(pseudo_labels: np.ndarray, speakers: Sequence):
     ax.set_ylim(-0.02, 1.05)
     ax.set_xlabel("cluster size (utterances, log scale)")
     ax.set_ylabel("purity (majority speaker's share)")
-    ax.set_title(f"purity per cluster ({size.size} clusters; size-weighted mean {np.average(purity, weights=size):.3f})")
+    ax.set_title(
+        f"purity per cluster ({size.size} clusters; size-weighted mean {np.average(purity, weights=size):.3f})"
+    )
     fig.tight_layout()
     return fig
 
 
-def umap_projection(emb: np.ndarray, *, sample: int, seed: int = 0, n_neighbors: int = 15) -> tuple[np.ndarray, np.ndarray]:
+def umap_projection(
+    emb: np.ndarray, *, sample: int, seed: int = 0, n_neighbors: int = 15
+) -> tuple[np.ndarray, np.ndarray]:
     """UMAP (cosine metric) of a random sample of rows, so a million-utterance run stays interactive.
 
     emb: (N, D). Returns sample indices (S,) int64, sorted, and coordinates (S, 2) float32, with
@@ -159,8 +175,15 @@ def plot_umap(xy: np.ndarray, pseudo_labels: np.ndarray, speakers: Sequence, hig
     for ax, colour, title in panels:
         ax.scatter(xy[:, 0], xy[:, 1], c=colour, cmap="tab20", vmin=0, vmax=19, s=6, alpha=0.8, edgecolors="none")
         if members is not None and members.any():
-            ax.scatter(xy[members, 0], xy[members, 1], s=40, facecolors="none", edgecolors="black", linewidths=1.2,
-                       label=f"cluster {highlight_cluster} ({int(members.sum())} in sample)")
+            ax.scatter(
+                xy[members, 0],
+                xy[members, 1],
+                s=40,
+                facecolors="none",
+                edgecolors="black",
+                linewidths=1.2,
+                label=f"cluster {highlight_cluster} ({int(members.sum())} in sample)",
+            )
             ax.legend(loc="best", fontsize=8)
         ax.set_title(title)
         ax.set_xticks([])

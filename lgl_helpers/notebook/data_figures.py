@@ -20,8 +20,9 @@ def plot_durations(entries: list[lists.TrainEntry]) -> Figure:
     fig = Figure(figsize=(10, 3.2))
     ax_dur, ax_spk = fig.subplots(1, 2)
     ax_dur.hist(durations, bins=min(60, max(5, len(entries) // 10)), color="tab:blue")
-    ax_dur.set(xlabel="duration (s)", ylabel="utterances",
-               title=f"{len(entries)} utterances, {durations.sum() / 3600:.2f} h")
+    ax_dur.set(
+        xlabel="duration (s)", ylabel="utterances", title=f"{len(entries)} utterances, {durations.sum() / 3600:.2f} h"
+    )
     ax_spk.hist(per_speaker, bins=min(40, max(5, len(per_speaker) // 4)), color="tab:orange")
     ax_spk.set(xlabel="utterances per speaker", ylabel="speakers", title=f"{len(per_speaker)} speakers")
     fig.tight_layout()
@@ -39,14 +40,15 @@ def pick_examples(entries: list[lists.TrainEntry], n: int, seed: int = 0) -> lis
             speakers.add(entries[index].speaker)
         if len(picked) == n:
             return picked
-    return picked + [entries[i] for i in order if entries[i] not in picked][:n - len(picked)]
+    return picked + [entries[i] for i in order if entries[i] not in picked][: n - len(picked)]
 
 
 def plot_examples(root: str | os.PathLike, entries: list[lists.TrainEntry], n: int = 3, seed: int = 0) -> Figure:
     """Log-mel spectrograms (as the encoder sees them) of ``n`` training utterances drawn by ``seed``, one titled panel each."""
     examples = pick_examples(entries, n, seed)
-    return plot_spectrograms({f"{entry.path} ({entry.duration:.2f} s)": read_wav(Path(root) / entry.path)
-                              for entry in examples})
+    return plot_spectrograms(
+        {f"{entry.path} ({entry.duration:.2f} s)": read_wav(Path(root) / entry.path) for entry in examples}
+    )
 
 
 def spectrogram_browser(root: str | os.PathLike, entries: list[lists.TrainEntry]):

@@ -9,9 +9,9 @@ Stage II run at the gate its next phase L would use.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -19,7 +19,11 @@ from matplotlib.figure import Figure
 from lgl_helpers.config import check_gate
 from lgl_helpers.core.gate import auto_gate, check_losses
 from lgl_helpers.training.stage2 import (
-    LGLConfig, latest_epoch_losses, next_gate_iteration, read_state, resolve_gate,
+    LGLConfig,
+    latest_epoch_losses,
+    next_gate_iteration,
+    read_state,
+    resolve_gate,
 )
 
 
@@ -46,7 +50,9 @@ class GateSummary:
         return self.n_selected / self.n_total
 
     def text(self) -> str:
-        parts = [f"gate {self.gate:.3f}: {self.n_selected}/{self.n_total} selected ({100 * self.fraction_selected:.1f} %)"]
+        parts = [
+            f"gate {self.gate:.3f}: {self.n_selected}/{self.n_total} selected ({100 * self.fraction_selected:.1f} %)"
+        ]
         if self.precision_selected is not None or self.precision_rejected is not None:
             parts.append(
                 f"pseudo-label precision selected {_percent(self.precision_selected)}, "
@@ -107,8 +113,9 @@ class GateTuner:
         return plot_loss_histogram(self.per_sample_loss, gate=self.gate, reliable=self.reliable, title=title)
 
 
-def plot_loss_histogram(per_sample_loss, gate: float | None = None, reliable=None, bins: int = 80,
-                        ax=None, title: str | None = None) -> Figure:
+def plot_loss_histogram(
+    per_sample_loss, gate: float | None = None, reliable=None, bins: int = 80, ax=None, title: str | None = None
+) -> Figure:
     """Histogram of one epoch's per-sample losses with a vertical line at ``gate``.
 
     per_sample_loss: (N,). reliable: optional (N,) bool; when given, the bars are stacked into
@@ -126,12 +133,19 @@ def plot_loss_histogram(per_sample_loss, gate: float | None = None, reliable=Non
         ax.hist(losses, bins=edges, color="tab:blue", alpha=0.8, label="samples")
     else:
         reliable = np.asarray(reliable, dtype=bool).ravel()
-        ax.hist([losses[reliable], losses[~reliable]], bins=edges, stacked=True, color=["tab:green", "tab:red"],
-                alpha=0.8, label=["pseudo label = cluster majority", "pseudo label ≠ majority"])
+        ax.hist(
+            [losses[reliable], losses[~reliable]],
+            bins=edges,
+            stacked=True,
+            color=["tab:green", "tab:red"],
+            alpha=0.8,
+            label=["pseudo label = cluster majority", "pseudo label ≠ majority"],
+        )
     if gate is not None:
         kept = float((losses <= gate).mean())
-        ax.axvline(gate, color="black", linestyle="--", linewidth=1.5,
-                   label=f"gate {gate:.2f} keeps {100 * kept:.1f} %")
+        ax.axvline(
+            gate, color="black", linestyle="--", linewidth=1.5, label=f"gate {gate:.2f} keeps {100 * kept:.1f} %"
+        )
     ax.set_xlabel("per-sample AAM-softmax loss")
     ax.set_ylabel("samples")
     ax.set_title(title or "per-sample loss histogram")
@@ -158,9 +172,16 @@ def build_gate_widget(tuner: GateTuner, on_apply: Callable[[float], object], tit
 
     low, high, step = tuner.slider_range()
     image = widgets.Image(value=figure_png(tuner.figure(title)), format="png")
-    slider = widgets.FloatSlider(value=tuner.gate, min=low, max=high, step=step, description="gate",
-                                 continuous_update=False, readout_format=".3f",
-                                 layout=widgets.Layout(width="600px"))
+    slider = widgets.FloatSlider(
+        value=tuner.gate,
+        min=low,
+        max=high,
+        step=step,
+        description="gate",
+        continuous_update=False,
+        readout_format=".3f",
+        layout=widgets.Layout(width="600px"),
+    )
     readout = widgets.HTML(value=tuner.summary().text())
     button = widgets.Button(description="use this gate", button_style="primary")
     status = widgets.HTML(value="")
@@ -196,6 +217,7 @@ def stage2_gate_tuner(stage_dir: str | Path, config: LGLConfig) -> tuple[GateTun
     else:
         start = auto_gate(latest["per_sample_loss"], seed=config.seed)
     tuner = GateTuner(latest["per_sample_loss"], latest.get("reliable"), gate=start)
-    title = (f"iteration {latest['iteration']}, phase {latest['phase']}, epoch {latest['epoch']}"
-             + (f" → gate for iteration {target}" if target is not None else ""))
+    title = f"iteration {latest['iteration']}, phase {latest['phase']}, epoch {latest['epoch']}" + (
+        f" → gate for iteration {target}" if target is not None else ""
+    )
     return tuner, title

@@ -27,7 +27,7 @@ def plot_eer_by_system(report: dict[str, Any]) -> Figure:
             values.append(report[key]["eer"])
     fig = Figure(figsize=(5, 3.2))
     ax = fig.subplots()
-    bars = ax.bar(labels, values, color=["#999999", "#4c72b0", "#dd8452", "#55a868"][-len(values):])
+    bars = ax.bar(labels, values, color=["#999999", "#4c72b0", "#dd8452", "#55a868"][-len(values) :])
     ax.bar_label(bars, fmt="%.1f")
     ax.set_ylabel("EER (%)")
     ax.set_title("Test EER by system")
@@ -74,5 +74,8 @@ def plot_nmi(report: dict[str, Any]) -> Figure:
 
 def report_figures(report: dict[str, Any]) -> dict[str, Figure]:
     """The report's figures by file stem: ``eer_by_system``, ``nmi_per_iteration``, ``stage2_eer``."""
-    return {"eer_by_system": plot_eer_by_system(report), "nmi_per_iteration": plot_nmi(report),
-            "stage2_eer": plot_stage2_curves(report)}
+    return {
+        "eer_by_system": plot_eer_by_system(report),
+        "nmi_per_iteration": plot_nmi(report),
+        "stage2_eer": plot_stage2_curves(report),
+    }

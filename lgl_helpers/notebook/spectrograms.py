@@ -7,8 +7,8 @@ exactly the encoder's input, not a look-alike computed another way.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -44,12 +44,18 @@ def plot_spectrograms(waves: Mapping[str, np.ndarray], title: str | None = None)
     axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
     frames_per_second = SAMPLE_RATE / HOP_LENGTH
     for ax, name, feats in zip(axes, names, features):
-        ax.imshow(feats, origin="lower", aspect="auto", cmap="magma", vmin=bottom, vmax=top,
-                  extent=(0, feats.shape[1] / frames_per_second, 0, N_MELS))
+        ax.imshow(
+            feats,
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=bottom,
+            vmax=top,
+            extent=(0, feats.shape[1] / frames_per_second, 0, N_MELS),
+        )
         ax.set(ylabel="mel bin", title=name)
     axes[-1].set_xlabel("time (s)")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
-

@@ -7,7 +7,7 @@ through a display handle that a training callback updates) and repeated redraws 
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -45,7 +45,14 @@ def plot_training_curves(history: Sequence[Mapping], title: str = "Stage I train
             axes[2].axhline(untrained[0]["eer"], color="grey", linestyle="--", linewidth=0.8, label="untrained")
         best = min((r for r in evaluated if r["epoch"] > 0), key=lambda r: r["eer"], default=None)
         if best is not None:
-            axes[2].scatter([best["epoch"]], [best["eer"]], s=120, facecolors="none", edgecolors="black", label=f"best (epoch {best['epoch']})")
+            axes[2].scatter(
+                [best["epoch"]],
+                [best["eer"]],
+                s=120,
+                facecolors="none",
+                edgecolors="black",
+                label=f"best (epoch {best['epoch']})",
+            )
     axes[2].set_title("validation EER (%)")
     for ax in axes:
         ax.set_xlabel("epoch")

@@ -31,15 +31,23 @@ def plot_eer_per_epoch(history: list[dict], stage1_eer: float | None = None, ax=
     for phase, marker, color in (("T", "o", "tab:blue"), ("L", "s", "tab:green")):
         mask = np.array([rec["phase"] == phase for rec in history], dtype=bool)
         if mask.any():
-            ax.scatter(steps[mask], eers[mask], marker=marker, color=color, s=22, zorder=3,
-                       label="phase T (all samples)" if phase == "T" else "phase L (gated)")
+            ax.scatter(
+                steps[mask],
+                eers[mask],
+                marker=marker,
+                color=color,
+                s=22,
+                zorder=3,
+                label="phase T (all samples)" if phase == "T" else "phase L (gated)",
+            )
     for i in range(1, len(history)):
         if history[i]["iteration"] != history[i - 1]["iteration"]:
             ax.axvline(i + 0.5, color="black", linestyle="--", linewidth=0.8, alpha=0.6)
     for i, rec in enumerate(history):
         if i == 0 or rec["iteration"] != history[i - 1]["iteration"]:
-            ax.annotate(f"it {rec['iteration']}", (i + 1, 1.0), xycoords=("data", "axes fraction"),
-                        va="top", fontsize=8)
+            ax.annotate(
+                f"it {rec['iteration']}", (i + 1, 1.0), xycoords=("data", "axes fraction"), va="top", fontsize=8
+            )
     if stage1_eer is not None:
         ax.axhline(stage1_eer, color="tab:red", linestyle=":", label=f"Stage I ({stage1_eer:.2f} %)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -81,8 +89,12 @@ def plot_selection_precision(history: list[dict], ax=None) -> Figure:
     labels = [f"{rec['iteration']}.{rec['epoch']}" for rec in gated]
     x = np.arange(len(gated))
     ax.plot(x, [rec["precision_selected"] for rec in gated], marker="o", label="kept samples")
-    ax.plot(x, [np.nan if rec["precision_rejected"] is None else rec["precision_rejected"] for rec in gated],
-            marker="x", label="dropped samples")
+    ax.plot(
+        x,
+        [np.nan if rec["precision_rejected"] is None else rec["precision_rejected"] for rec in gated],
+        marker="x",
+        label="dropped samples",
+    )
     ax.set_xticks(x, labels, fontsize=7)
     ax.set_xlabel("iteration.epoch of phase L")
     ax.set_ylabel("pseudo-label precision")
@@ -94,18 +106,26 @@ def plot_selection_precision(history: list[dict], ax=None) -> Figure:
 
 def iteration_table(metrics: dict) -> str:
     """Markdown table: one row per iteration with NMI, gate, best T / L EER and epochs, then the test result."""
+
     def fmt(value, digits=2):
         return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
-    rows = ["| iteration | C | NMI | gate | best T EER (%) | best L EER (%) | epochs | skipped batches |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    rows = [
+        "| iteration | C | NMI | gate | best T EER (%) | best L EER (%) | epochs | skipped batches |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for it in metrics["iterations"]:
         gate = "–" if it["gate"] is None else f"{it['gate']:.2f} ({it['gate_source']})"
-        rows.append(f"| {it['iteration']} | {it['channels']} | {fmt(it['nmi'], 3)} | {gate} | {fmt(it['best_T_eer'])} | "
-                    f"{fmt(it['best_L_eer'])} | {it['epochs']} | {it['skipped_batches']} |")
+        rows.append(
+            f"| {it['iteration']} | {it['channels']} | {fmt(it['nmi'], 3)} | {gate} | {fmt(it['best_T_eer'])} | "
+            f"{fmt(it['best_L_eer'])} | {it['epochs']} | {it['skipped_batches']} |"
+        )
     best = metrics["best"]
-    rows += ["", f"Best model: iteration {best['iteration']}, phase {best['phase']}, epoch {best['epoch']} "
-                 f"(validation EER {best['val_eer']:.2f} %). Test trials: EER {metrics['eer']:.2f} %, "
-                 f"minDCF(0.05) {metrics['min_dcf']:.4f}, minDCF(0.01) {metrics['min_dcf_0.01']:.4f}"
-                 + ("" if metrics.get("stage1_eer") is None else f"; Stage I EER {metrics['stage1_eer']:.2f} %.")]
+    rows += [
+        "",
+        f"Best model: iteration {best['iteration']}, phase {best['phase']}, epoch {best['epoch']} "
+        f"(validation EER {best['val_eer']:.2f} %). Test trials: EER {metrics['eer']:.2f} %, "
+        f"minDCF(0.05) {metrics['min_dcf']:.4f}, minDCF(0.01) {metrics['min_dcf_0.01']:.4f}"
+        + ("" if metrics.get("stage1_eer") is None else f"; Stage I EER {metrics['stage1_eer']:.2f} %."),
+    ]
     return "\n".join(rows)

@@ -29,8 +29,9 @@ def show_gate_tuner(cfg: stage2.LGLConfig, stage_dir: Path) -> None:
     sets that gate when ``cfg.interactive``, else the static figure; then the gate's readout."""
     tuner, title = gate_tuner.stage2_gate_tuner(stage_dir, cfg)
     if cfg.interactive:
-        display(gate_tuner.build_gate_widget(tuner, on_apply=lambda value: stage2.apply_gate(stage_dir, value),
-                                             title=title))
+        display(
+            gate_tuner.build_gate_widget(tuner, on_apply=lambda value: stage2.apply_gate(stage_dir, value), title=title)
+        )
     else:
         display(tuner.figure(title))
     print(tuner.summary().text())
@@ -47,5 +48,11 @@ def show_results(cfg: stage2.Stage2Config, stage_dir: Path) -> None:
     display(stage2_figures.plot_eer_per_epoch(state["history"], stage1_eer=stage2.stage1_eer(cfg)))
     display(stage2_figures.plot_nmi_per_iteration(state["iterations"]))
     metrics = runs.read_json(stage_dir / "metrics.json") if state["status"] == "done" else None
-    display(Markdown(stage2_figures.iteration_table(metrics) if metrics else f"run status: {state['status']} (not finished)"))
-    print(f"metrics: {stage_dir / 'metrics.json'}\nbest model: {stage_dir / 'best.model'}\nstate: {stage_dir / 'state.json'}")
+    display(
+        Markdown(
+            stage2_figures.iteration_table(metrics) if metrics else f"run status: {state['status']} (not finished)"
+        )
+    )
+    print(
+        f"metrics: {stage_dir / 'metrics.json'}\nbest model: {stage_dir / 'best.model'}\nstate: {stage_dir / 'state.json'}"
+    )

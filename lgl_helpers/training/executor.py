@@ -67,14 +67,19 @@ def stage1_step(models: Stage1Models, batch: dict, aat_weight: float, device, au
     loss.backward()
     models.optimizer.step()
     return {
-        "batch_size": batch_size, "loss": float(loss.detach()), "contrastive_loss": float(contrastive.detach()),
-        "top1": top1, "aat_loss": float(aat_loss.detach()), "disc_loss": float(disc_loss.detach()),
+        "batch_size": batch_size,
+        "loss": float(loss.detach()),
+        "contrastive_loss": float(contrastive.detach()),
+        "top1": top1,
+        "aat_loss": float(aat_loss.detach()),
+        "disc_loss": float(disc_loss.detach()),
         "disc_acc": float((disc_logits.argmax(1) == labels).float().mean()) * 100,
     }
 
 
-def stage1_epoch(models: Stage1Models, loader, aat_weight: float, device, bf16: bool, desc: str,
-                 max_batches: int | None = None) -> tuple[dict, int, bool]:
+def stage1_epoch(
+    models: Stage1Models, loader, aat_weight: float, device, bf16: bool, desc: str, max_batches: int | None = None
+) -> tuple[dict, int, bool]:
     """One Stage I epoch of at most ``max_batches`` batches (None: the whole loader).
 
     Returns (the mean of each of :data:`STAGE1_SUMS` over the batches, the number of batches, whether
@@ -96,7 +101,8 @@ def stage1_epoch(models: Stage1Models, loader, aat_weight: float, device, bf16: 
         for key in STAGE1_SUMS:
             sums[key] += stats[key]
         bar.set_postfix(
-            loss=f"{sums['loss'] / n_batches:.3f}", top1=f"{sums['top1'] / n_batches:.1f}",
+            loss=f"{sums['loss'] / n_batches:.3f}",
+            top1=f"{sums['top1'] / n_batches:.1f}",
             aat=f"{sums['aat_loss'] / n_batches:.3f}",
             sps=f"{n_batches * stats['batch_size'] / (time.perf_counter() - tic):.0f}",
         )
@@ -105,8 +111,9 @@ def stage1_epoch(models: Stage1Models, loader, aat_weight: float, device, bf16: 
     return means, n_batches, completed
 
 
-def stage2_epoch(encoder: ECAPATDNN, head: AAMSoftmax, optimizer, loader, gate: float, device,
-                 desc: str) -> tuple[dict, dict]:
+def stage2_epoch(
+    encoder: ECAPATDNN, head: AAMSoftmax, optimizer, loader, gate: float, device, desc: str
+) -> tuple[dict, dict]:
     """One Stage II epoch with loss gate ``gate`` (``inf`` = no gate, phase T).
 
     Returns (stats, per-sample arrays): arrays ``index`` (n,) int64 training-list index,

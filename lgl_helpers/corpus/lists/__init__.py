@@ -12,12 +12,43 @@ audio; :mod:`~lgl_helpers.corpus.lists.voxceleb` fetches the official VoxCeleb1 
 
 from lgl_helpers.corpus.lists.build import build_train_list, scan_wavs, subset_train_list
 from lgl_helpers.corpus.lists.check import check_list, read_eval_trials
-from lgl_helpers.corpus.lists.formats import (ListCheckError, ListFormatError, TrainEntry, Trial, read_train_list,
-                                              read_trials, train_list_counts, write_train_list, write_trials)
-from lgl_helpers.corpus.lists.voxceleb import (FetchError, VOXCELEB_META_URLS, VOXCELEB_TRIAL_LISTS, fetch_voxceleb,
-                                               verify_trial_list)
+from lgl_helpers.corpus.lists.formats import (
+    ListCheckError,
+    ListFormatError,
+    TrainEntry,
+    Trial,
+    read_train_list,
+    read_trials,
+    train_list_counts,
+    write_train_list,
+    write_trials,
+)
+from lgl_helpers.corpus.lists.voxceleb import (
+    VOXCELEB_META_URLS,
+    VOXCELEB_TRIAL_LISTS,
+    FetchError,
+    fetch_voxceleb,
+    verify_trial_list,
+)
 
-__all__ = ["FetchError", "ListCheckError", "ListFormatError", "TrainEntry", "Trial", "VOXCELEB_META_URLS",
-           "VOXCELEB_TRIAL_LISTS", "build_train_list", "check_list", "fetch_voxceleb", "read_eval_trials",
-           "read_train_list", "read_trials", "scan_wavs", "subset_train_list", "train_list_counts",
-           "verify_trial_list", "write_train_list", "write_trials"]
+__all__ = [
+    "FetchError",
+    "ListCheckError",
+    "ListFormatError",
+    "TrainEntry",
+    "Trial",
+    "VOXCELEB_META_URLS",
+    "VOXCELEB_TRIAL_LISTS",
+    "build_train_list",
+    "check_list",
+    "fetch_voxceleb",
+    "read_eval_trials",
+    "read_train_list",
+    "read_trials",
+    "scan_wavs",
+    "subset_train_list",
+    "train_list_counts",
+    "verify_trial_list",
+    "write_train_list",
+    "write_trials",
+]

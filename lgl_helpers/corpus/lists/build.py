@@ -11,7 +11,7 @@ import numpy as np
 
 from lgl_helpers.core.audio import MIN_SECONDS
 from lgl_helpers.corpus.lists.check import check_wavs, require_folder
-from lgl_helpers.corpus.lists.formats import ListCheckError, TrainEntry, WHITESPACE, write_train_list
+from lgl_helpers.corpus.lists.formats import WHITESPACE, ListCheckError, TrainEntry, write_train_list
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +29,23 @@ def scan_wavs(root: str | os.PathLike) -> list[str]:
                     if not session.is_dir() or session.name.startswith("."):
                         continue
                     with os.scandir(session.path) as files:
-                        found.extend(f"{speaker.name}/{session.name}/{f.name}" for f in files
-                                     if f.name.lower().endswith(".wav") and f.is_file())
+                        found.extend(
+                            f"{speaker.name}/{session.name}/{f.name}"
+                            for f in files
+                            if f.name.lower().endswith(".wav") and f.is_file()
+                        )
     return sorted(found)
 
 
-def build_train_list(root: str | os.PathLike, out: str | os.PathLike | None = None, *, workers: int = 8,
-                     min_seconds: float = MIN_SECONDS, skip_bad: bool = False,
-                     show_progress: bool = True) -> list[TrainEntry]:
+def build_train_list(
+    root: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    workers: int = 8,
+    min_seconds: float = MIN_SECONDS,
+    skip_bad: bool = False,
+    show_progress: bool = True,
+) -> list[TrainEntry]:
     """Scan a VoxCeleb-layout folder into training-list entries (durations from wav headers only).
 
     ``root/<speaker>/<session>/<utterance>.wav``; the speaker id is the first folder. Unusable files
@@ -68,8 +77,14 @@ def build_train_list(root: str | os.PathLike, out: str | os.PathLike | None = No
     return entries
 
 
-def subset_train_list(entries: list[TrainEntry], n_utterances: int, *, n_speakers: int | None = None, seed: int = 0,
-                      per_speaker: str = "equal") -> list[TrainEntry]:
+def subset_train_list(
+    entries: list[TrainEntry],
+    n_utterances: int,
+    *,
+    n_speakers: int | None = None,
+    seed: int = 0,
+    per_speaker: str = "equal",
+) -> list[TrainEntry]:
     """A speaker-stratified subset, fixed by ``seed`` (e.g. the reference's 100 k utterances of 4,082 speakers).
 
     ``n_speakers`` speakers are drawn at random (all when None); ``n_utterances`` are then split
@@ -89,8 +104,10 @@ def subset_train_list(entries: list[TrainEntry], n_utterances: int, *, n_speaker
         speakers = sorted(rng.choice(speakers, size=n_speakers, replace=False).tolist())
     counts = np.array([len(by_speaker[s]) for s in speakers])
     if not len(speakers) <= n_utterances <= counts.sum():
-        raise ValueError(f"n_utterances={n_utterances} must be between the number of chosen speakers "
-                         f"({len(speakers)}) and their utterances ({int(counts.sum())})")
+        raise ValueError(
+            f"n_utterances={n_utterances} must be between the number of chosen speakers "
+            f"({len(speakers)}) and their utterances ({int(counts.sum())})"
+        )
     if per_speaker == "equal":
         # water-filling: the largest level L with sum(min(count, L)) <= n, the remainder one each at random
         level = 0

@@ -11,9 +11,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lgl_helpers.core.audio import MIN_SECONDS, SAMPLE_RATE, AudioError, wav_info
-from lgl_helpers.corpus.lists.formats import (ListCheckError, ListFormatError, TRAIN_FORMAT, TRIAL_FORMAT, TrainEntry,
-                                              Trial, field_count_problem, numbered_fields, read_trials,
-                                              train_list_counts)
+from lgl_helpers.corpus.lists.formats import (
+    TRAIN_FORMAT,
+    TRIAL_FORMAT,
+    ListCheckError,
+    ListFormatError,
+    TrainEntry,
+    Trial,
+    field_count_problem,
+    numbered_fields,
+    read_trials,
+    train_list_counts,
+)
 from lgl_helpers.runs import progress
 
 log = logging.getLogger(__name__)
@@ -42,15 +51,16 @@ def _wav_problem(path: Path, min_seconds: float) -> tuple[float, str | None]:
     return info.duration, None
 
 
-def check_wavs(paths: list[Path], min_seconds: float, *, workers: int = 8,
-                show_progress: bool = True, desc: str = "wav headers") -> list[tuple[float, str | None]]:
+def check_wavs(
+    paths: list[Path], min_seconds: float, *, workers: int = 8, show_progress: bool = True, desc: str = "wav headers"
+) -> list[tuple[float, str | None]]:
     """Header check of many files in a thread pool (libsndfile releases the GIL), in input order."""
     chunk = 512  # a future per chunk, not per file: a million futures would cost gigabytes
 
     def run(batch):
         return [_wav_problem(p, min_seconds) for p in batch]
 
-    batches = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
+    batches = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
     results: list[tuple[float, str | None]] = []
     bar = progress(total=len(paths), desc=desc, unit="file", **({} if show_progress else {"disable": True}))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -95,13 +105,21 @@ def _detect_kind(path: Path) -> tuple[str, str | None]:
     if not sampled or (votes[kind] and votes[other] <= 0.1 * votes[kind]):
         return kind, None  # sure, or an empty list (reported as such)
     label = {"train": "training", "trials": "trial"}
-    return kind, (f"read as a {label[kind]} list: {votes[kind]} of the first {sampled} lines look like one, "
-                  f"{votes[other]} like a {label[other]} list; force the kind with --kind {other} (kind={other!r})")
+    return kind, (
+        f"read as a {label[kind]} list: {votes[kind]} of the first {sampled} lines look like one, "
+        f"{votes[other]} like a {label[other]} list; force the kind with --kind {other} (kind={other!r})"
+    )
 
 
-def check_list(list_path: str | os.PathLike, root: str | os.PathLike, kind: str = "auto", *,
-               min_seconds: float = MIN_SECONDS, workers: int = 8,
-               show_progress: bool = True) -> dict:
+def check_list(
+    list_path: str | os.PathLike,
+    root: str | os.PathLike,
+    kind: str = "auto",
+    *,
+    min_seconds: float = MIN_SECONDS,
+    workers: int = 8,
+    show_progress: bool = True,
+) -> dict:
     """Validate a training or trial list against the audio under ``root``.
 
     Checks the format of every line and that every referenced file exists, has a readable wav header
@@ -156,8 +174,18 @@ def check_list(list_path: str | os.PathLike, root: str | os.PathLike, kind: str 
     if not rows and not problems:
         problems.append(f"{list_path}: list is empty")
     files = sorted(first_line)
-    checks = dict(zip(files, check_wavs([root / f for f in files], min_seconds, workers=workers,
-                                         show_progress=show_progress, desc="checking audio")))
+    checks = dict(
+        zip(
+            files,
+            check_wavs(
+                [root / f for f in files],
+                min_seconds,
+                workers=workers,
+                show_progress=show_progress,
+                desc="checking audio",
+            ),
+        )
+    )
     for name in files:
         if checks[name][1]:
             problems.append(f"{list_path}:{first_line[name]}: {root / name}: {checks[name][1]}")
@@ -165,8 +193,9 @@ def check_list(list_path: str | os.PathLike, root: str | os.PathLike, kind: str 
         for number, fields in rows:
             header = checks[fields[1]][0]
             if header and abs(header - listed_duration[number]) > 0.1:
-                problems.append(f"{list_path}:{number}: listed duration {fields[2]} s but {root / fields[1]} "
-                                f"is {header:.3f} s long")
+                problems.append(
+                    f"{list_path}:{number}: listed duration {fields[2]} s but {root / fields[1]} is {header:.3f} s long"
+                )
     else:
         labels = [fields[0] for _, fields in rows]
         if rows and "1" not in labels:
@@ -179,8 +208,14 @@ def check_list(list_path: str | os.PathLike, root: str | os.PathLike, kind: str 
     if kind == "train":
         return train_list_counts([TrainEntry(f[0], f[1], checks[f[1]][0]) for _, f in rows])
     n_target = sum(1 for _, f in rows if f[0] == "1")
-    return {"kind": "trials", "trials": len(rows), "target": n_target, "nontarget": len(rows) - n_target,
-            "files": len(files), "speakers": len({f.split("/")[0] for f in files})}
+    return {
+        "kind": "trials",
+        "trials": len(rows),
+        "target": n_target,
+        "nontarget": len(rows) - n_target,
+        "files": len(files),
+        "speakers": len({f.split("/")[0] for f in files}),
+    }
 
 
 def _problem_order(problem: str) -> tuple[int, str]:
@@ -215,7 +250,8 @@ def read_eval_trials(paths: dict) -> tuple[list[Trial], list[Trial]]:
     if paths["val_trials"] == paths["trials"]:
         log.warning(
             "val_trials is the test list %s: model selection (best epoch) sees the test set, as in the reference; "
-            "give a separate val_trials for an unbiased test EER", paths["trials"],
+            "give a separate val_trials for an unbiased test EER",
+            paths["trials"],
         )
         return test_trials, test_trials
     val_trials = read_trials(paths["val_trials"])

@@ -7,9 +7,9 @@ Trial list, one trial a line: ``<1|0> <relative wav path A> <relative wav path B
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -119,6 +119,12 @@ class ListCheckError(ListFormatError):
 def train_list_counts(entries: list[TrainEntry]) -> dict:
     """Summary counts of training entries: lines, speakers, hours, min/mean/max_seconds."""
     durations = np.array([e.duration for e in entries])
-    return {"kind": "train", "lines": len(entries), "speakers": len({e.speaker for e in entries}),
-            "hours": round(float(durations.sum()) / 3600.0, 4), "min_seconds": round(float(durations.min()), 3),
-            "mean_seconds": round(float(durations.mean()), 3), "max_seconds": round(float(durations.max()), 3)}
+    return {
+        "kind": "train",
+        "lines": len(entries),
+        "speakers": len({e.speaker for e in entries}),
+        "hours": round(float(durations.sum()) / 3600.0, 4),
+        "min_seconds": round(float(durations.min()), 3),
+        "mean_seconds": round(float(durations.mean()), 3),
+        "max_seconds": round(float(durations.max()), 3),
+    }

@@ -7,8 +7,8 @@ import logging
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from lgl_helpers.runs import atomic_write_bytes
 
@@ -48,9 +48,15 @@ def verify_trial_list(name: str, data: bytes, expected: dict | None = None) -> N
         raise FetchError(f"{name}: sha256 {hashlib.sha256(data).hexdigest()} differs from the official {sha256}")
 
 
-def fetch_voxceleb(out_dir: str | os.PathLike = "data_lists/voxceleb", *, names: Iterable[str] | None = None,
-                   base_urls: Iterable[str] = VOXCELEB_META_URLS, timeout: float = 60.0,
-                   opener: Callable | None = None, expected: dict | None = None) -> dict[str, Path]:
+def fetch_voxceleb(
+    out_dir: str | os.PathLike = "data_lists/voxceleb",
+    *,
+    names: Iterable[str] | None = None,
+    base_urls: Iterable[str] = VOXCELEB_META_URLS,
+    timeout: float = 60.0,
+    opener: Callable | None = None,
+    expected: dict | None = None,
+) -> dict[str, Path]:
     """Download and verify the official VoxCeleb1 trial lists into ``out_dir``; returns name → path.
 
     Each mirror in ``base_urls`` is tried in turn; a file is written (atomically) only once it has
@@ -93,7 +99,8 @@ def fetch_voxceleb(out_dir: str | os.PathLike = "data_lists/voxceleb", *, names:
             break
         else:
             raise FetchError(
-                f"could not fetch {name} (are you offline?). Tried:\n  " + "\n  ".join(failures)
+                f"could not fetch {name} (are you offline?). Tried:\n  "
+                + "\n  ".join(failures)
                 + f"\nDownload it by hand from one of these addresses into {out_dir}/ and run the command again."
             )
     return fetched

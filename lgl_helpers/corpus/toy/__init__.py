@@ -34,5 +34,14 @@ from lgl_helpers.corpus.toy.layout import MANIFEST, MUSAN_CATEGORIES, is_toy_cor
 from lgl_helpers.corpus.toy.voices import speaker_traits
 from lgl_helpers.corpus.toy.writer import generate_toy_corpus
 
-__all__ = ["MANIFEST", "MUSAN_CATEGORIES", "PRESETS", "ToyConfig", "generate_toy_corpus", "is_toy_corpus",
-           "read_toy_manifest", "speaker_traits", "toy_paths"]
+__all__ = [
+    "MANIFEST",
+    "MUSAN_CATEGORIES",
+    "PRESETS",
+    "ToyConfig",
+    "generate_toy_corpus",
+    "is_toy_corpus",
+    "read_toy_manifest",
+    "speaker_traits",
+    "toy_paths",
+]

@@ -22,14 +22,19 @@ def make_rir(rng: np.random.Generator, rt60: float, n_samples: int) -> np.ndarra
     n_early = int(rng.integers(6, 14))
     early = delay + rng.integers(int(0.002 * SAMPLE_RATE), int(0.05 * SAMPLE_RATE), n_early)
     early = early[early < n_samples]
-    np.add.at(rir, early, rng.uniform(0.2, 0.6, len(early)) * rng.choice([-1.0, 1.0], len(early))
-              * np.exp(-6.9 * (early - delay) / SAMPLE_RATE / rt60))
+    np.add.at(
+        rir,
+        early,
+        rng.uniform(0.2, 0.6, len(early))
+        * rng.choice([-1.0, 1.0], len(early))
+        * np.exp(-6.9 * (early - delay) / SAMPLE_RATE / rt60),
+    )
     tail_t = np.maximum(t - delay / SAMPLE_RATE, 0.0)
     low = shape_noise(rng, n_samples, np.array([1.0, 1.0, 0.0, 0.0]), np.array([0, 1500, 3000, 8000]))
     high = shape_noise(rng, n_samples, np.array([0.0, 0.0, 1.0, 1.0]), np.array([0, 1500, 3000, 8000]))
     tail = low * np.exp(-6.9 * tail_t / rt60) + high * np.exp(-6.9 * tail_t / (0.6 * rt60))
     tail[:delay] = 0.0
-    tail *= 0.25 / np.sqrt(np.mean(tail[delay:delay + int(0.01 * SAMPLE_RATE)] ** 2) + 1e-12)
+    tail *= 0.25 / np.sqrt(np.mean(tail[delay : delay + int(0.01 * SAMPLE_RATE)] ** 2) + 1e-12)
     return rir + tail
 
 

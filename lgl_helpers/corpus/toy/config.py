@@ -28,8 +28,16 @@ class ToyConfig:
     seed: int = 0
 
     def __post_init__(self):
-        positive = ("n_train_speakers", "n_test_speakers", "utterances_per_session", "n_trials",
-                    "musan_recordings", "musan_chunks", "rir_rooms", "rirs_per_room")
+        positive = (
+            "n_train_speakers",
+            "n_test_speakers",
+            "utterances_per_session",
+            "n_trials",
+            "musan_recordings",
+            "musan_chunks",
+            "rir_rooms",
+            "rirs_per_room",
+        )
         for name in positive:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"ToyConfig.{name}={getattr(self, name)!r} must be a positive integer")
@@ -55,23 +63,35 @@ class ToyConfig:
         trial_plan(self)  # raises if the test split cannot hold n_trials distinct trials
 
     @classmethod
-    def tiny(cls, **overrides) -> "ToyConfig":
+    def tiny(cls, **overrides) -> ToyConfig:
         """A corpus for unit tests: generates in about a second."""
-        values = dict(n_train_speakers=8, n_test_speakers=4, sessions_per_speaker=2, utterances_per_session=3,
-                      min_seconds=1.0, max_seconds=2.0, n_trials=60, musan_recordings=1, musan_chunks=2,
-                      musan_chunk_seconds=2.0, rir_rooms=1, rirs_per_room=2, rir_max_seconds=0.4)
+        values = dict(
+            n_train_speakers=8,
+            n_test_speakers=4,
+            sessions_per_speaker=2,
+            utterances_per_session=3,
+            min_seconds=1.0,
+            max_seconds=2.0,
+            n_trials=60,
+            musan_recordings=1,
+            musan_chunks=2,
+            musan_chunk_seconds=2.0,
+            rir_rooms=1,
+            rirs_per_room=2,
+            rir_max_seconds=0.4,
+        )
         values.update(overrides)
         return cls(**values)
 
     @classmethod
-    def small(cls, **overrides) -> "ToyConfig":
+    def small(cls, **overrides) -> ToyConfig:
         """The CI pipeline's corpus: tiny utterances but 40 training speakers, enough for a model to generalise."""
         values = dict(n_train_speakers=40, n_test_speakers=10, n_trials=200)
         values.update(overrides)
         return cls.tiny(**values)
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "ToyConfig":
+    def preset(cls, name: str, **overrides) -> ToyConfig:
         """``"default"`` (the demo corpus), ``"small"`` (the CI pipeline) or ``"tiny"`` (unit tests), with field overrides on top."""
         if name == "default":
             return cls(**overrides)

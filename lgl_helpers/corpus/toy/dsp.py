@@ -35,10 +35,10 @@ def istft(spec: np.ndarray, length: int) -> np.ndarray:
     norm = np.zeros((n_frames + N_FFT // HOP, HOP))
     window_blocks = (_WINDOW**2).reshape(N_FFT // HOP, HOP)
     for k in range(N_FFT // HOP):
-        out[k:k + n_frames] += blocks[:, k]
-        norm[k:k + n_frames] += window_blocks[k]
-    out = out.ravel()[N_FFT // 2:N_FFT // 2 + length]
-    norm = norm.ravel()[N_FFT // 2:N_FFT // 2 + length]
+        out[k : k + n_frames] += blocks[:, k]
+        norm[k : k + n_frames] += window_blocks[k]
+    out = out.ravel()[N_FFT // 2 : N_FFT // 2 + length]
+    norm = norm.ravel()[N_FFT // 2 : N_FFT // 2 + length]
     return out / np.maximum(norm, 1e-3)
 
 
@@ -59,7 +59,7 @@ def fft_convolve(x: np.ndarray, h: np.ndarray) -> np.ndarray:
     """Linear convolution truncated to len(x)."""
     n = len(x) + len(h) - 1
     size = 1 << (n - 1).bit_length()
-    return np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(h, size), size)[:len(x)]
+    return np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(h, size), size)[: len(x)]
 
 
 def shape_noise(rng, n_samples: int, gain: np.ndarray, freqs: np.ndarray) -> np.ndarray:

@@ -59,9 +59,13 @@ def toy_paths(root: str | os.PathLike) -> dict[str, Path]:
     """The data locations inside a toy corpus, keyed like ``runs.DATA_KEYS`` (val_trials = trials)."""
     root = Path(root).resolve()
     return {
-        "train_root": root / "train", "train_list": root / "lists" / "train_list.txt", "test_root": root / "test",
-        "trials": root / "lists" / "trials.txt", "val_trials": root / "lists" / "trials.txt",
-        "musan_root": root / "musan_split", "rir_root": root / "rirs",
+        "train_root": root / "train",
+        "train_list": root / "lists" / "train_list.txt",
+        "test_root": root / "test",
+        "trials": root / "lists" / "trials.txt",
+        "val_trials": root / "lists" / "trials.txt",
+        "musan_root": root / "musan_split",
+        "rir_root": root / "rirs",
     }
 
 

@@ -18,13 +18,15 @@ def synthesize_noise(rng: np.random.Generator, n_samples: int) -> np.ndarray:
     elif kind == "hum":
         base = rng.choice([50.0, 60.0])
         amps = rng.uniform(0.1, 1.0, 12) / np.arange(1, 13) ** rng.uniform(0.3, 1.2)
-        wave = (amps[:, None] * np.sin(2 * np.pi * base * np.arange(1, 13)[:, None] * t + rng.uniform(0, 6.3, (12, 1)))
-                ).sum(0) + 0.05 * rng.standard_normal(n_samples)
+        wave = (
+            amps[:, None] * np.sin(2 * np.pi * base * np.arange(1, 13)[:, None] * t + rng.uniform(0, 6.3, (12, 1)))
+        ).sum(0) + 0.05 * rng.standard_normal(n_samples)
     elif kind == "machine":
         fc = rng.uniform(200.0, 3000.0)
         band = shape_noise(rng, n_samples, np.exp(-0.5 * ((grid - fc) / (0.3 * fc)) ** 2) + 0.05, grid)
         wave = band * (1.0 + 0.8 * np.sin(2 * np.pi * rng.uniform(2.0, 30.0) * t)) + 0.5 * np.sin(
-            2 * np.pi * rng.uniform(80.0, 400.0) * t) * np.std(band)
+            2 * np.pi * rng.uniform(80.0, 400.0) * t
+        ) * np.std(band)
     elif kind in ("clicks", "rain"):
         rate = rng.uniform(2.0, 20.0) if kind == "clicks" else rng.uniform(200.0, 1500.0)
         impulses = np.zeros(n_samples)
@@ -67,7 +69,7 @@ def synthesize_music(rng: np.random.Generator, n_samples: int) -> np.ndarray:
         keep = (k[:, 0] * freq) < 7500.0
         partials = (amps[keep, None] * np.sin(2 * np.pi * freq * k[keep] * t)).sum(0)
         envelope = np.minimum(1.0, t / 0.01) * np.exp(-t / (0.3 + length))
-        wave[i0:i0 + n] += gain * partials * envelope
+        wave[i0 : i0 + n] += gain * partials * envelope
 
     degree, start = int(rng.integers(0, 7)), 0.0
     while start < t_total:
@@ -86,7 +88,7 @@ def synthesize_music(rng: np.random.Generator, n_samples: int) -> np.ndarray:
             n = min(int(0.15 * SAMPLE_RATE), n_samples - i0)
             t = np.arange(n) / SAMPLE_RATE
             if k % 4 == 0:  # kick: a falling sine
-                wave[i0:i0 + n] += 1.5 * np.sin(2 * np.pi * (50 + 80 * np.exp(-t / 0.03)) * t) * np.exp(-t / 0.08)
+                wave[i0 : i0 + n] += 1.5 * np.sin(2 * np.pi * (50 + 80 * np.exp(-t / 0.03)) * t) * np.exp(-t / 0.08)
             hat = rng.standard_normal(n) * np.exp(-t / 0.015)
-            wave[i0:i0 + n] += 0.3 * np.diff(hat, prepend=0.0)
+            wave[i0 : i0 + n] += 0.3 * np.diff(hat, prepend=0.0)
     return normalise(wave, rng.uniform(-26.0, -16.0))

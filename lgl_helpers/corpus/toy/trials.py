@@ -24,9 +24,11 @@ def trial_plan(config: ToyConfig) -> tuple[int, int, int]:
     available_cross = s * (u * (u - 1) // 2) * k * k
     n_files = s * u * k
     available_non = n_files * (n_files - u * k) // 2
-    for name, need, have in (("same-session target", n_same, available_same),
-                             ("cross-session target", n_cross, available_cross),
-                             ("non-target", n_non, available_non)):
+    for name, need, have in (
+        ("same-session target", n_same, available_same),
+        ("cross-session target", n_cross, available_cross),
+        ("non-target", n_non, available_non),
+    ):
         if need > have:
             raise ValueError(
                 f"ToyConfig.n_trials={config.n_trials} needs {need} distinct {name} trials but the test split "
@@ -48,8 +50,11 @@ def make_trials(config: ToyConfig, test_files: list[tuple[str, str, str]]) -> li
     i, j = np.triu_indices(len(test_files), 1)
     same_speaker = speakers[i] == speakers[j]
     same_session = sessions[i] == sessions[j]
-    groups = ((1, same_speaker & same_session, n_same), (1, same_speaker & ~same_session, n_cross),
-              (0, ~same_speaker, n_non))
+    groups = (
+        (1, same_speaker & same_session, n_same),
+        (1, same_speaker & ~same_session, n_cross),
+        (0, ~same_speaker, n_non),
+    )
     trials = []
     for label, mask, count in groups:
         candidates = np.flatnonzero(mask)

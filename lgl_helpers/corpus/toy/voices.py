@@ -7,8 +7,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from lgl_helpers.corpus.toy.channel import Session
-from lgl_helpers.corpus.toy.dsp import (FREQS, HOP, SAMPLE_RATE, db, fft_convolve, istft, log_cascade, log_notch,
-                                        log_tilt, normalise, smooth, stft)
+from lgl_helpers.corpus.toy.dsp import (
+    FREQS,
+    HOP,
+    SAMPLE_RATE,
+    db,
+    fft_convolve,
+    istft,
+    log_cascade,
+    log_notch,
+    log_tilt,
+    normalise,
+    smooth,
+    stft,
+)
 from lgl_helpers.corpus.toy.layout import SPLIT_CODES, generator
 
 
@@ -33,11 +45,18 @@ class SpeakerTraits:
     def vector(self) -> np.ndarray:
         """(D,) float64 standardised trait vector, for the oracle check of the benchmark."""
         values = [
-            np.log(self.f0_hz / 150.0) / 0.35, (self.f0_range_st - 2.8) / 1.0, (self.vtl_scale - 1.08) / 0.1,
-            *((np.array(self.formant_offsets) - 1.0) / 0.04), *((np.array(self.vowel_offsets).ravel() - 1.0) / 0.05),
-            np.log(self.bandwidth_scale) / 0.25, (self.tilt_db_per_octave + 7.0) / 0.9,
-            np.log(self.breathiness / 0.08) / 1.2, np.log(self.jitter / 0.008) / 0.8,
-            np.log(self.shimmer / 0.04) / 0.8, (self.rate - 4.6) / 1.0, np.log(self.notch_hz / 3500.0) / 0.3,
+            np.log(self.f0_hz / 150.0) / 0.35,
+            (self.f0_range_st - 2.8) / 1.0,
+            (self.vtl_scale - 1.08) / 0.1,
+            *((np.array(self.formant_offsets) - 1.0) / 0.04),
+            *((np.array(self.vowel_offsets).ravel() - 1.0) / 0.05),
+            np.log(self.bandwidth_scale) / 0.25,
+            (self.tilt_db_per_octave + 7.0) / 0.9,
+            np.log(self.breathiness / 0.08) / 1.2,
+            np.log(self.jitter / 0.008) / 0.8,
+            np.log(self.shimmer / 0.04) / 0.8,
+            (self.rate - 4.6) / 1.0,
+            np.log(self.notch_hz / 3500.0) / 0.3,
             (self.notch_db - 10.0) / 4.0,
         ]
         return np.asarray(values, dtype=np.float64)
@@ -71,10 +90,21 @@ def speaker_traits(seed: int, split: str, index: int) -> SpeakerTraits:
 # ---------------------------------------------------------------------------------------------
 # Phones: formant targets (Peterson & Barney, adult male) and consonant classes
 
-_VOWELS = np.array([
-    [270, 2290, 3010], [390, 1990, 2550], [530, 1840, 2480], [660, 1720, 2410], [730, 1090, 2440],
-    [570, 840, 2410], [440, 1020, 2240], [300, 870, 2240], [640, 1190, 2390], [490, 1350, 1690],
-], dtype=np.float64)
+_VOWELS = np.array(
+    [
+        [270, 2290, 3010],
+        [390, 1990, 2550],
+        [530, 1840, 2480],
+        [660, 1720, 2410],
+        [730, 1090, 2440],
+        [570, 840, 2410],
+        [440, 1020, 2240],
+        [300, 870, 2240],
+        [640, 1190, 2390],
+        [490, 1350, 1690],
+    ],
+    dtype=np.float64,
+)
 _SCHWA = np.array([500.0, 1500.0, 2500.0])
 _BANDWIDTHS = np.array([80.0, 100.0, 130.0, 180.0, 250.0])
 _F45 = np.array([3400.0, 4400.0])
@@ -115,8 +145,18 @@ class _Plan:
         self.voiced_db, self.noise_db, self.noise_fc, self.noise_bw, self.aspirated = [], [], [], [], []
         self.accent = []
 
-    def add(self, frames, formants, voiced_db=-99.0, noise_db=-99.0, noise_fc=0.0, noise_bw=1.0,
-            aspirated=0.0, bw_mult=1.0, accent=0.0):
+    def add(
+        self,
+        frames,
+        formants,
+        voiced_db=-99.0,
+        noise_db=-99.0,
+        noise_fc=0.0,
+        noise_bw=1.0,
+        aspirated=0.0,
+        bw_mult=1.0,
+        accent=0.0,
+    ):
         frames = max(1, int(round(frames)))
         self.frames.append(frames)
         self.formants.append(formants)
@@ -139,9 +179,14 @@ class _Plan:
             return np.repeat(np.asarray(values, dtype=np.float64), reps, axis=0)[:n_frames]
 
         return {
-            "formants": rep(self.formants), "bw_mult": rep(self.bw_mult), "voiced_db": rep(self.voiced_db),
-            "noise_db": rep(self.noise_db), "noise_fc": rep(self.noise_fc), "noise_bw": rep(self.noise_bw),
-            "aspirated": rep(self.aspirated), "accent": rep(self.accent),
+            "formants": rep(self.formants),
+            "bw_mult": rep(self.bw_mult),
+            "voiced_db": rep(self.voiced_db),
+            "noise_db": rep(self.noise_db),
+            "noise_fc": rep(self.noise_fc),
+            "noise_bw": rep(self.noise_bw),
+            "aspirated": rep(self.aspirated),
+            "accent": rep(self.accent),
         }
 
 
@@ -157,14 +202,25 @@ def _phone_plan(rng: np.random.Generator, traits: SpeakerTraits, n_frames: int) 
             stressed = rng.random() < 0.35
             vowel = vowels[rng.integers(len(vowels))]
             if rng.random() < 0.85:
-                _add_consonant(plan, rng, _CONSONANT_NAMES[rng.choice(len(_CONSONANT_NAMES), p=_ONSET_WEIGHTS)],
-                               vowel, speed, frames_per_ms)
+                _add_consonant(
+                    plan,
+                    rng,
+                    _CONSONANT_NAMES[rng.choice(len(_CONSONANT_NAMES), p=_ONSET_WEIGHTS)],
+                    vowel,
+                    speed,
+                    frames_per_ms,
+                )
             length = rng.lognormal(np.log(115.0), 0.25) * (1.45 if stressed else 1.0) / speed
-            plan.add(length * frames_per_ms, vowel, voiced_db=(3.0 if stressed else 0.0) + rng.normal(0, 1.5),
-                     accent=float(stressed))
+            plan.add(
+                length * frames_per_ms,
+                vowel,
+                voiced_db=(3.0 if stressed else 0.0) + rng.normal(0, 1.5),
+                accent=float(stressed),
+            )
             if rng.random() < 0.4:
-                _add_consonant(plan, rng, _CONSONANT_NAMES[rng.integers(len(_CONSONANT_NAMES))], vowel, speed,
-                               frames_per_ms)
+                _add_consonant(
+                    plan, rng, _CONSONANT_NAMES[rng.integers(len(_CONSONANT_NAMES))], vowel, speed, frames_per_ms
+                )
         plan.add(rng.uniform(120, 450) * frames_per_ms, _SCHWA)  # phrase pause
     return plan.expand(n_frames)
 
@@ -177,11 +233,19 @@ def _add_consonant(plan: _Plan, rng, name, vowel, speed, frames_per_ms):
         plan.add(ms * 0.7 * frames_per_ms, locus, voiced_db=voiced_db)  # closure (voice bar when voiced)
         plan.add(12 * frames_per_ms, locus, noise_db=noise_db, noise_fc=fc, noise_bw=bw)  # burst
         if not voiced:  # aspiration before the vowel: noise through the vowel's formants
-            plan.add(ms * 0.4 * frames_per_ms, vowel, noise_db=noise_db - 6, noise_fc=2000, noise_bw=4000,
-                     aspirated=1.0)
+            plan.add(
+                ms * 0.4 * frames_per_ms, vowel, noise_db=noise_db - 6, noise_fc=2000, noise_bw=4000, aspirated=1.0
+            )
     elif kind == "fricative":
-        plan.add(ms * frames_per_ms, locus, voiced_db=voiced_db, noise_db=noise_db, noise_fc=fc, noise_bw=bw,
-                 aspirated=aspirated)
+        plan.add(
+            ms * frames_per_ms,
+            locus,
+            voiced_db=voiced_db,
+            noise_db=noise_db,
+            noise_fc=fc,
+            noise_bw=bw,
+            aspirated=aspirated,
+        )
     else:
         plan.add(ms * frames_per_ms, locus, voiced_db=voiced_db, bw_mult=2.5 if kind == "nasal" else 1.3)
 
@@ -193,8 +257,10 @@ def synthesize_speech(rng: np.random.Generator, traits: SpeakerTraits, session: 
     frames_per_s = SAMPLE_RATE / HOP
 
     # intonation (semitones): phrase declination, accents on stressed vowels, slow wander
-    accents = smooth(plan["accent"] * rng.normal(2.0, 0.6, n_frames).clip(0.5, 4.0) * traits.f0_range_st / 3.0,
-                      int(0.15 * frames_per_s))
+    accents = smooth(
+        plan["accent"] * rng.normal(2.0, 0.6, n_frames).clip(0.5, 4.0) * traits.f0_range_st / 3.0,
+        int(0.15 * frames_per_s),
+    )
     wander = smooth(rng.standard_normal(n_frames), int(0.4 * frames_per_s))
     wander *= 0.6 * traits.f0_range_st / (np.std(wander) + 1e-9)
     declination = np.linspace(1.0, -1.0, n_frames) * traits.f0_range_st / 2.0
@@ -205,11 +271,13 @@ def synthesize_speech(rng: np.random.Generator, traits: SpeakerTraits, session: 
     phase = np.cumsum(f0_samples / SAMPLE_RATE)
     onsets = np.flatnonzero(np.diff(np.floor(phase))) + 1
     periods = SAMPLE_RATE / f0_samples[onsets]
-    positions = np.clip(np.round(onsets + rng.normal(0.0, traits.jitter, len(onsets)) * periods), 0,
-                        n_samples - 1).astype(np.int64)
+    positions = np.clip(
+        np.round(onsets + rng.normal(0.0, traits.jitter, len(onsets)) * periods), 0, n_samples - 1
+    ).astype(np.int64)
     pulses = np.zeros(n_samples)
-    np.add.at(pulses, positions, np.sqrt(periods) * np.clip(1.0 + rng.normal(0.0, traits.shimmer, len(onsets)),
-                                                                0.2, None))
+    np.add.at(
+        pulses, positions, np.sqrt(periods) * np.clip(1.0 + rng.normal(0.0, traits.shimmer, len(onsets)), 0.2, None)
+    )
     noise = rng.standard_normal(n_samples)
 
     # vocal tract: coarticulated formant tracks scaled by the speaker's tract
@@ -229,8 +297,9 @@ def synthesize_speech(rng: np.random.Generator, traits: SpeakerTraits, session: 
     fric = np.exp(-0.5 * ((FREQS[None, :] - plan["noise_fc"][:, None]) / plan["noise_bw"][:, None]) ** 2)
     aspirated = plan["aspirated"][:, None]
     env_voiced = voiced * tract * (source * notch)
-    env_noise = (noise_level * ((1.0 - aspirated) * fric + aspirated * 0.3 * tract * notch)
-                 + traits.breathiness * 0.3 * voiced * tract * (aspiration * notch))
+    env_noise = noise_level * (
+        (1.0 - aspirated) * fric + aspirated * 0.3 * tract * notch
+    ) + traits.breathiness * 0.3 * voiced * tract * (aspiration * notch)
     spec = stft(pulses) * env_voiced + stft(noise) * env_noise
     spec *= np.exp(session.log_eq)
 

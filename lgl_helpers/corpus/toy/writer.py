@@ -18,8 +18,17 @@ from lgl_helpers.corpus.lists import TrainEntry, write_train_list, write_trials
 from lgl_helpers.corpus.toy.channel import make_rir, make_session
 from lgl_helpers.corpus.toy.config import ToyConfig
 from lgl_helpers.corpus.toy.dsp import SAMPLE_RATE
-from lgl_helpers.corpus.toy.layout import (MANIFEST, MUSAN_CATEGORIES, MUSAN_SUBSETS, ROOM_RT60, ROOM_TYPES,
-                                           SPLIT_CODES, generator, toy_paths, utterance_path)
+from lgl_helpers.corpus.toy.layout import (
+    MANIFEST,
+    MUSAN_CATEGORIES,
+    MUSAN_SUBSETS,
+    ROOM_RT60,
+    ROOM_TYPES,
+    SPLIT_CODES,
+    generator,
+    toy_paths,
+    utterance_path,
+)
 from lgl_helpers.corpus.toy.sources import synthesize_music, synthesize_noise
 from lgl_helpers.corpus.toy.trials import make_trials
 from lgl_helpers.corpus.toy.voices import speaker_traits, synthesize_speech
@@ -30,8 +39,12 @@ log = logging.getLogger(__name__)
 
 def _speech_files(config: ToyConfig, split: str) -> list[tuple[int, int, int]]:
     n_speakers = config.n_train_speakers if split == "train" else config.n_test_speakers
-    return [(s, u, k) for s in range(n_speakers) for u in range(config.sessions_per_speaker)
-            for k in range(config.utterances_per_session)]
+    return [
+        (s, u, k)
+        for s in range(n_speakers)
+        for u in range(config.sessions_per_speaker)
+        for k in range(config.utterances_per_session)
+    ]
 
 
 def _duration_samples(rng, config: ToyConfig) -> int:
@@ -58,8 +71,9 @@ def _run_job(job: tuple) -> list[tuple]:
     if kind == "utterance":
         split, speaker, session, utterance = args
         traits = speaker_traits(config.seed, split, speaker)
-        channel = make_session(generator(config.seed, "channel", SPLIT_CODES[split], speaker, session),
-                               config.channel_strength)
+        channel = make_session(
+            generator(config.seed, "channel", SPLIT_CODES[split], speaker, session), config.channel_strength
+        )
         rng = generator(config.seed, "utterance", SPLIT_CODES[split], speaker, session, utterance)
         wave = synthesize_speech(rng, traits, channel, _duration_samples(rng, config))
         rel = utterance_path(config, split, speaker, session, utterance)
@@ -73,8 +87,12 @@ def _run_job(job: tuple) -> list[tuple]:
         rng = generator(config.seed, "musan", category, subset, recording)
         if category == "speech":  # one talker per recording; the augmentation mixes several into babble
             babble_index = subset * config.musan_recordings + recording
-            wave = synthesize_speech(rng, speaker_traits(config.seed, "babble", babble_index),
-                                     make_session(rng, config.channel_strength), n_samples)
+            wave = synthesize_speech(
+                rng,
+                speaker_traits(config.seed, "babble", babble_index),
+                make_session(rng, config.channel_strength),
+                n_samples,
+            )
         elif category == "music":
             wave = synthesize_music(rng, n_samples)
         else:
@@ -84,7 +102,7 @@ def _run_job(job: tuple) -> list[tuple]:
         out = []
         for start in starts:
             rel = f"{folder}/{start:05d}.wav"
-            piece = wave[start * SAMPLE_RATE:start * SAMPLE_RATE + chunk]
+            piece = wave[start * SAMPLE_RATE : start * SAMPLE_RATE + chunk]
             _write(root / rel, piece)
             out.append((kind, category, rel, len(piece)))
         return out
@@ -120,8 +138,14 @@ def _jobs(root: Path, config: ToyConfig) -> list[tuple]:
     return jobs
 
 
-def generate_toy_corpus(out_dir: str | os.PathLike, config: ToyConfig | None = None, *, workers: int | None = None,
-                        overwrite: bool = False, show_progress: bool = True) -> dict:
+def generate_toy_corpus(
+    out_dir: str | os.PathLike,
+    config: ToyConfig | None = None,
+    *,
+    workers: int | None = None,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> dict:
     """Generate the toy corpus into ``out_dir`` and return its summary.
 
     The corpus is built in a hidden sibling folder and moved into place at the end, so an interrupted
@@ -140,7 +164,9 @@ def generate_toy_corpus(out_dir: str | os.PathLike, config: ToyConfig | None = N
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"{out_dir}: exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir}: already exists and is not empty; pass overwrite=True (--force) to replace it")
+        raise FileExistsError(
+            f"{out_dir}: already exists and is not empty; pass overwrite=True (--force) to replace it"
+        )
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers={workers} must be >= 1")
@@ -155,8 +181,7 @@ def generate_toy_corpus(out_dir: str | os.PathLike, config: ToyConfig | None = N
             results = [_run_job(job) for job in progress(jobs, **bar)]
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                results = list(progress(pool.map(_run_job, jobs, chunksize=max(1, len(jobs) // (8 * workers))),
-                                        **bar))
+                results = list(progress(pool.map(_run_job, jobs, chunksize=max(1, len(jobs) // (8 * workers))), **bar))
         records = [record for result in results for record in result]
         summary = _write_lists_and_manifest(staging, config, records)
         if out_dir.exists():
@@ -170,8 +195,14 @@ def generate_toy_corpus(out_dir: str | os.PathLike, config: ToyConfig | None = N
         shutil.rmtree(staging, ignore_errors=True)
         raise
     seconds = time.perf_counter() - started
-    log.info("toy corpus: %d train utterances, %d test files, %d trials in %.1f s -> %s",
-             summary["n_train_utterances"], summary["n_test_files"], summary["n_trials"], seconds, out_dir)
+    log.info(
+        "toy corpus: %d train utterances, %d test files, %d trials in %.1f s -> %s",
+        summary["n_train_utterances"],
+        summary["n_test_files"],
+        summary["n_trials"],
+        seconds,
+        out_dir,
+    )
     paths = {key: str(value) for key, value in toy_paths(out_dir).items()}
     return {"root": str(out_dir), **paths, **summary, "seconds": seconds}
 

@@ -25,6 +25,15 @@ from lgl_helpers.training.stage1.inputs import Stage1Data, check_inputs, prepare
 from lgl_helpers.training.stage1.trainer import export_reference, results_table, train_stage1
 
 __all__ = [
-    "RUN_CONTROL_FIELDS", "STAGE_DIR", "Stage1Config", "Stage1Data", "check_inputs", "export_reference",
-    "prepare_data", "preview_views", "results_table", "stage_folder", "train_stage1",
+    "RUN_CONTROL_FIELDS",
+    "STAGE_DIR",
+    "Stage1Config",
+    "Stage1Data",
+    "check_inputs",
+    "export_reference",
+    "prepare_data",
+    "preview_views",
+    "results_table",
+    "stage_folder",
+    "train_stage1",
 ]

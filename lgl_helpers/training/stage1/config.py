@@ -7,13 +7,25 @@ from pathlib import Path
 
 from lgl_helpers import runs
 from lgl_helpers.config import (
-    NotebookConfig, check_channels, check_fraction, check_int, check_non_negative, check_positive,
+    NotebookConfig,
+    check_channels,
+    check_fraction,
+    check_int,
+    check_non_negative,
+    check_positive,
 )
 
 STAGE_DIR = "stage1"
 # Fields that only steer one call (where to stop, how to show it) and may change when a run is resumed.
 RUN_CONTROL_FIELDS = (
-    "epochs", "resume", "allow_changed_params", "max_steps", "interactive", "workers", "device", "bf16",
+    "epochs",
+    "resume",
+    "allow_changed_params",
+    "max_steps",
+    "interactive",
+    "workers",
+    "device",
+    "bf16",
 )
 
 
@@ -52,7 +64,9 @@ class Stage1Config(NotebookConfig):
     def validate(self) -> None:
         check_channels(self.name_of("channels"), self.channels)
         check_int(self.name_of("frames"), self.frames, 1)
-        check_int(self.name_of("batch_size"), self.batch_size, 2, "an integer >= 2 (the contrastive loss needs negatives)")
+        check_int(
+            self.name_of("batch_size"), self.batch_size, 2, "an integer >= 2 (the contrastive loss needs negatives)"
+        )
         check_int(self.name_of("epochs"), self.epochs, 1)
         check_positive(self.name_of("lr"), self.lr)
         check_fraction(self.name_of("lr_decay"), self.lr_decay)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from lgl_helpers import runs
 from lgl_helpers.core.augment import AugmentSources, describe_recipe
 from lgl_helpers.core.data import Stage1Dataset, check_training_list, make_loader, stage1_views
-from lgl_helpers.corpus.lists import Trial, TrainEntry, check_list, read_eval_trials
+from lgl_helpers.corpus.lists import TrainEntry, Trial, check_list, read_eval_trials
 from lgl_helpers.training.stage1.config import Stage1Config
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,9 @@ def check_inputs(config: Stage1Config, paths: dict, *, audio: bool = True) -> li
     problems as ``file:line``). ``lgl-kit doctor`` calls this with ``audio=False``. Raises ValueError
     (ListCheckError, CropError) naming the parameter, file or line.
     """
-    entries = check_training_list(paths, runs.run_folder(config.run_name, config.runs_dir),
-                                  batch_size=config.batch_size, frames=config.frames)
+    entries = check_training_list(
+        paths, runs.run_folder(config.run_name, config.runs_dir), batch_size=config.batch_size, frames=config.frames
+    )
     if audio:
         check_list(paths["train_list"], paths["train_root"], "train")
     return entries
@@ -54,9 +55,7 @@ def prepare_data(config: Stage1Config) -> Stage1Data:
     :class:`lgl_helpers.core.augment.AugmentError` / :class:`lgl_helpers.core.data.CropError` naming the problem.
     """
     run_dir = runs.run_folder(config.run_name, config.runs_dir)
-    paths = runs.resolve_data_paths(
-        run_dir, **{key: getattr(config, key) for key in runs.DATA_KEYS}
-    )
+    paths = runs.resolve_data_paths(run_dir, **{key: getattr(config, key) for key in runs.DATA_KEYS})
     entries = check_inputs(config, paths)
     if config.augment:
         sources = AugmentSources.from_roots(paths["musan_root"], paths["rir_root"])
@@ -68,7 +67,10 @@ def prepare_data(config: Stage1Config) -> Stage1Data:
     val_trials, test_trials = read_eval_trials(paths)
     log.info(
         "Stage I data: %d utterances, %d validation trials, %d test trials, augmentation: %s",
-        len(entries), len(val_trials), len(test_trials), sources.summary() if sources else "none (clean views)",
+        len(entries),
+        len(val_trials),
+        len(test_trials),
+        sources.summary() if sources else "none (clean views)",
     )
     return Stage1Data(paths, entries, val_trials, test_trials, sources, dataset)
 

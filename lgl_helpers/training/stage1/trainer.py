@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -37,7 +37,9 @@ def export_reference(checkpoint: str | Path, out_path: str | Path) -> Path:
     """
     obj = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if not isinstance(obj, dict) or obj.get("stage") != STAGE_DIR or "loss" not in obj or "aat" not in obj:
-        raise ValueError(f"{checkpoint}: not a Stage I kit checkpoint (needs 'stage': 'stage1', 'encoder', 'loss', 'aat')")
+        raise ValueError(
+            f"{checkpoint}: not a Stage I kit checkpoint (needs 'stage': 'stage1', 'encoder', 'loss', 'aat')"
+        )
     state = {f"Network.{k}": v for k, v in obj["encoder"].items()}
     state.update({f"Loss.{k}": v for k, v in obj["loss"].items()})
     state.update({f"AATNet.{k}": v for k, v in obj["aat"].items()})
@@ -64,7 +66,11 @@ class _State:
 
 def _evaluate(model, trials, root, device) -> dict:
     result = evaluate_trials(model, trials, root, device=device, show_progress=False)
-    return {"eer": float(result["eer"]), "min_dcf": float(result["min_dcf"]), "min_dcf_0.01": float(result["min_dcf_0.01"])}
+    return {
+        "eer": float(result["eer"]),
+        "min_dcf": float(result["min_dcf"]),
+        "min_dcf_0.01": float(result["min_dcf_0.01"]),
+    }
 
 
 def _scores_text(history: list[dict]) -> str:
@@ -122,7 +128,9 @@ def _resume_or_start(config: Stage1Config, stage_dir: Path, params: dict, models
         models.aat_optimizer.load_state_dict(ckpt["aat_optimizer"])
         models.scheduler.load_state_dict(ckpt["scheduler"])
         restore_rng(ckpt["rng"])
-        state = _State(ckpt["epoch"], list(ckpt["history"]), ckpt["best"], ckpt["untrained"], float(ckpt["wall_seconds"]))
+        state = _State(
+            ckpt["epoch"], list(ckpt["history"]), ckpt["best"], ckpt["untrained"], float(ckpt["wall_seconds"])
+        )
         log.info("resuming Stage I from %s (epoch %d done)", last, state.epoch)
         return state
     if not config.resume:
@@ -174,8 +182,18 @@ def _evaluate_untrained(encoder: ECAPATDNN, data: Stage1Data, state: _State, dev
     return record
 
 
-def _finish_epoch(config: Stage1Config, data: Stage1Data, models: Stage1Models, state: _State, epoch: int,
-                  lr: float, means: dict, n_batches: int, tic: float, device) -> tuple[dict, bool, bool]:
+def _finish_epoch(
+    config: Stage1Config,
+    data: Stage1Data,
+    models: Stage1Models,
+    state: _State,
+    epoch: int,
+    lr: float,
+    means: dict,
+    n_batches: int,
+    tic: float,
+    device,
+) -> tuple[dict, bool, bool]:
     """After an epoch's batches: scheduler step, evaluation on evaluated epochs, history and best.
 
     Returns (the epoch's history record, evaluated, improved).
@@ -189,16 +207,27 @@ def _finish_epoch(config: Stage1Config, data: Stage1Data, models: Stage1Models, 
         record.update(_evaluate(models.encoder, data.val_trials, data.paths["test_root"], device))
         improved = state.best is None or record["eer"] < state.best["eer"]
         if improved:
-            state.best = {"epoch": epoch, "eer": record["eer"], "min_dcf": record["min_dcf"],
-                          "min_dcf_0.01": record["min_dcf_0.01"]}
+            state.best = {
+                "epoch": epoch,
+                "eer": record["eer"],
+                "min_dcf": record["min_dcf"],
+                "min_dcf_0.01": record["min_dcf_0.01"],
+            }
     record["seconds"] = time.perf_counter() - tic
     state.wall_seconds += record["seconds"]
     state.history.append(record)
     state.epoch = epoch
     log.info(
         "epoch %d/%d lr %.6f loss %.4f top1 %.1f%% aat %.4f disc %.4f (acc %.0f%%) %.0f samples/s%s",
-        epoch, config.epochs, lr, record["loss"], record["top1"], record["aat_loss"], record["disc_loss"],
-        record["disc_acc"], record["samples_per_s"],
+        epoch,
+        config.epochs,
+        lr,
+        record["loss"],
+        record["top1"],
+        record["aat_loss"],
+        record["disc_loss"],
+        record["disc_acc"],
+        record["samples_per_s"],
         f" | val EER {record['eer']:.2f}% minDCF {record['min_dcf']:.4f}" if evaluated else "",
     )
     return record, evaluated, improved
@@ -230,7 +259,11 @@ def _final_metrics(stage_dir: Path, data: Stage1Data, state: _State, started: fl
     runs.write_json(stage_dir / "metrics.json", metrics)
     log.info(
         "Stage I done: best epoch %d, test EER %.2f%% (untrained %.2f%%), minDCF %.4f; %s",
-        metrics["best_epoch"], metrics["eer"], metrics["untrained_eer"], metrics["min_dcf"], best_path,
+        metrics["best_epoch"],
+        metrics["eer"],
+        metrics["untrained_eer"],
+        metrics["min_dcf"],
+        best_path,
     )
     return metrics
 
@@ -282,14 +315,21 @@ def train_stage1(
         lr = models.optimizer.param_groups[0]["lr"]
         tic = time.perf_counter()
         means, n_batches, completed = stage1_epoch(
-            models, loader, config.aat_weight, device, use_bf16, f"stage1 epoch {epoch}/{config.epochs}",
+            models,
+            loader,
+            config.aat_weight,
+            device,
+            use_bf16,
+            f"stage1 epoch {epoch}/{config.epochs}",
             max_batches=config.max_steps - steps_done if config.max_steps else None,
         )
         steps_done += n_batches
         if not completed:
             log.info("max_steps=%d reached during epoch %d: stopping; the epoch is not saved", config.max_steps, epoch)
             break
-        record, evaluated, improved = _finish_epoch(config, data, models, state, epoch, lr, means, n_batches, tic, device)
+        record, evaluated, improved = _finish_epoch(
+            config, data, models, state, epoch, lr, means, n_batches, tic, device
+        )
         _save(stage_dir, models, state, params, evaluated, improved)
         runs.atomic_write_text(stage_dir / "scores.txt", _scores_text(state.history))
         if on_epoch:
@@ -314,4 +354,7 @@ def results_table(metrics: dict) -> str:
         f"{metrics['min_dcf']:.4f} | {metrics['min_dcf_0.01']:.4f} |",
     ]
     note = " (validation = test list: the best epoch was chosen on the test set)" if metrics.get("val_is_test") else ""
-    return "\n".join(rows) + f"\n\nTest trials: `{metrics['trials']}`{note}; training took {metrics['wall_seconds'] / 60:.1f} min."
+    return (
+        "\n".join(rows)
+        + f"\n\nTest trials: `{metrics['trials']}`{note}; training took {metrics['wall_seconds'] / 60:.1f} min."
+    )

@@ -45,20 +45,54 @@ Run folder ``runs/<run>/stage2_<mode>/``:
 """
 
 from lgl_helpers.training.stage2.config import (
-    CONFIGS, FIXED_FIELDS, REFERENCE_GATES, BaselineConfig, LGLConfig, Stage2Config, stage_folder,
+    CONFIGS,
+    FIXED_FIELDS,
+    REFERENCE_GATES,
+    BaselineConfig,
+    LGLConfig,
+    Stage2Config,
+    stage_folder,
 )
 from lgl_helpers.training.stage2.engine import Engine, run_stage2
 from lgl_helpers.training.stage2.gates import (
-    apply_gate, next_gate_iteration, read_gate_overrides, resolve_gate, write_gate_override,
+    apply_gate,
+    next_gate_iteration,
+    read_gate_overrides,
+    resolve_gate,
+    write_gate_override,
 )
 from lgl_helpers.training.stage2.inputs import Stage2Data, check_inputs, prepare_data
 from lgl_helpers.training.stage2.statefile import (
-    GATE_OVERRIDES, STATE_FORMAT, latest_epoch_losses, read_epoch_losses, read_state, stage1_eer,
+    GATE_OVERRIDES,
+    STATE_FORMAT,
+    latest_epoch_losses,
+    read_epoch_losses,
+    read_state,
+    stage1_eer,
 )
 
 __all__ = [
-    "CONFIGS", "FIXED_FIELDS", "GATE_OVERRIDES", "REFERENCE_GATES", "STATE_FORMAT", "BaselineConfig", "Engine",
-    "LGLConfig", "Stage2Config", "Stage2Data", "apply_gate", "check_inputs", "latest_epoch_losses",
-    "next_gate_iteration", "prepare_data", "read_epoch_losses", "read_gate_overrides", "read_state",
-    "resolve_gate", "run_stage2", "stage1_eer", "stage_folder", "write_gate_override",
+    "CONFIGS",
+    "FIXED_FIELDS",
+    "GATE_OVERRIDES",
+    "REFERENCE_GATES",
+    "STATE_FORMAT",
+    "BaselineConfig",
+    "Engine",
+    "LGLConfig",
+    "Stage2Config",
+    "Stage2Data",
+    "apply_gate",
+    "check_inputs",
+    "latest_epoch_losses",
+    "next_gate_iteration",
+    "prepare_data",
+    "read_epoch_losses",
+    "read_gate_overrides",
+    "read_state",
+    "resolve_gate",
+    "run_stage2",
+    "stage1_eer",
+    "stage_folder",
+    "write_gate_override",
 ]

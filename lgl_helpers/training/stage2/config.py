@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 from lgl_helpers import runs
 from lgl_helpers.clustering.kmeans import REFERENCE_MAX_POINTS_PER_CENTROID, REFERENCE_N_ITER
 from lgl_helpers.config import (
-    NotebookConfig, check, check_channels, check_gate, check_int, check_n_clusters, check_non_negative,
+    NotebookConfig,
+    check,
+    check_channels,
+    check_gate,
+    check_int,
+    check_n_clusters,
+    check_non_negative,
     check_positive,
 )
 
@@ -17,8 +23,21 @@ REFERENCE_GATES = [1, 3, 3, 5, 6]
 # Parameters that define the run's results so far; a resumed run must keep them (the others steer
 # how far the run goes or how it is shown and may change between calls).
 FIXED_FIELDS = (
-    "mode", "init_model", "train_list", "train_root", "augment", "musan_root", "rir_root", "n_clusters",
-    "cluster_n_iter", "cluster_max_points_per_centroid", "cluster_max_seconds", "frames", "batch_size", "lr", "seed",
+    "mode",
+    "init_model",
+    "train_list",
+    "train_root",
+    "augment",
+    "musan_root",
+    "rir_root",
+    "n_clusters",
+    "cluster_n_iter",
+    "cluster_max_points_per_centroid",
+    "cluster_max_seconds",
+    "frames",
+    "batch_size",
+    "lr",
+    "seed",
 )
 
 
@@ -73,8 +92,12 @@ class Stage2Config(NotebookConfig):
         check_int(self.name_of("frames"), self.frames, 1)
         check_int(self.name_of("batch_size"), self.batch_size, 1)
         check_positive(self.name_of("lr"), self.lr)
-        check_int(self.name_of("max_epochs_per_phase"), self.max_epochs_per_phase, 0,
-                  "an integer >= 0 (0 = until the stopping rule)")
+        check_int(
+            self.name_of("max_epochs_per_phase"),
+            self.max_epochs_per_phase,
+            0,
+            "an integer >= 0 (0 = until the stopping rule)",
+        )
         check_int(self.name_of("min_evals"), self.min_evals, 1)
         check_int(self.name_of("patience"), self.patience, 1)
         check_int(self.name_of("workers"), self.workers, 0)
@@ -126,5 +149,3 @@ CONFIGS = {config.mode: config for config in (BaselineConfig, LGLConfig)}
 
 def stage_folder(config: Stage2Config) -> Path:
     return runs.run_folder(config.run_name, config.runs_dir) / f"stage2_{config.mode}"
-
-

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -19,18 +19,22 @@ import torch
 from lgl_helpers import runs
 from lgl_helpers.clustering import cluster
 from lgl_helpers.clustering.pseudo_labels import read_pseudo_labels
-from lgl_helpers.clustering.pseudo_labels import read_pseudo_labels
 from lgl_helpers.core import gate as gate_rules
-from lgl_helpers.core.losses import AAMSoftmax
 from lgl_helpers.core.embed import evaluate_trials
+from lgl_helpers.core.losses import AAMSoftmax
 from lgl_helpers.core.models import ECAPATDNN, load_encoder, save_encoder
 from lgl_helpers.training.stage2.config import FIXED_FIELDS, Stage2Config, stage_folder
+from lgl_helpers.training.stage2.executor import train_phase
 from lgl_helpers.training.stage2.gates import resolve_gate
 from lgl_helpers.training.stage2.inputs import Stage2Data, prepare_data
 from lgl_helpers.training.stage2.statefile import (
-    GATE_OVERRIDES, fixed_params, new_state, read_epoch_losses, read_state, stage1_eer,
+    GATE_OVERRIDES,
+    fixed_params,
+    new_state,
+    read_epoch_losses,
+    read_state,
+    stage1_eer,
 )
-from lgl_helpers.training.stage2.executor import train_phase
 from lgl_helpers.training.state import check_resume, encoder_and_head, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -89,8 +93,14 @@ class Engine:
             state.update(iteration=state["iteration"] + 1, phase="cluster", epoch=0, gate=None, status="running")
         state["params"] = params
         self.state = state
-        log.info("resuming Stage II %s: iteration %d, phase %s, epoch %d done, gate %s",
-                 self.config.mode, state["iteration"], state["phase"], state["epoch"], state["gate"])
+        log.info(
+            "resuming Stage II %s: iteration %d, phase %s, epoch %d done, gate %s",
+            self.config.mode,
+            state["iteration"],
+            state["phase"],
+            state["epoch"],
+            state["gate"],
+        )
 
     def _remove_previous(self) -> None:
         stale = [self.path(name) for name in ("state.json", "metrics.json", "best.model", "scores.txt", GATE_OVERRIDES)]
@@ -112,11 +122,18 @@ class Engine:
         iter_dir = f"iter_{iteration:02d}"
         log.info("iteration %d: clustering with %s", iteration, model_path)
         result = cluster.cluster_utterances(
-            load_encoder(model_path), self.data.entries, self.data.paths["train_root"], cfg.n_clusters,
-            self.path(iter_dir), n_iter=cfg.cluster_n_iter, seed=cfg.seed,
+            load_encoder(model_path),
+            self.data.entries,
+            self.data.paths["train_root"],
+            cfg.n_clusters,
+            self.path(iter_dir),
+            n_iter=cfg.cluster_n_iter,
+            seed=cfg.seed,
             max_points_per_centroid=cfg.cluster_max_points_per_centroid,
-            max_seconds=cfg.cluster_max_seconds or None, device=str(self.device),
-            use_gpu=False if self.device.type == "cpu" else "auto", show_progress=True,
+            max_seconds=cfg.cluster_max_seconds or None,
+            device=str(self.device),
+            use_gpu=False if self.device.type == "cpu" else "auto",
+            show_progress=True,
         )
         record = {
             "iteration": iteration,
@@ -130,7 +147,7 @@ class Engine:
             "gate_source": None,
             "phases": {},
         }
-        del self.state["iterations"][iteration - 1:]
+        del self.state["iterations"][iteration - 1 :]
         self.state["iterations"].append(record)
         self.state.update(phase="T", epoch=0, gate=None)
         self.commit()
@@ -142,6 +159,7 @@ class Engine:
 
     def resolve_gate(self, iteration: int) -> tuple[float, str]:
         """The gate of ``iteration``'s phase L and its source (:func:`~lgl_helpers.training.stage2.gates.resolve_gate`)."""
+
         def t_losses() -> np.ndarray:
             t_phase = self.iteration_record(iteration)["phases"]["T"]
             return read_epoch_losses(self.path(t_phase["last_losses"]))["per_sample_loss"]
@@ -160,8 +178,12 @@ class Engine:
         if channels == self.stage1_channels:
             encoder = load_encoder(self.data.init_model)
         else:
-            log.info("iteration %d: C=%d encoder trained from random weights (Stage I has C=%d)",
-                     iteration, channels, self.stage1_channels)
+            log.info(
+                "iteration %d: C=%d encoder trained from random weights (Stage I has C=%d)",
+                iteration,
+                channels,
+                self.stage1_channels,
+            )
             encoder = ECAPATDNN(channels)
         return encoder, AAMSoftmax(cfg.n_clusters)
 
@@ -186,13 +208,27 @@ class Engine:
             self.commit()
         gate = float("inf") if phase == "T" else float(self.state["gate"])
         info = record["phases"].setdefault(
-            phase, {"eers": [], "best_epoch": None, "best_eer": None, "best_model": None, "last_model": None,
-                    "last_losses": None, "skipped_batches": 0},
+            phase,
+            {
+                "eers": [],
+                "best_epoch": None,
+                "best_eer": None,
+                "best_model": None,
+                "last_model": None,
+                "last_losses": None,
+                "skipped_batches": 0,
+            },
         )
         if not self.phase_over(info):
             train_phase(self, iteration, phase, gate, info)
-        log.info("iteration %d: phase %s over after %d epochs; best epoch %d, EER %.2f%%", iteration, phase,
-                 len(info["eers"]), info["best_epoch"], info["best_eer"])
+        log.info(
+            "iteration %d: phase %s over after %d epochs; best epoch %d, EER %.2f%%",
+            iteration,
+            phase,
+            len(info["eers"]),
+            info["best_epoch"],
+            info["best_eer"],
+        )
         stale = info["last_model"] if info["last_model"] != info["best_model"] else None
         info["last_model"] = info["best_model"]
         return stale
@@ -217,8 +253,12 @@ class Engine:
             if phase == "cluster":
                 self.cluster_step(iteration)
                 continue
-            if (phase == "L" and self.state["gate"] is None and self.config.pause_before_gate
-                    and iteration not in self.state["paused_iterations"]):
+            if (
+                phase == "L"
+                and self.state["gate"] is None
+                and self.config.pause_before_gate
+                and iteration not in self.state["paused_iterations"]
+            ):
                 self.state["paused_iterations"].append(iteration)
                 self.state["status"] = "paused_before_gate"
                 self.commit()
@@ -245,20 +285,33 @@ class Engine:
         if self.data.same_val_test:
             test = {k: best[k] for k in ("eer", "min_dcf", "min_dcf_0.01")}
         else:
-            result = evaluate_trials(load_encoder(self.path("best.model")), self.data.test_trials,
-                                     self.data.paths["test_root"], device=self.device, show_progress=False)
+            result = evaluate_trials(
+                load_encoder(self.path("best.model")),
+                self.data.test_trials,
+                self.data.paths["test_root"],
+                device=self.device,
+                show_progress=False,
+            )
             test = {k: float(result[k]) for k in ("eer", "min_dcf", "min_dcf_0.01")}
         iterations = []
         for item in self.state["iterations"]:
             t, l_phase = item["phases"].get("T", {}), item["phases"].get("L", {})
-            iterations.append({
-                "iteration": item["iteration"], "nmi": item["nmi"], "purity": item["purity"],
-                "channels": item["channels"], "gate": item["gate"], "gate_source": item["gate_source"],
-                "best_T_eer": t.get("best_eer"), "best_T_epoch": t.get("best_epoch"),
-                "best_L_eer": l_phase.get("best_eer"), "best_L_epoch": l_phase.get("best_epoch"),
-                "epochs": len(t.get("eers", [])) + len(l_phase.get("eers", [])),
-                "skipped_batches": t.get("skipped_batches", 0) + l_phase.get("skipped_batches", 0),
-            })
+            iterations.append(
+                {
+                    "iteration": item["iteration"],
+                    "nmi": item["nmi"],
+                    "purity": item["purity"],
+                    "channels": item["channels"],
+                    "gate": item["gate"],
+                    "gate_source": item["gate_source"],
+                    "best_T_eer": t.get("best_eer"),
+                    "best_T_epoch": t.get("best_epoch"),
+                    "best_L_eer": l_phase.get("best_eer"),
+                    "best_L_epoch": l_phase.get("best_epoch"),
+                    "epochs": len(t.get("eers", [])) + len(l_phase.get("eers", [])),
+                    "skipped_batches": t.get("skipped_batches", 0) + l_phase.get("skipped_batches", 0),
+                }
+            )
         metrics = {
             "mode": self.config.mode,
             **test,
@@ -267,8 +320,21 @@ class Engine:
             "stage1_eer": stage1_eer(self.config),
             "iterations": iterations,
             "evaluations": [
-                {k: rec.get(k) for k in ("iteration", "phase", "epoch", "gate", "eer", "min_dcf", "min_dcf_0.01",
-                                         "fraction_selected", "precision_selected", "precision_rejected")}
+                {
+                    k: rec.get(k)
+                    for k in (
+                        "iteration",
+                        "phase",
+                        "epoch",
+                        "gate",
+                        "eer",
+                        "min_dcf",
+                        "min_dcf_0.01",
+                        "fraction_selected",
+                        "precision_selected",
+                        "precision_rejected",
+                    )
+                }
                 for rec in self.state["history"]
             ],
             "trials": str(self.data.paths["trials"]),
@@ -305,8 +371,15 @@ def run_stage2(
         out["iteration"] = engine.state["iteration"]
         return out
     metrics = engine.final_metrics()
-    log.info("Stage II %s done: best %s (iteration %d, phase %s, epoch %d), test EER %.2f%%, minDCF %.4f",
-             config.mode, engine.path("best.model"), metrics["best"]["iteration"], metrics["best"]["phase"],
-             metrics["best"]["epoch"], metrics["eer"], metrics["min_dcf"])
+    log.info(
+        "Stage II %s done: best %s (iteration %d, phase %s, epoch %d), test EER %.2f%%, minDCF %.4f",
+        config.mode,
+        engine.path("best.model"),
+        metrics["best"]["iteration"],
+        metrics["best"]["phase"],
+        metrics["best"]["epoch"],
+        metrics["eer"],
+        metrics["min_dcf"],
+    )
     out.update(metrics)
     return out

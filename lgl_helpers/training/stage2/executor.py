@@ -51,8 +51,15 @@ def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: d
         optimizer.load_state_dict(ckpt["optimizer"])
     labels = engine.pseudo_labels(iteration)
     reliable = majority_agreement(labels, engine.speakers) if engine.speakers is not None else None
-    dataset = Stage2Dataset(engine.data.entries, engine.data.paths["train_root"], labels, cfg.frames,
-                            engine.data.sources, seed=cfg.seed, check_files=False)
+    dataset = Stage2Dataset(
+        engine.data.entries,
+        engine.data.paths["train_root"],
+        labels,
+        cfg.frames,
+        engine.data.sources,
+        seed=cfg.seed,
+        check_files=False,
+    )
     loader = make_loader(dataset, cfg.batch_size, cfg.workers, cfg.seed, engine.device)
     # Each (iteration, phase, epoch) gets its own data order and augmentation draws.
     phase_offset = {"T": 0, "L": 5_000}[phase]
@@ -60,21 +67,37 @@ def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: d
         epoch = len(info["eers"]) + 1
         tic = time.perf_counter()
         loader.sampler.set_epoch(iteration * 10_000 + phase_offset + epoch)
-        stats, arrays = stage2_epoch(encoder, head, optimizer, loader, gate, engine.device,
-                                     f"iter {iteration} {phase} epoch {epoch}")
+        stats, arrays = stage2_epoch(
+            encoder, head, optimizer, loader, gate, engine.device, f"iter {iteration} {phase} epoch {epoch}"
+        )
         if reliable is not None:
             arrays["reliable"] = reliable[arrays["index"]]
-        result = evaluate_trials(encoder, engine.data.val_trials, engine.data.paths["test_root"],
-                                 device=engine.device, show_progress=False)
+        result = evaluate_trials(
+            encoder, engine.data.val_trials, engine.data.paths["test_root"], device=engine.device, show_progress=False
+        )
         evaluation = {k: float(result[k]) for k in ("eer", "min_dcf", "min_dcf_0.01")}
-        save_epoch(engine, iteration, phase, epoch, encoder, head, optimizer, info, stats, arrays, evaluation,
-                   gate, time.perf_counter() - tic)
+        save_epoch(
+            engine,
+            iteration,
+            phase,
+            epoch,
+            encoder,
+            head,
+            optimizer,
+            info,
+            stats,
+            arrays,
+            evaluation,
+            gate,
+            time.perf_counter() - tic,
+        )
         if engine.on_epoch:
             engine.on_epoch(engine.state["history"][-1], engine.state)
 
 
-def save_epoch(engine: Engine, iteration, phase, epoch, encoder, head, optimizer, info, stats, arrays, evaluation,
-               gate, seconds) -> None:
+def save_epoch(
+    engine: Engine, iteration, phase, epoch, encoder, head, optimizer, info, stats, arrays, evaluation, gate, seconds
+) -> None:
     """Write the epoch's checkpoint and loss record, update the phase and the run's best, then commit.
 
     arrays: the epoch's per-sample record (``index``, ``per_sample_loss``, ``selected`` and, when
@@ -84,9 +107,15 @@ def save_epoch(engine: Engine, iteration, phase, epoch, encoder, head, optimizer
     model_rel = f"{rel_dir}/epoch_{epoch:03d}.model"
     losses_rel = f"{rel_dir}/losses_epoch_{epoch:03d}.npz"
     extra = {
-        "stage": "stage2", "mode": engine.config.mode, "iteration": iteration, "phase": phase, "epoch": epoch,
-        "gate": None if math.isinf(gate) else gate, "head": module_state(head),
-        "optimizer": optimizer.state_dict(), "n_clusters": engine.config.n_clusters,
+        "stage": "stage2",
+        "mode": engine.config.mode,
+        "iteration": iteration,
+        "phase": phase,
+        "epoch": epoch,
+        "gate": None if math.isinf(gate) else gate,
+        "head": module_state(head),
+        "optimizer": optimizer.state_dict(),
+        "n_clusters": engine.config.n_clusters,
     }
     save_checkpoint(engine.path(model_rel), encoder, extra)
     runs.atomic_write_bytes(engine.path(losses_rel), npz_bytes(arrays))
@@ -99,9 +128,15 @@ def save_epoch(engine: Engine, iteration, phase, epoch, encoder, head, optimizer
     info.update(last_model=model_rel, last_losses=losses_rel)
     stale = previous - {info["best_model"], info["last_model"], None}
     record = {
-        "iteration": iteration, "phase": phase, "epoch": epoch,
-        "gate": None if math.isinf(gate) else gate, **stats, **evaluation,
-        "seconds": seconds, "model": model_rel, "losses": losses_rel,
+        "iteration": iteration,
+        "phase": phase,
+        "epoch": epoch,
+        "gate": None if math.isinf(gate) else gate,
+        **stats,
+        **evaluation,
+        "seconds": seconds,
+        "model": model_rel,
+        "losses": losses_rel,
     }
     if "reliable" in arrays:
         selected, reliable = arrays["selected"], arrays["reliable"]
@@ -112,9 +147,15 @@ def save_epoch(engine: Engine, iteration, phase, epoch, encoder, head, optimizer
     best_run = engine.state["best"]
     if best_run is None or evaluation["eer"] < best_run["eer"]:
         # The run's best is its phase's best, whose checkpoint is never pruned.
-        engine.state["best"] = {"eer": evaluation["eer"], "min_dcf": evaluation["min_dcf"],
-                              "min_dcf_0.01": evaluation["min_dcf_0.01"], "iteration": iteration,
-                              "phase": phase, "epoch": epoch, "model": model_rel}
+        engine.state["best"] = {
+            "eer": evaluation["eer"],
+            "min_dcf": evaluation["min_dcf"],
+            "min_dcf_0.01": evaluation["min_dcf_0.01"],
+            "iteration": iteration,
+            "phase": phase,
+            "epoch": epoch,
+            "model": model_rel,
+        }
     runs.atomic_write_text(engine.path("scores.txt"), scores_text(engine.state["history"]))
     engine.commit()
     # Checkpoints the state no longer points at go only after the commit.
@@ -123,7 +164,14 @@ def save_epoch(engine: Engine, iteration, phase, epoch, encoder, head, optimizer
             engine.path(rel).unlink()
     log.info(
         "iter %d %s epoch %d: loss %.4f acc %.1f%% selected %.1f%% skipped %d | val EER %.2f%% minDCF %.4f%s",
-        iteration, phase, epoch, stats["loss"], stats["accuracy"], 100 * stats["fraction_selected"],
-        stats["skipped_batches"], evaluation["eer"], evaluation["min_dcf"],
+        iteration,
+        phase,
+        epoch,
+        stats["loss"],
+        stats["accuracy"],
+        100 * stats["fraction_selected"],
+        stats["skipped_batches"],
+        evaluation["eer"],
+        evaluation["min_dcf"],
         "" if previous_best is None or evaluation["eer"] >= previous_best else " (best of phase)",
     )

@@ -8,8 +8,8 @@ The engine and the gate tuner both call :func:`resolve_gate`, so the tuner shows
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -62,8 +62,9 @@ def apply_gate(stage_dir: str | Path, gate: float) -> str:
     return f"gate {float(gate):.3f} will be used by phase L of iteration {target}; run the training cell again"
 
 
-def resolve_gate(stage_dir: str | Path, config: LGLConfig, iteration: int,
-                 t_losses: Callable[[], np.ndarray]) -> tuple[float, str]:
+def resolve_gate(
+    stage_dir: str | Path, config: LGLConfig, iteration: int, t_losses: Callable[[], np.ndarray]
+) -> tuple[float, str]:
     """The gate of ``iteration``'s phase L and where it comes from: ``"override"``, ``"config"`` or ``"auto"``.
 
     ``t_losses()``: (N,) per-sample losses of the iteration's last T epoch, read only for ``"auto"``.

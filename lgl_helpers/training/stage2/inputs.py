@@ -12,7 +12,7 @@ from lgl_helpers import runs
 from lgl_helpers.config import check_n_clusters
 from lgl_helpers.core.augment import AugmentSources
 from lgl_helpers.core.data import check_training_list
-from lgl_helpers.corpus.lists import Trial, TrainEntry, check_list, read_eval_trials
+from lgl_helpers.corpus.lists import TrainEntry, Trial, check_list, read_eval_trials
 from lgl_helpers.training.stage2.config import Stage2Config
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,9 @@ def check_inputs(config: Stage2Config, paths: dict, *, audio: bool = True) -> li
     header reads, problems as ``file:line``). ``lgl-kit doctor`` calls this with ``audio=False``. Raises
     ValueError (ListCheckError, CropError) naming the parameter, file or line.
     """
-    entries = check_training_list(paths, runs.run_folder(config.run_name, config.runs_dir),
-                                  batch_size=config.batch_size, frames=config.frames)
+    entries = check_training_list(
+        paths, runs.run_folder(config.run_name, config.runs_dir), batch_size=config.batch_size, frames=config.frames
+    )
     check_n_clusters(config.n_clusters, len(entries), source=str(paths["train_list"]))
     if audio:
         check_list(paths["train_list"], paths["train_root"], "train")
@@ -76,5 +77,3 @@ def prepare_data(config: Stage2Config) -> Stage2Data:
         log.info("augment=False: training on clean crops")
     val_trials, test_trials = read_eval_trials(paths)
     return Stage2Data(paths, init_model, entries, val_trials, test_trials, sources)
-
-

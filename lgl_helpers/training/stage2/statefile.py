@@ -50,8 +50,13 @@ def new_state(config: Stage2Config, params: dict) -> dict:
         "best": None,
         "paused_iterations": [],
         "wall_seconds": 0.0,
-        "paths": {"state": "state.json", "scores": "scores.txt", "best_model": "best.model", "metrics": "metrics.json",
-                  "gate_overrides": GATE_OVERRIDES},
+        "paths": {
+            "state": "state.json",
+            "scores": "scores.txt",
+            "best_model": "best.model",
+            "metrics": "metrics.json",
+            "gate_overrides": GATE_OVERRIDES,
+        },
     }
 
 
