@@ -240,6 +240,23 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_plan_options(parser: argparse.ArgumentParser) -> None:
+    """The options that decide a run's plan, shared by ``run`` and ``doctor`` so both see the same run."""
+    parser.add_argument(
+        "--profile", default="demo", help="profile name in notebooks/params/ (ci, demo, full) or a YAML path"
+    )
+    parser.add_argument("--run-name", default="demo", help="folder under --runs-dir for every output")
+    parser.add_argument("--runs-dir", default="runs", help="where run folders live (default: runs/)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter of every notebook that has it, or NOTEBOOK.KEY=VALUE for one; "
+        "values as written: 1e-3, 010, true, [1, 2], auto; repeatable",
+    )
+
+
 def add_run_parser(subparsers) -> argparse.ArgumentParser:
     """``lgl-kit run``: the notebooks headless, parameters from a profile plus ``--set``."""
     run = subparsers.add_parser(
@@ -247,19 +264,7 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
         help="execute the notebooks headlessly with papermill",
         description="Execute notebooks 00→05 with papermill into runs/RUN/notebooks/, parameters from a profile plus --set.",
     )
-    run.add_argument(
-        "--profile", default="demo", help="profile name in notebooks/params/ (ci, demo, full) or a YAML path"
-    )
-    run.add_argument("--run-name", default="demo", help="folder under --runs-dir for every output")
-    run.add_argument("--runs-dir", default="runs", help="where run folders live (default: runs/)")
-    run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a parameter of every notebook that has it, or NOTEBOOK.KEY=VALUE for one "
-        "(mode only this way); values as written: 1e-3, 010, true, [1, 2], auto; repeatable",
-    )
+    add_plan_options(run)
     run.add_argument(
         "--from", dest="start", metavar="NOTEBOOK", help="start at this notebook (e.g. 02 or 02_clustering_umap)"
     )
@@ -322,18 +327,7 @@ def add_doctor_parser(subparsers) -> argparse.ArgumentParser:
         "data root and list, each notebook's configuration against the data, and free disk. One line "
         "per check; exits non-zero on any error.",
     )
-    parser.add_argument(
-        "--profile", default="demo", help="profile name in notebooks/params/ (ci, demo, full) or a YAML path"
-    )
-    parser.add_argument("--run-name", default="demo", help="folder under --runs-dir for every output")
-    parser.add_argument("--runs-dir", default="runs", help="where run folders live (default: runs/)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a parameter of every notebook that has it, or NOTEBOOK.KEY=VALUE for one; repeatable",
-    )
+    add_plan_options(parser)
     parser.set_defaults(func=_run_doctor)
     return parser
 
