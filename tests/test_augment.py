@@ -2,13 +2,14 @@
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from lgl_helpers.core import augment
-from lgl_helpers.core.audio import write_wav
+from lgl_helpers.core.audio import read_wav, write_wav
 from lgl_helpers.core.augment import (
     STAGE1_POLICY,
     STAGE2_POLICY,
@@ -56,12 +57,46 @@ def test_tiny_corpus_sets_are_found_in_both_rir_forms(tiny_corpus, tmp_path):
         np.testing.assert_allclose(rirs.filter(3), filters[3])
 
 
+def _musan_as_distributed(root, seconds=6.0, seed=0, per_category=2):
+    """MUSAN as its authors ship it: ``<root>/<category>/<subset>/<file>.wav``, long white-noise files."""
+    rng = np.random.default_rng(seed)
+    for category in ("noise", "speech", "music"):
+        for k in range(per_category):
+            write_wav(
+                root / category / "sub" / f"{category}-{k:04d}.wav", 0.3 * rng.standard_normal(int(seconds * 16000))
+            )
+    return root
+
+
+def test_musan_as_distributed_is_found_and_read_in_segments(tmp_path):
+    root = _musan_as_distributed(tmp_path / "musan")
+    (root / "README").write_text("MUSAN")  # the distribution's non-audio files are ignored
+    noise = find_noise_files(root)
+    assert {cat: [p.split("/")[-3:] for p in paths] for cat, paths in noise.items()} == {
+        cat: [[cat, "sub", f"{cat}-{k:04d}.wav"] for k in range(2)] for cat in ("noise", "speech", "music")
+    }
+    sources = AugmentSources.from_roots(root, "")
+    policy = replace(STAGE2_POLICY, outcome_probs=(0.0, 0.0, 1.0, 0.0))
+    recipe = sample_recipe(sources, policy, LENGTH, np.random.default_rng(0))
+    assert recipe.has_noise and recipe.noise.shape == (LENGTH,)  # 0.5 s out of 6 s files
+
+
+def test_both_musan_layouts_give_the_same_categories(tiny_corpus, tmp_path):
+    split = find_noise_files(tiny_corpus / "musan_split")
+    distributed = find_noise_files(_musan_as_distributed(tmp_path / "musan"))
+    assert set(split) == set(distributed) == set(augment.NOISE_CATEGORIES)
+    assert all(len(Path(p).relative_to(tiny_corpus / "musan_split").parts) == 4 for ps in split.values() for p in ps)
+
+
 def test_wrong_musan_layout_names_expected_and_found(tmp_path):
-    for category in ("noise", "speech", "music"):  # one folder level missing
-        write_wav(tmp_path / "musan" / category / "rec" / "0.wav", np.zeros(1600))
-    with pytest.raises(
-        AugmentError, match=r"expected <musan_root>/<noise\|speech\|music>/<subset>/<recording>/<chunk>\.wav.*depth 3"
-    ):
+    for category in ("noise", "speech", "music"):  # the subset level missing
+        write_wav(tmp_path / "musan" / category / "0.wav", np.zeros(1600))
+    expected = (
+        r"expected <musan_root>/<noise\|speech\|music>/<subset>/<file>\.wav \(MUSAN as distributed\) or "
+        r"<musan_root>/<noise\|speech\|music>/<subset>/<recording>/<chunk>\.wav \(split into chunks\).*"
+        r"found \.wav files 3 at depth 2"
+    )
+    with pytest.raises(AugmentError, match=expected):
         find_noise_files(tmp_path / "musan")
     (tmp_path / "empty").mkdir()
     with pytest.raises(AugmentError, match="found no .wav file"):
@@ -70,10 +105,17 @@ def test_wrong_musan_layout_names_expected_and_found(tmp_path):
         find_noise_files(tmp_path / "nowhere")
 
 
+def test_a_category_in_both_layouts_is_an_error(tmp_path):
+    root = _musan_as_distributed(tmp_path / "musan", seconds=1.0)
+    write_wav(root / "speech" / "sub" / "speech-0000" / "0.wav", np.zeros(1600))  # a split copy beside the original
+    with pytest.raises(AugmentError, match=r"category 'speech' holds files of both layouts \(2 as .*1 as "):
+        find_noise_files(root)
+
+
 def test_missing_category_is_named(tiny_corpus, tmp_path):
     for category in ("noise", "music"):
         write_wav(tmp_path / category / "sub" / "rec" / "0.wav", np.zeros(1600))
-    with pytest.raises(AugmentError, match=r"no chunks for category \['speech'\]"):
+    with pytest.raises(AugmentError, match=r"no files for category \['speech'\]"):
         find_noise_files(tmp_path)
 
 
@@ -139,6 +181,55 @@ def test_same_seed_same_recipe(sources):
     for name in ("rir", "noise"):
         np.testing.assert_array_equal(getattr(first, name), getattr(again, name))
     assert not (np.array_equal(first.noise, other.noise) and np.array_equal(first.rir, other.rir))
+
+
+def test_stage1_speech_noise_is_one_file_stage2_speech_is_babble(sources):
+    """The reference's Stage I loader mixes one MUSAN speech file per view; its Stage II loader 3-8 (babble)."""
+    assert STAGE1_POLICY.n_files == {"noise": (1, 1), "speech": (1, 1), "music": (1, 1)}
+    assert STAGE2_POLICY.n_files == {"noise": (1, 1), "speech": (3, 8), "music": (1, 1)}
+    speech_only = replace(STAGE1_POLICY, outcome_probs=(0.0, 0.0, 1.0, 0.0), categories=("speech",))
+    rng = np.random.default_rng(11)
+    recipes = collate_recipes([sample_recipe(sources, speech_only, LENGTH, rng) for _ in range(6)])
+    clean = _loud_waves(6)
+    added = apply_recipe(clean, recipes) - clean
+    achieved = 10 * torch.log10(clean.pow(2).mean(1) / added.pow(2).mean(1))
+    # one file: the achieved SNR is the drawn one, inside the speech range (babble would sit ~5-9 dB lower)
+    torch.testing.assert_close(achieved, recipes.snr_db, atol=0.05, rtol=0)
+    assert bool(((recipes.snr_db >= 13.0) & (recipes.snr_db <= 20.0)).all())
+
+
+def _locate(wave, unit):
+    """Start of the segment of ``wave`` that ``unit`` is a positive multiple of (by cross-correlation)."""
+    n = len(wave) + len(unit)
+    corr = np.fft.irfft(np.fft.rfft(wave, n) * np.conj(np.fft.rfft(unit, n)), n)[: len(wave) - len(unit) + 1]
+    return int(np.argmax(corr))
+
+
+def test_recipe_pair_shares_files_snr_and_rir_but_not_the_noise_segment(tiny_corpus, tmp_path):
+    """View S of the reference: A's noise file, SNR and RIR, but a fresh random crop of that noise file."""
+    root = _musan_as_distributed(tmp_path / "musan", seconds=3.0, per_category=1)
+    sources = AugmentSources.from_roots(root, tiny_corpus / "rirs")
+    files = {cat: read_wav(paths[0]).astype(np.float64) for cat, paths in sources.noise_files.items()}
+    policy = replace(STAGE1_POLICY, outcome_probs=(0.0, 0.0, 0.0, 1.0))  # reverb and noise in every recipe
+    length, moved = 4000, 0
+    for seed in range(8):
+        first, second = augment.sample_recipe_pair(sources, policy, length, np.random.default_rng(seed))
+        alone = sample_recipe(sources, policy, length, np.random.default_rng(seed))
+        np.testing.assert_array_equal(first.noise, alone.noise)  # the first of a pair is sample_recipe's
+        np.testing.assert_array_equal(first.rir, second.rir)
+        assert (first.category, first.snr_db, first.rir_gain_db) == (second.category, second.snr_db, second.rir_gain_db)
+        wave = files[augment.NOISE_CATEGORIES[first.category]]
+        starts = []
+        for recipe in (first, second):
+            unit = recipe.noise.astype(np.float64)
+            start = _locate(wave, unit)
+            segment = wave[start : start + length]
+            # the same file at the same SNR: unit noise = 10^(-snr/20) · segment / rms(segment)
+            expected = 10 ** (-recipe.snr_db / 20) * segment / np.sqrt(np.mean(segment**2) + augment.POWER_FLOOR)
+            np.testing.assert_allclose(unit, expected, rtol=1e-4, atol=1e-6)
+            starts.append(start)
+        moved += starts[0] != starts[1]
+    assert moved == 8  # a fresh crop each time (44,001 possible starts)
 
 
 def test_missing_rirs_drop_reverb_only(tiny_corpus):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lgl_helpers.core.audio import read_wav, write_wav
-from lgl_helpers.core.augment import AugmentSources, segment_samples
+from lgl_helpers.core.augment import AugmentSources, apply_recipe, segment_samples
 from lgl_helpers.core.data import (
     CropError,
     Stage1Dataset,
@@ -99,14 +99,24 @@ def test_stage1_batches_views_and_worker_independence(tiny_corpus):
     length = segment_samples(40)
     assert first["crops"].shape == (8, 2, length) and first["recipe_a"].noise.shape == (8, length)
     torch.testing.assert_close(first["crops"], other["crops"], rtol=0, atol=0)
-    torch.testing.assert_close(first["recipe_b"].noise, other["recipe_b"].noise, rtol=0, atol=0)
+    for name in ("recipe_a", "recipe_s", "recipe_b"):
+        torch.testing.assert_close(first[name].noise, other[name].noise, rtol=0, atol=0)
     view_a, view_s, view_p = stage1_views(first, "cpu")
     assert view_a.shape == view_s.shape == view_p.shape == (8, length)
-    # S shares A's augmentation: with crop 1 replaced by crop 0, S equals A exactly
-    same = dict(first, crops=first["crops"][:, [0, 0]])
+    # S shares A's augmentation (RIR, gain, noise category, SNR) but not its noise samples
+    recipe_a, recipe_s = first["recipe_a"], first["recipe_s"]
+    for name in ("rir", "has_rir", "has_noise", "category", "snr_db", "rir_gain_db"):
+        torch.testing.assert_close(getattr(recipe_a, name), getattr(recipe_s, name), rtol=0, atol=0, equal_nan=True)
+    noisy = recipe_a.has_noise
+    assert bool(noisy.any()) and all(
+        not torch.equal(a, s) for a, s in zip(recipe_a.noise[noisy], recipe_s.noise[noisy])
+    )
+    # with crop 1 replaced by crop 0 and S's noise by A's, S equals A exactly
+    same = dict(first, crops=first["crops"][:, [0, 0]], recipe_s=recipe_a)
     view_a2, view_s2, view_p2 = stage1_views(same, "cpu")
     torch.testing.assert_close(view_a2, view_s2, rtol=0, atol=0)
     assert not torch.equal(view_s2, view_p2)
+    torch.testing.assert_close(view_s, apply_recipe(first["crops"][:, 1], recipe_s), rtol=0, atol=0)
 
 
 def test_epochs_change_order_and_crops_deterministically(tiny_corpus):

@@ -3,18 +3,22 @@
 The work is split in two so that it runs on a batch on the training device:
 
 * :func:`sample_recipe` (data-loader workers, numpy): draws one augmentation — which of reverb / noise
-  to apply, the room impulse response with its gain, the noise category, the noise files (3-8 babble
-  files for ``speech``), their SNRs and segments — and reads only the needed part of each noise file.
-  The noise files are pre-scaled into one *unit noise* wave, so the recipe does not depend on the
-  speech it will be mixed into.
+  to apply, the room impulse response with its gain, the noise category, the noise files (Stage II
+  mixes 3-8 babble files for ``speech``, Stage I one file), their SNRs and segments — and reads only
+  the needed part of each noise file. The noise files are pre-scaled into one *unit noise* wave, so
+  the recipe does not depend on the speech it will be mixed into.
 * :func:`apply_recipe` (torch, any device): reverberates a batch by FFT convolution and adds the unit
   noise scaled by each reverberated wave's own power, which gives the SNR the recipe drew.
 
-Because a recipe is independent of the wave, the same augmentation can be applied to two different
-segments, as Stage I's views A and S require.
+Stage I applies one augmentation to two segments (views A and S). As in the reference's loader, S
+gets the same RIR and gain, the same noise files and the same SNRs as A, but its own random segment
+of each noise file (:func:`sample_recipe_pair`), so the discriminator cannot spot "same augmentation"
+from identical noise samples.
 
-Noise files are MUSAN split into chunks, ``<musan>/<noise|speech|music>/<subset>/<recording>/<chunk>.wav``
-(the category is the 4th path part from the end). RIRs come as the RIRS_NOISES folder
+Noise files are MUSAN, either as distributed, ``<musan>/<noise|speech|music>/<subset>/<file>.wav``
+(long files, read in random partial segments), or split into chunks,
+``<musan>/<noise|speech|music>/<subset>/<recording>/<chunk>.wav``: in both the category is the
+first folder under the root. RIRs come as the RIRS_NOISES folder
 ``<rirs>/simulated_rirs/<room type>/<room>/<rir>.wav`` or as the reference's single ``rir.npy`` array of
 filters (K, L). Every filter is normalised to unit energy and then scaled by ``10 ** (gain_db / 10)``,
 the reference's gain convention: Stage II uses a gain of 0 dB (unit energy), Stage I draws it
@@ -42,7 +46,13 @@ NOISE_CATEGORIES = ("noise", "speech", "music")
 # which raises the real SNR of quiet files (a noise chunk at -40 dBFS gets 3 dB less noise than
 # drawn); a floor far below any real recording keeps the drawn SNR the achieved one.
 POWER_FLOOR = 1e-8
-MUSAN_LAYOUT = "<musan_root>/<noise|speech|music>/<subset>/<recording>/<chunk>.wav"
+# The category is the first folder under the root in both layouts; a file's depth below the root
+# tells the layouts apart.
+MUSAN_LAYOUTS = {
+    3: "<musan_root>/<noise|speech|music>/<subset>/<file>.wav (MUSAN as distributed)",
+    4: "<musan_root>/<noise|speech|music>/<subset>/<recording>/<chunk>.wav (split into chunks)",
+}
+MUSAN_LAYOUT = " or ".join(MUSAN_LAYOUTS.values())
 RIR_LAYOUTS = (
     "<rir_root>/simulated_rirs/<room type>/<room>/<rir>.wav",
     "<rir_root>/<room type>/<room>/<rir>.wav (rir_root = the simulated_rirs folder)",
@@ -100,8 +110,14 @@ class AugmentPolicy:
         return self.outcome_probs[2] + self.outcome_probs[3]
 
 
-# Stage I: per view 0.25 reverb only, 0.25 noise only, 0.5 both; RIR gain uniform in [-7, 3] dB.
-STAGE1_POLICY = AugmentPolicy(outcome_probs=(0.0, 0.25, 0.25, 0.5), rir_gain_db=(-7.0, 3.0))
+# Stage I: per view 0.25 reverb only, 0.25 noise only, 0.5 both; RIR gain uniform in [-7, 3] dB; one
+# MUSAN file per view for every category, "speech" included (the reference's Stage I loader draws a
+# single speech file, where its Stage II loader mixes 3-8 as babble).
+STAGE1_POLICY = AugmentPolicy(
+    outcome_probs=(0.0, 0.25, 0.25, 0.5),
+    n_files={"noise": (1, 1), "speech": (1, 1), "music": (1, 1)},
+    rir_gain_db=(-7.0, 3.0),
+)
 # Stage II: reverb with p 0.5 and noise with p 0.5, independently; RIR at unit energy.
 STAGE2_POLICY = AugmentPolicy(outcome_probs=(0.25, 0.25, 0.25, 0.25), rir_gain_db=(0.0, 0.0))
 
@@ -128,26 +144,38 @@ def _describe_folder(root: Path, limit: int = 5) -> str:
 
 
 def find_noise_files(musan_root: str | os.PathLike) -> dict[str, list[str]]:
-    """MUSAN-split chunks by category: ``{"noise": [...], "speech": [...], "music": [...]}`` (sorted paths).
+    """MUSAN files by category: ``{"noise": [...], "speech": [...], "music": [...]}`` (sorted paths).
 
-    Raises :class:`AugmentError` when the root does not exist or any of the three categories has no
-    chunk at ``<category>/<subset>/<recording>/<chunk>.wav``.
+    Accepts either layout of :data:`MUSAN_LAYOUTS`, per category. Raises :class:`AugmentError` when the
+    root does not exist, when any of the three categories has no file in either layout, or when one
+    category holds files of both (a split copy next to the original would count every recording twice).
     """
     root = Path(musan_root)
     if not root.is_dir():
         raise AugmentError(f"musan_root {root} is not a folder; expected {MUSAN_LAYOUT}")
-    files: dict[str, list[str]] = {cat: [] for cat in NOISE_CATEGORIES}
-    for path in root.glob("*/*/*/*.wav"):
-        category = path.parts[-4]
-        if category in files:
-            files[category].append(str(path))
+    found: dict[str, dict[int, list[str]]] = {cat: {depth: [] for depth in MUSAN_LAYOUTS} for cat in NOISE_CATEGORIES}
+    for depth in MUSAN_LAYOUTS:
+        for path in root.glob("/".join(["*"] * depth) + ".wav"):
+            category = path.relative_to(root).parts[0]
+            if category in found:
+                found[category][depth].append(str(path))
+    files: dict[str, list[str]] = {}
+    for category, by_depth in found.items():
+        used = [depth for depth, paths in by_depth.items() if paths]
+        if len(used) > 1:
+            counts = "; ".join(f"{len(by_depth[d])} as {MUSAN_LAYOUTS[d]}" for d in used)
+            raise AugmentError(
+                f"musan_root {root}: category {category!r} holds files of both layouts ({counts}); "
+                "point musan_root at a folder with one of them"
+            )
+        files[category] = sorted(by_depth[used[0]]) if used else []
     missing = [cat for cat, paths in files.items() if not paths]
     if missing:
         raise AugmentError(
-            f"musan_root {root}: no chunks for categor{'y' if len(missing) == 1 else 'ies'} {missing}; "
+            f"musan_root {root}: no files for categor{'y' if len(missing) == 1 else 'ies'} {missing}; "
             f"expected {MUSAN_LAYOUT}; {_describe_folder(root)}"
         )
-    return {cat: sorted(paths) for cat, paths in files.items()}
+    return files
 
 
 @dataclass
@@ -294,12 +322,20 @@ def read_segment(path: str | os.PathLike, length: int, rng: np.random.Generator)
     return wave[(int(rng.integers(0, frames)) + np.arange(length)) % frames]
 
 
-def sample_recipe(sources: AugmentSources, policy: AugmentPolicy, length: int, rng: np.random.Generator) -> Recipe:
-    """Draw one augmentation for ``length``-sample waves and read the audio it needs. Returns a single :class:`Recipe`.
+@dataclass(frozen=True)
+class _Draw:
+    """The parameters of one augmentation, before any noise audio is read."""
 
-    An augmentation whose source set is missing is dropped from the drawn outcome (e.g. without RIRs,
-    "reverb + noise" becomes "noise only" and "reverb only" becomes clean).
-    """
+    rir: np.ndarray  # (Lr,) float32, the scaled filter; [0.] when unused
+    has_rir: bool
+    rir_gain_db: float
+    category: int = -1  # index into NOISE_CATEGORIES; -1 = no noise
+    noise_files: tuple[str, ...] = ()
+    snr_db: tuple[float, ...] = ()
+
+
+def _draw(sources: AugmentSources, policy: AugmentPolicy, length: int, rng: np.random.Generator) -> _Draw:
+    """Draw the outcome, the RIR with its gain and the noise files with their SNRs; reads the RIR only."""
     outcome = int(rng.choice(4, p=np.asarray(policy.outcome_probs, dtype=np.float64)))
     want_rir = outcome in (1, 3) and sources.rirs is not None
     want_noise = outcome in (2, 3) and sources.noise_files is not None
@@ -313,23 +349,67 @@ def sample_recipe(sources: AugmentSources, policy: AugmentPolicy, length: int, r
             raise AugmentError(f"RIR {sources.rirs.name(index)} is all zeros")
         gain_db = float(rng.uniform(*policy.rir_gain_db))
         rir = (filt / math.sqrt(energy) * 10 ** (gain_db / 10)).astype(np.float32)
-    noise = np.zeros(length, dtype=np.float32)
-    category, snr_mean = -1, float("nan")
-    if want_noise:
-        name = policy.categories[int(rng.integers(len(policy.categories)))]
-        category = NOISE_CATEGORIES.index(name)
-        pool = sources.noise_files[name]
-        low, high = policy.n_files[name]
-        count = min(int(rng.integers(low, high + 1)), len(pool))
-        chosen = rng.choice(len(pool), size=count, replace=False)
-        snrs = rng.uniform(*policy.snr_db[name], size=count)
-        mix = np.zeros(length, dtype=np.float64)
-        for file_index, snr in zip(chosen, snrs):
-            segment = read_segment(pool[int(file_index)], length, rng).astype(np.float64)
-            mix += 10 ** (-snr / 20) * segment / math.sqrt(np.mean(segment**2) + POWER_FLOOR)
-        noise = mix.astype(np.float32)
-        snr_mean = float(np.mean(snrs))
-    return Recipe(rir, noise, bool(want_rir), bool(want_noise), category, snr_mean, gain_db)
+    if not want_noise:
+        return _Draw(rir, bool(want_rir), gain_db)
+    name = policy.categories[int(rng.integers(len(policy.categories)))]
+    pool = sources.noise_files[name]
+    low, high = policy.n_files[name]
+    count = min(int(rng.integers(low, high + 1)), len(pool))
+    chosen = rng.choice(len(pool), size=count, replace=False)
+    snrs = rng.uniform(*policy.snr_db[name], size=count)
+    return _Draw(
+        rir,
+        bool(want_rir),
+        gain_db,
+        NOISE_CATEGORIES.index(name),
+        tuple(pool[int(i)] for i in chosen),
+        tuple(float(snr) for snr in snrs),
+    )
+
+
+def _unit_noise(draw: _Draw, length: int, rng: np.random.Generator) -> np.ndarray:
+    """The draw's noise files mixed at their SNRs, each from a fresh random segment. Returns (length,) float32."""
+    mix = np.zeros(length, dtype=np.float64)
+    for path, snr in zip(draw.noise_files, draw.snr_db):
+        segment = read_segment(path, length, rng).astype(np.float64)
+        mix += 10 ** (-snr / 20) * segment / math.sqrt(np.mean(segment**2) + POWER_FLOOR)
+    return mix.astype(np.float32)
+
+
+def _recipe(draw: _Draw, length: int, rng: np.random.Generator) -> Recipe:
+    has_noise = draw.category >= 0
+    return Recipe(
+        rir=draw.rir,
+        noise=_unit_noise(draw, length, rng),
+        has_rir=draw.has_rir,
+        has_noise=has_noise,
+        category=draw.category,
+        snr_db=float(np.mean(draw.snr_db)) if has_noise else float("nan"),
+        rir_gain_db=draw.rir_gain_db,
+    )
+
+
+def sample_recipe(sources: AugmentSources, policy: AugmentPolicy, length: int, rng: np.random.Generator) -> Recipe:
+    """Draw one augmentation for ``length``-sample waves and read the audio it needs. Returns a single :class:`Recipe`.
+
+    An augmentation whose source set is missing is dropped from the drawn outcome (e.g. without RIRs,
+    "reverb + noise" becomes "noise only" and "reverb only" becomes clean).
+    """
+    return _recipe(_draw(sources, policy, length, rng), length, rng)
+
+
+def sample_recipe_pair(
+    sources: AugmentSources, policy: AugmentPolicy, length: int, rng: np.random.Generator
+) -> tuple[Recipe, Recipe]:
+    """One augmentation for two segments, as the reference's Stage I applies it to views A and S.
+
+    Both recipes share the outcome, the RIR and its gain, the noise category, files and SNRs; the
+    second reads a fresh random segment of each noise file (the reference loads the noise file again,
+    from a new random start). Returns two single :class:`Recipe`; the first equals what
+    :func:`sample_recipe` returns for the same generator state.
+    """
+    draw = _draw(sources, policy, length, rng)
+    return _recipe(draw, length, rng), _recipe(draw, length, rng)
 
 
 def clean_recipe(length: int) -> Recipe:

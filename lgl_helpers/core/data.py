@@ -1,8 +1,10 @@
 """Training data of both stages: crops of the training utterances plus their augmentation recipes, and the loader.
 
 * Stage I (docs/method.md, "Stage I"): per utterance two non-overlapping crops of ``frames`` frames
-  (``frames·160 + 240`` samples), and two augmentation recipes a and b; the training loop builds
-  A = crop 0 with a, S = crop 1 with a, P = crop 1 with b (:func:`stage1_views`).
+  (``frames·160 + 240`` samples), and two augmentations a and b; the training loop builds
+  A = crop 0 with a, S = crop 1 with a, P = crop 1 with b (:func:`stage1_views`). S's copy of a has
+  the same RIR, noise files and SNRs as A's but its own segment of each noise file, as in the
+  reference (:func:`~lgl_helpers.core.augment.sample_recipe_pair`).
 * Stage II (docs/method.md, "Stage II", step 2): one crop per utterance with its pseudo label and one
   recipe (:func:`stage2_inputs`).
 
@@ -42,6 +44,7 @@ from lgl_helpers.core.augment import (
     clean_recipe,
     collate_recipes,
     sample_recipe,
+    sample_recipe_pair,
     segment_samples,
 )
 from lgl_helpers.corpus.lists import TrainEntry, read_train_list
@@ -175,11 +178,12 @@ def _item_rng(key, seed: int) -> tuple[int, np.random.Generator]:
 
 
 class Stage1Dataset(Dataset):
-    """Stage I items: two crops of ``frames`` frames and two recipes of ``policy`` per utterance.
+    """Stage I items: two crops of ``frames`` frames and two augmentations a, b of ``policy`` per utterance.
 
-    Item: dict ``crops`` (2, T) float32 tensor, ``recipe_a`` / ``recipe_b`` single recipes,
-    ``index`` int. Batches (``collate``): ``crops`` (B, 2, T), batched ``recipe_a`` / ``recipe_b``,
-    ``index`` (B,). ``sources`` None or empty → clean recipes.
+    Item: dict ``crops`` (2, T) float32 tensor; single recipes ``recipe_a`` (a for crop 0),
+    ``recipe_s`` (a for crop 1: same RIR, noise files and SNRs, fresh noise segments) and ``recipe_b``;
+    ``index`` int. Batches (``collate``): ``crops`` (B, 2, T), batched ``recipe_a`` / ``recipe_s`` /
+    ``recipe_b``, ``index`` (B,). ``sources`` None or empty → clean recipes.
     """
 
     n_crops = 2
@@ -216,12 +220,19 @@ class Stage1Dataset(Dataset):
             return clean_recipe(self.length)
         return sample_recipe(self.sources, self.policy, self.length, rng)
 
+    def _recipe_pair(self, rng: np.random.Generator) -> tuple[Recipe, Recipe]:
+        if self.sources is None:
+            return clean_recipe(self.length), clean_recipe(self.length)
+        return sample_recipe_pair(self.sources, self.policy, self.length, rng)
+
     def __getitem__(self, key) -> dict:
         index, rng = _item_rng(key, self.seed)
         crops = two_crops(self.train_root / self.entries[index].path, self.length, rng)
+        recipe_a, recipe_s = self._recipe_pair(rng)
         return {
             "crops": torch.from_numpy(crops),
-            "recipe_a": self._recipe(rng),
+            "recipe_a": recipe_a,
+            "recipe_s": recipe_s,
             "recipe_b": self._recipe(rng),
             "index": index,
         }
@@ -231,6 +242,7 @@ class Stage1Dataset(Dataset):
         return {
             "crops": torch.stack([item["crops"] for item in items]),
             "recipe_a": collate_recipes([item["recipe_a"] for item in items]),
+            "recipe_s": collate_recipes([item["recipe_s"] for item in items]),
             "recipe_b": collate_recipes([item["recipe_b"] for item in items]),
             "index": torch.tensor([item["index"] for item in items], dtype=torch.int64),
         }
@@ -295,11 +307,15 @@ class Stage2Dataset(Stage1Dataset):
 
 @torch.no_grad()
 def stage1_views(batch: dict, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Views of a Stage I batch on ``device``: A = crop 0 with recipe a, S = crop 1 with a, P = crop 1 with b. Each (B, T) float32."""
+    """Views of a Stage I batch on ``device``: A = crop 0 with a, S = crop 1 with a's copy ``recipe_s``, P = crop 1 with b.
+
+    Each (B, T) float32.
+    """
     crops = batch["crops"].to(device, non_blocking=True)
-    recipe_a = batch["recipe_a"].to(device, non_blocking=True)
-    recipe_b = batch["recipe_b"].to(device, non_blocking=True)
-    return apply_recipe(crops[:, 0], recipe_a), apply_recipe(crops[:, 1], recipe_a), apply_recipe(crops[:, 1], recipe_b)
+    view_a = apply_recipe(crops[:, 0], batch["recipe_a"].to(device, non_blocking=True))
+    view_s = apply_recipe(crops[:, 1], batch["recipe_s"].to(device, non_blocking=True))
+    view_p = apply_recipe(crops[:, 1], batch["recipe_b"].to(device, non_blocking=True))
+    return view_a, view_s, view_p
 
 
 @torch.no_grad()
