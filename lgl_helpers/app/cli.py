@@ -5,6 +5,7 @@
     lgl-kit lists subset --list FILE --out FILE --n-utterances N [--n-speakers K] [--seed S]
     lgl-kit lists check --list FILE --root DIR [--kind train|trials]
     lgl-kit lists fetch-voxceleb [--out data_lists/voxceleb]
+    lgl-kit prep voxceleb --src DIR [--src DIR ...] --dst DIR [--workers N]
     lgl-kit run [--profile demo] [--run-name NAME] [--set KEY=VALUE ...] [--from NB | --only NB]
     lgl-kit report [--run-name NAME]
     lgl-kit doctor [--profile demo] [--run-name NAME] ...
@@ -215,6 +216,49 @@ def add_lists_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _run_prep_voxceleb(args: argparse.Namespace) -> int:
+    from lgl_helpers.corpus.prep import failure_lines, prepare_voxceleb
+
+    summary = prepare_voxceleb(args.src, args.dst, workers=args.workers, ffmpeg=args.ffmpeg)
+    print(f"prep voxceleb: {summary.line()}")
+    if summary.failed:
+        print(f"lgl-kit prep: {len(summary.failed)} file(s) failed; rerun to retry them:", file=sys.stderr)
+        print("\n".join(failure_lines(summary)), file=sys.stderr)
+        return EXIT_ERROR
+    print(f"next: lgl-kit lists build --root {args.dst} --out <train_list.txt>")
+    return 0
+
+
+def add_prep_parser(subparsers) -> argparse.ArgumentParser:
+    """``lgl-kit prep voxceleb``."""
+    parser = subparsers.add_parser(
+        "prep",
+        help="convert downloaded corpora into the kit's layout",
+        description="Data preparation. MUSAN needs none: musan_root may be MUSAN as distributed or split.",
+    )
+    commands = parser.add_subparsers(dest="prep_command", metavar="{voxceleb}", required=True)
+    voxceleb = commands.add_parser(
+        "voxceleb",
+        help="VoxCeleb m4a/wav to <dst>/<speaker>/<video>/<nnnnn>.wav, 16 kHz mono 16-bit",
+        description="Convert VoxCeleb2 (aac/<speaker>/<video>/<nnnnn>.m4a, decoded by ffmpeg) or copy VoxCeleb1 "
+        "(wav/...) into DST/<speaker>/<video>/<nnnnn>.wav at 16 kHz mono 16-bit, in parallel. Resumable: a rerun "
+        "skips finished files and redoes interrupted ones. Repeat --src to merge sources with disjoint speakers "
+        "(VoxCeleb1 dev + test for Vox1-E/H). Exits non-zero naming the files that failed.",
+    )
+    voxceleb.add_argument(
+        "--src",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="a folder holding aac/ or wav/, or the speaker folders themselves; repeat to merge",
+    )
+    voxceleb.add_argument("--dst", required=True, metavar="DIR", help="output root (created; reruns resume it)")
+    voxceleb.add_argument("--workers", type=int, default=None, help="files converted at once (default: all cores)")
+    voxceleb.add_argument("--ffmpeg", default="ffmpeg", help="ffmpeg executable (default: the one on PATH)")
+    voxceleb.set_defaults(func=_run_prep_voxceleb)
+    return parser
+
+
 def _run_pipeline(args: argparse.Namespace) -> int:
     try:
         state = pipeline.run_pipeline(
@@ -337,9 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lgl-kit", description="LGL Kit: self-supervised speaker recognition with loss-gated learning."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    subparsers = parser.add_subparsers(dest="command", metavar="{toy,lists,run,report,doctor}", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="{toy,lists,prep,run,report,doctor}", required=True)
     add_toy_parser(subparsers)
     add_lists_parser(subparsers)
+    add_prep_parser(subparsers)
     add_run_parser(subparsers)
     add_report_parser(subparsers)
     add_doctor_parser(subparsers)
