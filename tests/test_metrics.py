@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from reference import reference_path
 
-from lgl_helpers.core.metrics import compute_eer, compute_min_dcf, det_points
+from lgl_helpers.core.metrics import (
+    compute_eer,
+    compute_min_dcf,
+    det_points,
+    match_trials,
+    read_trial_scores,
+    write_trial_scores,
+)
+from lgl_helpers.corpus.lists import ListFormatError, Trial
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +67,7 @@ def test_det_points_shape_and_order():
 
 
 def test_bad_inputs_are_reported():
-    with pytest.raises(ValueError, match="both target and non-target"):
+    with pytest.raises(ValueError, match="labels: need both target and non-target"):
         compute_eer([0.1, 0.2], [1, 1])
     with pytest.raises(ValueError, match="3 values but labels has 2"):
         compute_min_dcf([0.1, 0.2, 0.3], [1, 0])
@@ -69,3 +77,46 @@ def test_bad_inputs_are_reported():
         compute_min_dcf([np.nan, 0.2], [1, 0])
     with pytest.raises(ValueError, match="p_target"):
         compute_min_dcf([0.1, 0.2], [1, 0], p_target=1.0)
+
+
+TRIALS = [
+    Trial(1, "id1/s/1.wav", "id1/t/2.wav"),
+    Trial(0, "id1/s/1.wav", "id2/u/1.wav"),
+    Trial(0, "id2/u/1.wav", "id3/v/1.wav"),
+]
+
+
+def test_trial_scores_round_trip_exactly(tmp_path):
+    scores = np.array([0.123456789012345678, -0.5, 1e-17])
+    path = write_trial_scores(tmp_path / "test_scores.txt", TRIALS, scores)
+    assert path.read_text().splitlines()[1] == "-0.5 0 id1/s/1.wav id2/u/1.wav"
+    trials, read_back = read_trial_scores(path)
+    assert trials == TRIALS and np.array_equal(read_back, scores)
+    assert [p.name for p in tmp_path.iterdir()] == ["test_scores.txt"]  # no temp file left over
+
+
+def test_trial_scores_refuse_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="scores has 2 values but trials has 3"):
+        write_trial_scores(tmp_path / "s.txt", TRIALS, [0.1, 0.2])
+    bad = tmp_path / "bad.txt"
+    bad.write_text("0.5 1 id1/a.wav id1/b.wav\n0.2 2 id1/a.wav id2/b.wav\n")
+    with pytest.raises(ListFormatError, match=r"bad.txt:2: trial label '2' is not 0 or 1"):
+        read_trial_scores(bad)
+    bad.write_text("high 1 id1/a.wav id1/b.wav\n")
+    with pytest.raises(ListFormatError, match=r"bad.txt:1: score 'high' is not a number"):
+        read_trial_scores(bad)
+    bad.write_text("1 id1/a.wav id1/b.wav\n")
+    with pytest.raises(ListFormatError, match=r"bad.txt:1: expected 4 fields"):
+        read_trial_scores(bad)
+
+
+def test_match_trials_ignores_order_but_not_multiplicity():
+    shuffled = [TRIALS[2], TRIALS[0], TRIALS[1]]
+    index = match_trials(TRIALS, shuffled)
+    assert [shuffled[i] for i in index] == TRIALS
+    assert list(match_trials(TRIALS, list(TRIALS))) == [0, 1, 2]
+    assert match_trials(TRIALS, TRIALS[:2]) is None
+    assert match_trials(TRIALS, [TRIALS[0], TRIALS[0], TRIALS[1]]) is None  # a repeated trial weighs twice
+    relabelled = [Trial(0, TRIALS[0].path_a, TRIALS[0].path_b), *TRIALS[1:]]
+    swapped = [Trial(1, TRIALS[0].path_b, TRIALS[0].path_a), *TRIALS[1:]]
+    assert match_trials(TRIALS, relabelled) is None and match_trials(TRIALS, swapped) is None

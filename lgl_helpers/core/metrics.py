@@ -4,28 +4,58 @@ Both equal the reference implementation's numbers, ties included: the EER is rea
 ROC at the point where |FNR - FPR| is smallest (the larger of the two, in percent); the minDCF walks
 the scores sorted ascending (stably, so tied trials keep their list order) with one threshold per
 trial, as the reference's Kaldi-style loop does, but vectorised.
+
+A stage keeps the scores of its final test evaluation in ``test_scores.txt`` (:func:`write_trial_scores`),
+one trial a line ``<score> <label> <path A> <path B>`` in the trial list's order, so that intervals
+(:mod:`lgl_helpers.core.bootstrap`) and comparisons between systems can be computed later without the
+models. :func:`match_trials` decides whether two lists hold the same trials.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 from sklearn.metrics import roc_curve
 
+from lgl_helpers.corpus.lists.formats import ListFormatError, Trial, numbered_fields
+from lgl_helpers.runs import atomic_write_text
 
-def _check(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    scores = np.asarray(scores, dtype=np.float64).ravel()
+TEST_SCORES = "test_scores.txt"  # a stage's final test scores, next to its metrics.json
+SCORES_FORMAT = "<score> <1|0> <wav path A> <wav path B>"
+
+
+def check_labels(labels, name: str = "labels") -> np.ndarray:
+    """labels: (N,) of 0 / 1 with both values present → (N,) int64. ValueError naming ``name`` otherwise."""
     labels = np.asarray(labels).ravel()
-    if scores.shape != labels.shape:
-        raise ValueError(f"scores has {scores.size} values but labels has {labels.size}")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError("scores contain NaN or infinite values")
-    if not np.all((labels == 0) | (labels == 1)):
-        raise ValueError("labels must be 0 (different speakers) or 1 (same speaker)")
+    bad = np.flatnonzero((labels != 0) & (labels != 1))
+    if bad.size:
+        raise ValueError(
+            f"{name} must be 0 (different speakers) or 1 (same speaker), got {labels[bad[0]].item()!r} at index {bad[0]}"
+        )
     labels = labels.astype(np.int64)
     n_target = int(labels.sum())
     if n_target == 0 or n_target == labels.size:
-        raise ValueError(f"need both target and non-target trials, got {n_target} targets out of {labels.size}")
-    return scores, labels
+        raise ValueError(f"{name}: need both target and non-target trials, got {n_target} targets out of {labels.size}")
+    return labels
+
+
+def check_scores(scores, size: int, name: str = "scores", against: str = "labels") -> np.ndarray:
+    """scores: (N,) finite, N == ``size`` (the length of ``against``) → (N,) float64. ValueError naming ``name``."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if scores.size != size:
+        raise ValueError(f"{name} has {scores.size} values but {against} has {size}")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"{name} contain NaN or infinite values")
+    return scores
+
+
+def _check(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels).ravel()
+    scores = check_scores(scores, labels.size)
+    return scores, check_labels(labels)
 
 
 def det_points(scores, labels) -> dict[str, np.ndarray]:
@@ -60,3 +90,67 @@ def compute_min_dcf(scores, labels, p_target: float = 0.05, c_miss: float = 1.0,
     c_det = c_miss * fnrs * p_target + c_fa * fprs * (1 - p_target)
     c_def = min(c_miss * p_target, c_fa * (1 - p_target))
     return float(np.min(c_det) / c_def)
+
+
+# ----------------------------------------------------------------------------------------------
+# Score files and trial lists
+# ----------------------------------------------------------------------------------------------
+
+
+def write_trial_scores(path: str | os.PathLike, trials: Sequence[Trial], scores) -> Path:
+    """Write ``<score> <label> <path A> <path B>`` per trial, in ``trials``' order, atomically.
+
+    scores: (M,) one per trial. Scores are written with ``repr`` (the shortest text that reads back as
+    the same float), so metrics recomputed from the file equal those of the evaluation.
+    """
+    scores = check_scores(scores, len(trials), against="trials")
+    text = "".join(f"{float(s)!r} {t.label} {t.path_a} {t.path_b}\n" for s, t in zip(scores, trials))
+    return atomic_write_text(path, text)
+
+
+def read_trial_scores(path: str | os.PathLike) -> tuple[list[Trial], np.ndarray]:
+    """Read a file of :func:`write_trial_scores` → (trials, scores (M,) float64).
+
+    Raises :class:`~lgl_helpers.corpus.lists.ListFormatError` naming ``file:line`` on a bad line.
+    """
+    trials, scores = [], []
+    for number, fields in numbered_fields(path):
+        if len(fields) != 4:
+            raise ListFormatError(f"{path}:{number}: expected 4 fields '{SCORES_FORMAT}', got {len(fields)}")
+        try:
+            score = float(fields[0])
+        except ValueError:
+            raise ListFormatError(f"{path}:{number}: score {fields[0]!r} is not a number") from None
+        if not np.isfinite(score):
+            raise ListFormatError(f"{path}:{number}: score {fields[0]!r} is not finite")
+        if fields[1] not in ("0", "1"):
+            raise ListFormatError(f"{path}:{number}: trial label {fields[1]!r} is not 0 or 1")
+        trials.append(Trial(int(fields[1]), fields[2], fields[3]))
+        scores.append(score)
+    if not trials:
+        raise ListFormatError(f"{path}: score file is empty")
+    return trials, np.array(scores, dtype=np.float64)
+
+
+def match_trials(trials: Sequence[Trial], other: Sequence[Trial]) -> np.ndarray | None:
+    """Position in ``other`` of each trial of ``trials`` when both hold the same trials, else None.
+
+    "The same" means the same ``(label, path A, path B)`` triples, each as often, in any line order:
+    such lists give the same EER whatever their file paths. A set comparison would not do: a list that
+    repeats a trial weighs it twice. Returns (M,) int64 with ``other[index[i]] == trials[i]``.
+    """
+    if len(trials) != len(other):
+        return None
+    if list(trials) == list(other):
+        return np.arange(len(trials), dtype=np.int64)
+
+    def key(trial: Trial) -> tuple[int, str, str]:
+        return (trial.label, trial.path_a, trial.path_b)
+
+    order = sorted(range(len(trials)), key=lambda i: key(trials[i]))
+    other_order = sorted(range(len(other)), key=lambda i: key(other[i]))
+    if any(key(trials[i]) != key(other[j]) for i, j in zip(order, other_order)):
+        return None
+    index = np.empty(len(trials), dtype=np.int64)
+    index[order] = other_order
+    return index
