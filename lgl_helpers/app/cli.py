@@ -9,6 +9,9 @@
     lgl-kit run [--profile demo] [--run-name NAME] [--set KEY=VALUE ...] [--from NB | --only NB]
     lgl-kit report [--run-name NAME]
     lgl-kit doctor [--profile demo] [--run-name NAME] ...
+    lgl-kit embed --checkpoint CKPT (FILES... | --list LIST [--root DIR]) --out emb.npy
+    lgl-kit verify --checkpoint CKPT A.wav B.wav
+    lgl-kit export --checkpoint CKPT --format onnx|torchscript --out FILE
 
 Each subcommand registers its own parser in an ``add_<name>_parser(subparsers)`` function and sets
 ``func``; :func:`main` builds the parser at call time (never at import) and returns the exit status.
@@ -24,6 +27,7 @@ import traceback
 
 from lgl_helpers.app import doctor, pipeline
 from lgl_helpers.app.planning import PipelineError, parse_overrides, plan_run
+from lgl_helpers.app.reuse import add_embed_parser, add_export_parser, add_verify_parser
 from lgl_helpers.runs import read_json, run_folder
 
 EXIT_ERROR = 1
@@ -381,13 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lgl-kit", description="LGL Kit: self-supervised speaker recognition with loss-gated learning."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    subparsers = parser.add_subparsers(dest="command", metavar="{toy,lists,prep,run,report,doctor}", required=True)
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="{toy,lists,prep,run,report,doctor,embed,verify,export}", required=True
+    )
     add_toy_parser(subparsers)
     add_lists_parser(subparsers)
     add_prep_parser(subparsers)
     add_run_parser(subparsers)
     add_report_parser(subparsers)
     add_doctor_parser(subparsers)
+    add_embed_parser(subparsers)
+    add_verify_parser(subparsers)
+    add_export_parser(subparsers)
     return parser
 
 
