@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
 
 from lgl_helpers import runs
 from lgl_helpers.core.augment import AugmentSources, describe_recipe
 from lgl_helpers.core.data import Stage1Dataset, check_training_list, make_loader, stage1_views
+from lgl_helpers.core.metrics import match_trials
 from lgl_helpers.corpus.lists import TrainEntry, Trial, check_list, read_eval_trials
 from lgl_helpers.training.stage1.config import Stage1Config
 
@@ -25,9 +29,17 @@ class Stage1Data:
     sources: AugmentSources | None
     dataset: Stage1Dataset
 
+    @cached_property
+    def test_in_val(self) -> np.ndarray | None:
+        """(M,) position in ``val_trials`` of each test trial when both lists hold the same trials (any
+        file path or line order, :func:`~lgl_helpers.core.metrics.match_trials`), else None."""
+        return match_trials(self.test_trials, self.val_trials)
+
     @property
     def same_val_test(self) -> bool:
-        return self.paths["val_trials"] == self.paths["trials"]
+        """The validation list holds the test list's trials: model selection saw the test set, and the
+        validation scores of the best epoch are its test scores."""
+        return self.test_in_val is not None
 
 
 def check_inputs(config: Stage1Config, paths: dict, *, audio: bool = True) -> list[TrainEntry]:
@@ -72,7 +84,16 @@ def prepare_data(config: Stage1Config) -> Stage1Data:
         len(test_trials),
         sources.summary() if sources else "none (clean views)",
     )
-    return Stage1Data(paths, entries, val_trials, test_trials, sources, dataset)
+    data = Stage1Data(paths, entries, val_trials, test_trials, sources, dataset)
+    if data.same_val_test and paths["val_trials"] != paths["trials"]:
+        # read_eval_trials warns when both name one file; a copy of the test list is the same leak
+        log.warning(
+            "val_trials %s holds the same trials as the test list %s: model selection (best epoch) sees the "
+            "test set; give a separate val_trials for an unbiased test EER",
+            paths["val_trials"],
+            paths["trials"],
+        )
+    return data
 
 
 def preview_views(data: Stage1Data, n_items: int = 4, epoch: int = 0) -> dict:

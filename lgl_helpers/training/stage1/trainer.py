@@ -10,12 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lgl_helpers import runs
 from lgl_helpers.core.data import make_loader
 from lgl_helpers.core.embed import evaluate_trials
 from lgl_helpers.core.losses import AATDiscriminator, ContrastiveLoss
+from lgl_helpers.core.metrics import TEST_SCORES, write_trial_scores
 from lgl_helpers.core.models import ECAPATDNN, load_encoder
 from lgl_helpers.training.executor import Stage1Models, stage1_epoch
 from lgl_helpers.training.stage1.config import RUN_CONTROL_FIELDS, STAGE_DIR, Stage1Config, stage_folder
@@ -64,13 +66,15 @@ class _State:
     wall_seconds: float = 0.0
 
 
-def _evaluate(model, trials, root, device) -> dict:
+def _evaluate(model, trials, root, device) -> tuple[dict, np.ndarray]:
+    """(``eer``, ``min_dcf``, ``min_dcf_0.01`` of the trials; their scores (M,) in trial order)."""
     result = evaluate_trials(model, trials, root, device=device, show_progress=False)
-    return {
+    metrics = {
         "eer": float(result["eer"]),
         "min_dcf": float(result["min_dcf"]),
         "min_dcf_0.01": float(result["min_dcf_0.01"]),
     }
+    return metrics, result["scores"]
 
 
 def _scores_text(history: list[dict]) -> str:
@@ -134,7 +138,7 @@ def _resume_or_start(config: Stage1Config, stage_dir: Path, params: dict, models
         log.info("resuming Stage I from %s (epoch %d done)", last, state.epoch)
         return state
     if not config.resume:
-        earlier = [stage_dir / name for name in ("best.model", "metrics.json", "scores.txt")]
+        earlier = [stage_dir / name for name in ("best.model", "metrics.json", "scores.txt", TEST_SCORES)]
         stale = sorted(ckpt_dir.glob("*.model")) + [path for path in earlier if path.is_file()]
         if stale:
             log.warning("resume=False: removing %d file(s) of an earlier run in %s", len(stale), stage_dir)
@@ -172,8 +176,8 @@ def _save(stage_dir: Path, models: Stage1Models, state: _State, params: dict, ev
 def _evaluate_untrained(encoder: ECAPATDNN, data: Stage1Data, state: _State, device) -> dict:
     """Epoch 0: the untrained encoder on the validation (and test) trials. Returns its history record."""
     tic = time.perf_counter()
-    val = _evaluate(encoder, data.val_trials, data.paths["test_root"], device)
-    test = val if data.same_val_test else _evaluate(encoder, data.test_trials, data.paths["test_root"], device)
+    val, _ = _evaluate(encoder, data.val_trials, data.paths["test_root"], device)
+    test = val if data.same_val_test else _evaluate(encoder, data.test_trials, data.paths["test_root"], device)[0]
     state.untrained = {"val": val, "test": test}
     state.wall_seconds += time.perf_counter() - tic
     record = {"epoch": 0, **val, "seconds": time.perf_counter() - tic}
@@ -204,7 +208,8 @@ def _finish_epoch(
     evaluated = epoch % config.test_interval == 0 or epoch == config.epochs
     improved = False
     if evaluated:
-        record.update(_evaluate(models.encoder, data.val_trials, data.paths["test_root"], device))
+        metrics, scores = _evaluate(models.encoder, data.val_trials, data.paths["test_root"], device)
+        record.update(metrics)
         improved = state.best is None or record["eer"] < state.best["eer"]
         if improved:
             state.best = {
@@ -213,6 +218,9 @@ def _finish_epoch(
                 "min_dcf": record["min_dcf"],
                 "min_dcf_0.01": record["min_dcf_0.01"],
             }
+            if data.same_val_test:
+                # The best epoch's validation scores are its test scores: kept now rather than evaluated again.
+                write_trial_scores(stage_folder(config) / TEST_SCORES, data.test_trials, scores[data.test_in_val])
     record["seconds"] = time.perf_counter() - tic
     state.wall_seconds += record["seconds"]
     state.history.append(record)
@@ -234,12 +242,17 @@ def _finish_epoch(
 
 
 def _final_metrics(stage_dir: Path, data: Stage1Data, state: _State, started: float, device) -> dict:
-    """``metrics.json``: the best epoch's encoder on the test trials, against the untrained one."""
+    """``metrics.json``: the best epoch's encoder on the test trials, against the untrained one; its
+    per-trial scores in ``test_scores.txt`` (:func:`~lgl_helpers.core.metrics.write_trial_scores`)."""
     best_path = stage_dir / "best.model"
-    if data.same_val_test:
+    scores_path = stage_dir / TEST_SCORES
+    # With val = test the best epoch's scores were kept when it was evaluated; a run resumed from before
+    # scores were kept has none and evaluates once.
+    if data.same_val_test and scores_path.is_file():
         test = {k: state.best[k] for k in ("eer", "min_dcf", "min_dcf_0.01")}
     else:
-        test = _evaluate(load_encoder(best_path), data.test_trials, data.paths["test_root"], device)
+        test, scores = _evaluate(load_encoder(best_path), data.test_trials, data.paths["test_root"], device)
+        write_trial_scores(scores_path, data.test_trials, scores)
     untrained = state.untrained["test"]
     metrics = {
         **test,
@@ -252,6 +265,7 @@ def _final_metrics(stage_dir: Path, data: Stage1Data, state: _State, started: fl
         "wall_seconds": state.wall_seconds,
         "call_seconds": time.perf_counter() - started,
         "best_checkpoint": str(best_path),
+        "test_scores": str(scores_path),
         "trials": str(data.paths["trials"]),
         "val_trials": str(data.paths["val_trials"]),
         "val_is_test": data.same_val_test,

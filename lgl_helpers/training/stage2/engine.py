@@ -22,6 +22,7 @@ from lgl_helpers.clustering.pseudo_labels import read_pseudo_labels
 from lgl_helpers.core import gate as gate_rules
 from lgl_helpers.core.embed import evaluate_trials
 from lgl_helpers.core.losses import AAMSoftmax
+from lgl_helpers.core.metrics import TEST_SCORES, write_trial_scores
 from lgl_helpers.core.models import ECAPATDNN, load_encoder, save_encoder
 from lgl_helpers.training.stage2.config import FIXED_FIELDS, Stage2Config, stage_folder
 from lgl_helpers.training.stage2.executor import train_phase
@@ -280,19 +281,20 @@ class Engine:
         return save_encoder(self.path("best.model"), encoder, extra)
 
     def final_metrics(self) -> dict:
+        """``metrics.json``: the best encoder on the test trials; its per-trial scores in ``test_scores.txt``."""
         best = self.state["best"]
         self.write_best_model()
-        if self.data.same_val_test:
-            test = {k: best[k] for k in ("eer", "min_dcf", "min_dcf_0.01")}
-        else:
-            result = evaluate_trials(
-                load_encoder(self.path("best.model")),
-                self.data.test_trials,
-                self.data.paths["test_root"],
-                device=self.device,
-                show_progress=False,
-            )
-            test = {k: float(result[k]) for k in ("eer", "min_dcf", "min_dcf_0.01")}
+        # Evaluated even when the validation list holds the test trials: the epochs' evaluations keep
+        # their EERs only, and the report's intervals need the scores of every trial.
+        result = evaluate_trials(
+            load_encoder(self.path("best.model")),
+            self.data.test_trials,
+            self.data.paths["test_root"],
+            device=self.device,
+            show_progress=False,
+        )
+        test = {k: float(result[k]) for k in ("eer", "min_dcf", "min_dcf_0.01")}
+        scores_path = write_trial_scores(self.path(TEST_SCORES), self.data.test_trials, result["scores"])
         iterations = []
         for item in self.state["iterations"]:
             t, l_phase = item["phases"].get("T", {}), item["phases"].get("L", {})
@@ -317,6 +319,7 @@ class Engine:
             **test,
             "best": {k: best[k] for k in ("iteration", "phase", "epoch")} | {"val_eer": best["eer"]},
             "best_checkpoint": str(self.path("best.model")),
+            "test_scores": str(scores_path),
             "stage1_eer": stage1_eer(self.config),
             "iterations": iterations,
             "evaluations": [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from lgl_helpers import runs
 from lgl_helpers.config import check_n_clusters
 from lgl_helpers.core.augment import AugmentSources
 from lgl_helpers.core.data import check_training_list
+from lgl_helpers.core.metrics import match_trials
 from lgl_helpers.corpus.lists import TrainEntry, Trial, check_list, read_eval_trials
 from lgl_helpers.training.stage2.config import Stage2Config
 
@@ -29,9 +31,11 @@ class Stage2Data:
     test_trials: list[Trial]
     sources: AugmentSources | None
 
-    @property
+    @cached_property
     def same_val_test(self) -> bool:
-        return self.paths["val_trials"] == self.paths["trials"]
+        """The validation list holds the test list's trials (any file path or line order,
+        :func:`~lgl_helpers.core.metrics.match_trials`): model selection saw the test set."""
+        return match_trials(self.test_trials, self.val_trials) is not None
 
     @property
     def speakers(self) -> np.ndarray | None:
@@ -76,4 +80,13 @@ def prepare_data(config: Stage2Config) -> Stage2Data:
     if not config.augment:
         log.info("augment=False: training on clean crops")
     val_trials, test_trials = read_eval_trials(paths)
-    return Stage2Data(paths, init_model, entries, val_trials, test_trials, sources)
+    data = Stage2Data(paths, init_model, entries, val_trials, test_trials, sources)
+    if data.same_val_test and paths["val_trials"] != paths["trials"]:
+        # read_eval_trials warns when both name one file; a copy of the test list is the same leak
+        log.warning(
+            "val_trials %s holds the same trials as the test list %s: model selection (best epoch) sees the "
+            "test set; give a separate val_trials for an unbiased test EER",
+            paths["val_trials"],
+            paths["trials"],
+        )
+    return data
