@@ -33,3 +33,18 @@ def test_bars_and_curves_show_what_ran():
         "Stage I",
     ]
     assert len(curves.lines) == 3  # the baseline curve, one iteration boundary, the Stage I level
+
+
+def test_eer_bars_carry_their_intervals():
+    with_ci = {
+        **REPORT,
+        "stage1": {**REPORT["stage1"], "eer_ci": [17.0, 21.5]},
+        "baseline": {**REPORT["baseline"], "eer_ci": [15.0, 20.0]},
+        "bootstrap": {"confidence": 0.95},
+    }
+    ax = report_figures.plot_eer_by_system(with_ci).axes[0]
+    assert ax.get_title() == "Test EER by system (95 % CI)"
+    (whiskers,) = ax.collections  # one vertical segment per bar with an interval; none for "untrained"
+    segments = [segment[:, 1].tolist() for segment in whiskers.get_segments()]
+    assert segments == [[17.0, 21.5], [15.0, 20.0]]
+    assert report_figures.plot_eer_by_system(REPORT).axes[0].get_title() == "Test EER by system"

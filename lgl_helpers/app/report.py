@@ -2,18 +2,25 @@
 
 The plots are drawn by :mod:`lgl_helpers.notebook.report_figures`; this module only saves them.
 
-Reads only files in the run folder (``stage1/metrics.json``, ``clustering/quality.json``,
-``stage2_<mode>/metrics.json``, ``pipeline.json``), so it can be rerun at any time without
-touching the models.
+Reads only files in the run folder (``stage1/metrics.json`` and ``stage2_<mode>/metrics.json`` with the
+``test_scores.txt`` next to each, ``clustering/quality.json``, ``pipeline.json``), so it can be rerun at
+any time without touching the models.
+
+Every system's test EER and minDCF get a speaker-bootstrap interval (:mod:`lgl_helpers.core.bootstrap`)
+from its ``test_scores.txt``; systems that scored the same trials are compared by the paired difference
+of their metrics on the same resamples (``comparisons``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lgl_helpers.config import NotebookConfig
+from lgl_helpers.config import NotebookConfig, check_int
+from lgl_helpers.core import bootstrap
+from lgl_helpers.core.metrics import TEST_SCORES, match_trials, read_trial_scores
+from lgl_helpers.corpus.lists import Trial
 from lgl_helpers.notebook.report_figures import report_figures
 from lgl_helpers.runs import atomic_write_text, environment_info, read_json, run_folder, write_json
 
@@ -23,6 +30,9 @@ SYSTEMS = (
     ("lgl", "stage2_lgl", "Stage II LGL"),
 )
 METRIC_KEYS = ("eer", "min_dcf", "min_dcf_0.01")
+# Paired differences, each (system, reference): metric(system) - metric(reference).
+COMPARISONS = (("lgl", "baseline"), ("baseline", "stage1"), ("lgl", "stage1"))
+SHORT_NAMES = {"stage1": "Stage I", "baseline": "baseline", "lgl": "LGL"}
 
 
 @dataclass
@@ -31,26 +41,134 @@ class CompareConfig(NotebookConfig):
 
     run_name: str = "demo"
     runs_dir: str = "runs"
+    bootstrap_resamples: int = bootstrap.N_RESAMPLES
+    bootstrap_seed: int = bootstrap.SEED
     interactive: bool = True
+
+    def validate(self) -> None:
+        check_int(self.name_of("bootstrap_resamples"), self.bootstrap_resamples, minimum=1)
+        check_int(self.name_of("bootstrap_seed"), self.bootstrap_seed)
 
 
 def _read(path: Path) -> dict | None:
     return read_json(path) if path.is_file() else None
 
 
-def collect_report(run_dir: str | Path) -> dict[str, Any]:
+def _read_scores(stage_dir: Path, metrics: dict) -> tuple[list[Trial], Any] | str:
+    """(trials, scores (M,)) of a stage's ``test_scores.txt``, or why there are none."""
+    path = stage_dir / TEST_SCORES
+    if "test_scores" not in metrics:
+        return f"{stage_dir / 'metrics.json'} names no test_scores (written before scores were kept): rerun the stage"
+    if not path.is_file():
+        return f"{path} does not exist"
+    try:
+        return read_trial_scores(path)
+    except ValueError as error:
+        return str(error)
+
+
+@dataclass
+class _TrialGroup:
+    """Systems that scored the same trials, and the one set of speaker resamples they share."""
+
+    trials: list[Trial]
+    resamples: bootstrap.SpeakerBootstrap | None
+    note: str | None  # why there are no resamples
+    members: dict[str, bootstrap.Resampled] = field(default_factory=dict)
+
+
+def _new_group(trials: list[Trial], n_resamples: int, seed: int) -> _TrialGroup:
+    try:
+        resamples = bootstrap.SpeakerBootstrap(
+            [t.label for t in trials],
+            bootstrap.speaker_ids([t.path_a for t in trials], "path A"),
+            bootstrap.speaker_ids([t.path_b for t in trials], "path B"),
+            n_resamples=n_resamples,
+            seed=seed,
+        )
+    except ValueError as error:
+        return _TrialGroup(trials, None, f"no speaker bootstrap of these test trials: {error}")
+    return _TrialGroup(trials, resamples, None)
+
+
+def _comparison(report: dict[str, Any], group_of: dict[str, _TrialGroup], system: str, reference: str) -> dict:
+    """metric(system) - metric(reference) with paired intervals, or ``absent``: why not."""
+    record = {"system": system, "reference": reference}
+    missing = [key for key in (system, reference) if report.get(key) is None]
+    unscored = [key for key in (system, reference) if key not in missing and key not in group_of]
+    if missing:
+        record["absent"] = f"{' and '.join(missing)} has not run"
+    elif unscored:
+        record["absent"] = "; ".join(f"{key}: {report[key]['ci_note']}" for key in unscored)
+    elif group_of[system] is not group_of[reference]:
+        record["absent"] = (
+            f"{system} and {reference} scored different trial lists ({report[system]['n_trials']} and "
+            f"{report[reference]['n_trials']} trials): a paired difference needs the same trials"
+        )
+    elif group_of[system].resamples is None:
+        record["absent"] = group_of[system].note
+    else:
+        group = group_of[system]
+        record.update(group.resamples.paired(group.members[system], group.members[reference]))
+    return record
+
+
+def _add_intervals(report: dict[str, Any], scored: dict[str, tuple], n_resamples: int, seed: int) -> None:
+    """Each scored system's intervals into its entry, the paired differences into ``report["comparisons"]``.
+
+    ``scored``: key → (trials, scores) of :func:`_read_scores`. Systems that scored the same trials (in
+    any order) share one group, so their intervals come from the same resamples and can be paired.
+    """
+    groups: list[_TrialGroup] = []
+    group_of: dict[str, _TrialGroup] = {}
+    for key, (trials, scores) in scored.items():
+        for group in groups:
+            position = match_trials(group.trials, trials)
+            if position is not None:
+                scores = scores[position]  # into the group's trial order
+                break
+        else:
+            group = _new_group(trials, n_resamples, seed)
+            groups.append(group)
+        group_of[key] = group
+        entry = report[key]
+        entry["n_trials"] = len(trials)
+        if group.resamples is None:
+            entry["ci_note"] = group.note
+            continue
+        group.members[key] = group.resamples.evaluate(scores)
+        summary = group.resamples.intervals(group.members[key])
+        entry.update({f"{metric}_ci": summary[f"{metric}_ci"] for metric in METRIC_KEYS})
+        entry["n_speakers"] = summary["n_speakers"]
+    report["comparisons"] = [_comparison(report, group_of, system, reference) for system, reference in COMPARISONS]
+
+
+def collect_report(
+    run_dir: str | Path, n_resamples: int = bootstrap.N_RESAMPLES, seed: int = bootstrap.SEED
+) -> dict[str, Any]:
     """Gather every stage's metrics of a run into one dict (the content of ``report.json``).
 
-    Stages that have not run are ``None``. EERs are in percent.
+    Stages that have not run are ``None``. EERs are in percent. Each system's entry holds ``eer_ci``,
+    ``min_dcf_ci``, ``min_dcf_0.01_ci`` ([lo, hi], speaker bootstrap with ``n_resamples`` and
+    ``seed``), ``n_trials`` and ``n_speakers``, or ``ci_note`` saying why there is no interval;
+    ``comparisons`` lists the paired differences of :data:`COMPARISONS` (``eer_diff``,
+    ``eer_diff_ci``, ...) or, in ``absent``, why one is missing; ``bootstrap`` records the scheme.
     """
     run_dir = Path(run_dir)
     report: dict[str, Any] = {"run_name": run_dir.name, "run_dir": str(run_dir)}
+    scored = {}
     for key, folder, _ in SYSTEMS:
         metrics = _read(run_dir / folder / "metrics.json")
         if metrics is None:
             report[key] = None
             continue
         entry = {k: metrics.get(k) for k in METRIC_KEYS}
+        entry.update({f"{k}_ci": None for k in METRIC_KEYS})
+        scores = _read_scores(run_dir / folder, metrics)
+        if isinstance(scores, str):
+            entry["ci_note"] = scores
+        else:
+            scored[key] = scores
         entry["wall_seconds"] = metrics.get("wall_seconds")
         if key == "stage1":
             entry["untrained_eer"] = metrics.get("untrained_eer")
@@ -60,6 +178,13 @@ def collect_report(run_dir: str | Path) -> dict[str, Any]:
             entry["iterations"] = metrics.get("iterations", [])
             entry["evaluations"] = metrics.get("evaluations", [])
         report[key] = entry
+    report["bootstrap"] = {
+        "method": "speaker bootstrap (core/bootstrap.py)",
+        "n_resamples": n_resamples,
+        "seed": seed,
+        "confidence": bootstrap.CONFIDENCE,
+    }
+    _add_intervals(report, scored, n_resamples, seed)
 
     clustering = []
     quality = _read(run_dir / "clustering" / "quality.json")
@@ -86,29 +211,90 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _fmt_interval(interval: list[float] | None, digits: int = 2) -> str:
+    return "–" if interval is None else f"[{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+
+def _confidence_label(report: dict[str, Any]) -> str:
+    confidence = (report.get("bootstrap") or {}).get("confidence", bootstrap.CONFIDENCE)
+    return f"{confidence * 100:g} % CI"
+
+
 def results_table(report: dict[str, Any]) -> str:
-    """Markdown table: one row per system with EER (%) and minDCF at p_target 0.05 and 0.01."""
-    rows = ["| system | EER (%) | minDCF (p=0.05) | minDCF (p=0.01) |", "| --- | ---: | ---: | ---: |"]
+    """Markdown: :func:`systems_table`, then :func:`comparisons_table` when the report has comparisons
+    (a report.json written before the intervals has none)."""
+    table = systems_table(report)
+    return table + "\n\n" + comparisons_table(report) if report.get("comparisons") else table
+
+
+def systems_table(report: dict[str, Any]) -> str:
+    """Markdown table: one row per system with EER (%), its interval and minDCF at p_target 0.05 and 0.01."""
+    ci = _confidence_label(report)
+    rows = [
+        f"| system | EER (%) | EER {ci} | minDCF (p=0.05) | minDCF (p=0.01) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     stage1 = report.get("stage1")
     if stage1 and stage1.get("untrained_eer") is not None:
         rows.append(
-            f"| untrained encoder | {_fmt(stage1['untrained_eer'])} | {_fmt(stage1.get('untrained_min_dcf'), 3)} | – |"
+            f"| untrained encoder | {_fmt(stage1['untrained_eer'])} | – | {_fmt(stage1.get('untrained_min_dcf'), 3)} | – |"
         )
     for key, _, label in SYSTEMS:
         entry = report.get(key)
         if entry:
             rows.append(
-                f"| {label} | {_fmt(entry['eer'])} | {_fmt(entry['min_dcf'], 3)} | {_fmt(entry['min_dcf_0.01'], 3)} |"
+                f"| {label} | {_fmt(entry['eer'])} | {_fmt_interval(entry.get('eer_ci'))} | "
+                f"{_fmt(entry['min_dcf'], 3)} | {_fmt(entry['min_dcf_0.01'], 3)} |"
             )
     return "\n".join(rows)
 
 
-def write_report(run_dir: str | Path, figures_dir: str | Path | None = None) -> tuple[dict, Path]:
-    """Write ``report.json``, ``report.md`` and PNG plots into the run folder; return (report, md path)."""
+def comparisons_table(report: dict[str, Any]) -> str:
+    """Markdown: the paired differences of ``report["comparisons"]`` with their intervals, a sentence on
+    how to read them, and why any comparison is absent."""
+    ci = _confidence_label(report)
+    settings = report.get("bootstrap") or {}
+    lines = [
+        f"| comparison | ΔEER (points) | ΔEER {ci} | ΔminDCF (p=0.05) | ΔminDCF {ci} |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    absent = []
+    for record in report["comparisons"]:
+        name = f"{SHORT_NAMES[record['system']]} − {SHORT_NAMES[record['reference']]}"
+        if "absent" in record:
+            absent.append(f"- {name}: not computed, {record['absent']}.")
+            continue
+        lines.append(
+            f"| {name} | {record['eer_diff']:+.2f} | {_fmt_interval(record['eer_diff_ci'])} | "
+            f"{record['min_dcf_diff']:+.3f} | {_fmt_interval(record['min_dcf_diff_ci'], 3)} |"
+        )
+    out = []
+    if len(lines) > 2:
+        out += [*lines, ""]
+        out.append(
+            f"Paired differences on the same test trials, with intervals from resampling test speakers "
+            f"({settings.get('n_resamples')} resamples, seed {settings.get('seed')}); below 0, the first "
+            "system errs less. An interval that contains 0 is no evidence of a difference."
+        )
+    if absent:
+        out += ["", *absent] if out else absent
+    return "\n".join(out)
+
+
+def write_report(
+    run_dir: str | Path,
+    figures_dir: str | Path | None = None,
+    n_resamples: int = bootstrap.N_RESAMPLES,
+    seed: int = bootstrap.SEED,
+) -> tuple[dict, Path]:
+    """Write ``report.json``, ``report.md`` and PNG plots into the run folder; return (report, md path).
+
+    ``n_resamples`` and ``seed``: the speaker bootstrap of the intervals (:func:`collect_report`).
+    """
     run_dir = Path(run_dir)
     figures_dir = Path(figures_dir) if figures_dir else run_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
-    report = collect_report(run_dir)
+    report = collect_report(run_dir, n_resamples, seed)
     images = {}
     for name, fig in report_figures(report).items():
         path = figures_dir / f"{name}.png"
@@ -124,9 +310,17 @@ def write_report(run_dir: str | Path, figures_dir: str | Path | None = None) -> 
         "",
         "## Verification results (test trials)",
         "",
-        results_table(report),
+        systems_table(report),
         "",
     ]
+    notes = [
+        f"- {label}: no interval, {report[key]['ci_note']}."
+        for key, _, label in SYSTEMS
+        if (report.get(key) or {}).get("ci_note")
+    ]
+    if notes:
+        lines += [*notes, ""]
+    lines += ["## Paired differences (test trials)", "", comparisons_table(report), ""]
     lines += [
         "## Clustering (NMI of pseudo labels against true speakers)",
         "",
@@ -149,5 +343,7 @@ def write_report(run_dir: str | Path, figures_dir: str | Path | None = None) -> 
     return report, md_path
 
 
-def report_for_run(run_name: str, runs_dir: str = "runs") -> tuple[dict, Path]:
-    return write_report(run_folder(run_name, runs_dir))
+def report_for_run(config: CompareConfig) -> tuple[dict, Path]:
+    """The report of notebook 05's config: :func:`write_report` of its run folder with its bootstrap."""
+    run_dir = run_folder(config.run_name, config.runs_dir)
+    return write_report(run_dir, n_resamples=config.bootstrap_resamples, seed=config.bootstrap_seed)

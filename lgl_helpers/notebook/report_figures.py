@@ -1,4 +1,5 @@
-"""Figures of notebook 05 (the run report): test EER by system, Stage II EER per epoch, NMI per iteration.
+"""Figures of notebook 05 (the run report): test EER by system (with its interval), Stage II EER per
+epoch, NMI per iteration.
 
 Each function takes the dict of :func:`lgl_helpers.app.report.collect_report` and returns a plain
 matplotlib Figure (not registered with pyplot); the report saves them as PNGs, the notebook shows them.
@@ -15,22 +16,36 @@ STAGE2_COLORS = (("baseline", "#dd8452"), ("lgl", "#55a868"))
 
 
 def plot_eer_by_system(report: dict[str, Any]) -> Figure:
-    """Bar chart of the test EER of each system that ran."""
-    labels, values = [], []
+    """Bar chart of the test EER of each system that ran, with its bootstrap interval (``eer_ci``) where
+    the report has one."""
+    labels, values, intervals = [], [], []
     stage1 = report.get("stage1")
     if stage1 and stage1.get("untrained_eer") is not None:
         labels.append("untrained")
         values.append(stage1["untrained_eer"])
+        intervals.append(None)
     for key in SYSTEM_KEYS:
         if report.get(key) and report[key].get("eer") is not None:
             labels.append(key)
             values.append(report[key]["eer"])
+            intervals.append(report[key].get("eer_ci"))
     fig = Figure(figsize=(5, 3.2))
     ax = fig.subplots()
-    bars = ax.bar(labels, values, color=["#999999", "#4c72b0", "#dd8452", "#55a868"][-len(values) :])
-    ax.bar_label(bars, fmt="%.1f")
+    ax.bar(labels, values, color=["#999999", "#4c72b0", "#dd8452", "#55a868"][-len(values) :])
+    with_ci = [i for i, interval in enumerate(intervals) if interval is not None]
+    if with_ci:
+        # yerr: (2, n) distances below and above each bar's EER
+        below = [values[i] - intervals[i][0] for i in with_ci]
+        above = [intervals[i][1] - values[i] for i in with_ci]
+        ax.errorbar(with_ci, [values[i] for i in with_ci], yerr=[below, above], fmt="none", ecolor="black", capsize=4)
+    for i, value in enumerate(values):
+        # the value above the bar, or above its interval's whisker
+        top = value if intervals[i] is None else intervals[i][1]
+        ax.annotate(f"{value:.1f}", (i, top), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom")
+    ax.margins(y=0.15)
+    confidence = (report.get("bootstrap") or {}).get("confidence")
     ax.set_ylabel("EER (%)")
-    ax.set_title("Test EER by system")
+    ax.set_title(f"Test EER by system ({confidence * 100:g} % CI)" if with_ci and confidence else "Test EER by system")
     fig.tight_layout()
     return fig
 
@@ -52,7 +67,8 @@ def plot_stage2_curves(report: dict[str, Any]) -> Figure:
         ax.axhline(report["stage1"]["eer"], color="#4c72b0", linestyle=":", label="Stage I")
     ax.set_xlabel("Stage II evaluation (epoch, iterations separated by dashes)")
     ax.set_ylabel("EER (%)")
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # nothing ran: no empty legend
+        ax.legend()
     fig.tight_layout()
     return fig
 
@@ -67,7 +83,8 @@ def plot_nmi(report: dict[str, Any]) -> Figure:
             ax.plot([p["iteration"] for p in points], [p["nmi"] for p in points], marker="o", color=color, label=key)
     ax.set_xlabel("iteration")
     ax.set_ylabel("NMI")
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # nothing ran: no empty legend
+        ax.legend()
     fig.tight_layout()
     return fig
 
