@@ -197,7 +197,7 @@ def test_bad_input_names_the_argument():
 
 
 def test_fifty_thousand_trials_are_fast():
-    # A generous bound for a shared CI machine; on one idle core it takes 0.1-0.4 s (module docstring).
+    # A generous bound for a shared CI machine; one core takes 0.1-0.5 s (module docstring).
     scores, labels, a, b = _synthetic(40, 1250, seed=8)
     boot = SpeakerBootstrap(labels, a, b)
     tic = time.perf_counter()

@@ -26,7 +26,7 @@ and the weighted minDCF walks the same stably sorted scores as :func:`compute_mi
 either way.) All resamples are evaluated at once from cumulative
 weights: trials are grouped by speaker (targets) or speaker pair (non-targets), since all trials of a
 group have the same weight in every resample, so the work scales with the (threshold, group) pairs
-rather than with trials × resamples: 0.1-0.4 s for 50k trials and 1000 resamples on one CPU core.
+rather than with trials × resamples: 0.1-0.5 s for 50k trials and 1000 resamples on one CPU core.
 
 A paired difference applies the same resamples to both systems' scores, so what the two share (a hard
 speaker is hard for both) cancels out of the difference.
