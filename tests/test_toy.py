@@ -209,11 +209,34 @@ def test_an_interrupted_generation_leaves_nothing_behind(tmp_path, monkeypatch):
         (dict(min_seconds=0.2), "min_seconds"),
         (dict(n_train_speakers=0), "n_train_speakers"),
         (dict(seed=-1), "seed"),
+        (dict(n_val_speakers=1), "n_val_speakers=1"),
+        (dict(n_val_speakers=2, n_val_trials=10_000), "n_val_trials=10000"),
+        (dict(n_trials=-1), "n_trials=-1"),
     ],
 )
 def test_config_errors_name_the_parameter(overrides, message):
     with pytest.raises(ValueError, match=message):
         ToyConfig.tiny(**overrides)
+
+
+def test_validation_split_is_disjoint_and_all_pairs_cover_every_pair(tmp_path):
+    config = ToyConfig.tiny(n_train_speakers=2, n_test_speakers=3, n_trials=0, n_val_speakers=2)
+    generate_toy_corpus(tmp_path / "toy", config, workers=1, show_progress=False)
+    paths = toy.toy_paths(tmp_path / "toy")
+    assert paths["val_trials"].name == "val_trials.txt"
+    test, val = read_trials(paths["trials"]), read_trials(paths["val_trials"])
+    test_files = {p for t in test for p in (t.path_a, t.path_b)}
+    val_files = {p for t in val for p in (t.path_a, t.path_b)}
+    assert {p.split("/")[0] for p in val_files} == {"id15001", "id15002"}
+    assert not {p.split("/")[0] for p in test_files} & {p.split("/")[0] for p in val_files}
+    assert all((tmp_path / "toy" / "test" / p).is_file() for p in val_files)
+    per_split = config.sessions_per_speaker * config.utterances_per_session
+    for trials, n_speakers in ((test, 3), (val, 2)):
+        n_files = n_speakers * per_split
+        assert len(trials) == len({(t.path_a, t.path_b) for t in trials}) == n_files * (n_files - 1) // 2
+        assert sum(t.label for t in trials) == n_speakers * per_split * (per_split - 1) // 2
+    # Without validation speakers the validation list is the test list.
+    assert ToyConfig.tiny().n_val_speakers == 0
 
 
 def test_presets():

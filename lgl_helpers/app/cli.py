@@ -52,10 +52,14 @@ def _run_toy(args: argparse.Namespace) -> int:
         "n_target_same_session",
         "n_target_cross_session",
         "n_nontarget",
+        "n_val_speakers",
+        "n_val_files",
+        "n_val_trials",
         "musan_chunks",
         "n_rirs",
         "train_list",
         "trials",
+        "val_trials",
     ):
         print(f"  {key}: {summary[key]}")
     return 0

@@ -89,7 +89,8 @@ def resolve_data_setup(cfg: DataSetupConfig, generate: bool = True) -> dict[str,
     """The data locations of ``cfg``, keyed by ``runs.DATA_KEYS`` (absolute paths).
 
     Each empty location falls back to the toy corpus (generated if ``make_toy``). ``train_list`` is
-    None when it is to be built from an explicit ``train_root``; ``val_trials`` defaults to ``trials``;
+    None when it is to be built from an explicit ``train_root``; ``val_trials`` defaults to the toy
+    corpus's validation list when the test data are the toy's, else to ``trials``;
     ``musan_root``/``rir_root`` may be None (no augmentation sets). Raises naming the parameter when a
     given path does not exist or a required one is missing. With ``generate=False`` (``lgl-kit doctor``)
     a missing toy corpus that ``make_toy`` would generate is not generated: its paths are returned as
@@ -115,6 +116,7 @@ def resolve_data_setup(cfg: DataSetupConfig, generate: bool = True) -> dict[str,
     if paths["test_root"] is None:
         paths["test_root"] = fallback["test_root"]
         paths["trials"] = paths["trials"] or fallback["trials"]
+        paths["val_trials"] = paths["val_trials"] or fallback["val_trials"]
     for key in ("musan_root", "rir_root"):
         paths[key] = paths[key] or fallback[key]
     for key, parameter in (("train_root", "train_root"), ("test_root", "test_root"), ("trials", "trials")):
@@ -187,15 +189,17 @@ def summarize_train_list(entries: list[lists.TrainEntry]) -> dict:
 def find_augmentation_sets(musan_root: str | os.PathLike | None, rir_root: str | os.PathLike | None) -> dict:
     """Files found for augmentation: MUSAN chunks per category and simulated RIRs per room type.
 
-    MUSAN: ``<musan_root>/<noise|speech|music>/<subset>/<recording>/<chunk>.wav``. RIRs:
+    MUSAN as distributed (``<musan_root>/<noise|speech|music>/<subset>/<file>.wav``) or split
+    (``.../<subset>/<recording>/<chunk>.wav``): the category is the first folder under the root. RIRs:
     ``<rir_root>/simulated_rirs/<room type>/<room>/<rir>.wav`` (``rir_root`` may also be the
     ``simulated_rirs`` folder itself). A missing root counts zero files.
     """
     musan = {category: 0 for category in toy.MUSAN_CATEGORIES}
     if musan_root is not None and Path(musan_root).is_dir():
-        for path in Path(musan_root).glob("*/*/*/*.wav"):
-            category = path.parts[-4]
-            musan[category] = musan.get(category, 0) + 1
+        for pattern in ("*/*/*.wav", "*/*/*/*.wav"):
+            for path in Path(musan_root).glob(pattern):
+                category = path.relative_to(musan_root).parts[0]
+                musan[category] = musan.get(category, 0) + 1
     rooms: dict[str, int] = {}
     if rir_root is not None and Path(rir_root).is_dir():
         rir_dir = Path(rir_root) / "simulated_rirs" if (Path(rir_root) / "simulated_rirs").is_dir() else Path(rir_root)

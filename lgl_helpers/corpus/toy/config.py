@@ -11,13 +11,15 @@ from lgl_helpers.corpus.toy.trials import trial_plan
 class ToyConfig:
     """Sizes and difficulty of the toy corpus. Every file follows from these values and ``seed``."""
 
-    n_train_speakers: int = 60  # training speakers (ids id00001...)
-    n_test_speakers: int = 24  # test speakers, disjoint from training (ids id10001...)
-    sessions_per_speaker: int = 3  # "videos" per speaker, each with its own channel
-    utterances_per_session: int = 3  # utterances per session
+    n_train_speakers: int = 48  # training speakers (ids id00001...)
+    n_test_speakers: int = 30  # test speakers, disjoint from training (ids id10001...)
+    sessions_per_speaker: int = 5  # "videos" per speaker, each with its own channel
+    utterances_per_session: int = 5  # utterances per session
     min_seconds: float = 2.0  # utterance length drawn uniformly in [min_seconds, max_seconds]
     max_seconds: float = 4.0
-    n_trials: int = 800  # half targets (a quarter of them same-session, the rest cross-session), half non-targets
+    n_trials: int = 0  # half targets (a quarter same-session, the rest cross-session), half non-targets; 0 = all pairs
+    n_val_speakers: int = 12  # validation speakers (ids id15001..., files in test/), disjoint from both splits
+    n_val_trials: int = 0  # trials of lists/val_trials.txt, drawn like n_trials (0 = all pairs)
     musan_recordings: int = 3  # recordings per MUSAN subset (speech recordings = babble speakers)
     musan_chunks: int = 3  # chunks per recording, as musan_split cuts them
     musan_chunk_seconds: float = 5.0  # chunk length (chunks start every 60 % of it)
@@ -32,7 +34,6 @@ class ToyConfig:
             "n_train_speakers",
             "n_test_speakers",
             "utterances_per_session",
-            "n_trials",
             "musan_recordings",
             "musan_chunks",
             "rir_rooms",
@@ -41,13 +42,18 @@ class ToyConfig:
         for name in positive:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"ToyConfig.{name}={getattr(self, name)!r} must be a positive integer")
+        for name in ("n_trials", "n_val_speakers", "n_val_trials"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"ToyConfig.{name}={getattr(self, name)!r} must be a non-negative integer")
         if not isinstance(self.sessions_per_speaker, int) or self.sessions_per_speaker < 2:
             raise ValueError(
                 f"ToyConfig.sessions_per_speaker={self.sessions_per_speaker!r} must be >= 2 "
                 "(cross-session target trials need two sessions)"
             )
-        if self.n_train_speakers > 9999 or self.n_test_speakers > 9999:
-            raise ValueError("ToyConfig: at most 9999 speakers per split (ids idNNNNN)")
+        if self.n_train_speakers > 9999 or self.n_test_speakers > 4999 or self.n_val_speakers > 4999:
+            raise ValueError("ToyConfig: at most 9999 training and 4999 test and validation speakers (ids idNNNNN)")
+        if self.n_val_speakers == 1:
+            raise ValueError("ToyConfig.n_val_speakers=1 must be 0 (no validation list) or >= 2 (non-targets)")
         if not 0.5 <= self.min_seconds <= self.max_seconds:
             raise ValueError(
                 f"ToyConfig: need 0.5 <= min_seconds ({self.min_seconds}) <= max_seconds ({self.max_seconds})"
@@ -60,7 +66,9 @@ class ToyConfig:
             raise ValueError(f"ToyConfig.channel_strength={self.channel_strength} must be in [0, 3]")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"ToyConfig.seed={self.seed!r} must be a non-negative integer")
-        trial_plan(self)  # raises if the test split cannot hold n_trials distinct trials
+        trial_plan(self, "test")  # raises if a split cannot hold its trials
+        if self.n_val_speakers:
+            trial_plan(self, "val")
 
     @classmethod
     def tiny(cls, **overrides) -> ToyConfig:
@@ -73,6 +81,7 @@ class ToyConfig:
             min_seconds=1.0,
             max_seconds=2.0,
             n_trials=60,
+            n_val_speakers=0,
             musan_recordings=1,
             musan_chunks=2,
             musan_chunk_seconds=2.0,

@@ -22,7 +22,8 @@ MUSAN_SUBSETS = {
 }
 ROOM_TYPES = ("smallroom", "mediumroom", "largeroom")
 ROOM_RT60 = {"smallroom": (0.15, 0.35), "mediumroom": (0.3, 0.6), "largeroom": (0.5, 0.9)}
-SPLIT_CODES = {"train": 0, "test": 1, "babble": 2}
+SPLIT_CODES = {"train": 0, "test": 1, "babble": 2, "val": 3}
+VAL_ID_OFFSET = 15000  # validation speakers id15001..., beside the test speakers id10001... in test/
 
 
 def _key(value) -> int:
@@ -40,8 +41,9 @@ _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
 def speaker_id(split: str, index: int) -> str:
-    """``id00001``... for training, ``id10001``... for test (VoxCeleb2 / VoxCeleb1 style)."""
-    return f"id{(0 if split == 'train' else 10000) + index + 1:05d}"
+    """``id00001``... for training, ``id10001``... for test, ``id15001``... for validation (VoxCeleb2 / VoxCeleb1 style)."""
+    offset = {"train": 0, "test": 10000, "val": VAL_ID_OFFSET}[split]
+    return f"id{offset + index + 1:05d}"
 
 
 def session_id(seed: int, split: str, speaker: int, session: int) -> str:
@@ -56,14 +58,19 @@ def utterance_path(config: ToyConfig, split: str, speaker: int, session: int, ut
 
 
 def toy_paths(root: str | os.PathLike) -> dict[str, Path]:
-    """The data locations inside a toy corpus, keyed like ``runs.DATA_KEYS`` (val_trials = trials)."""
+    """The data locations inside a toy corpus, keyed like ``runs.DATA_KEYS``.
+
+    ``val_trials`` is the validation list (speakers disjoint from the test list's) when the corpus
+    has one, else the test list.
+    """
     root = Path(root).resolve()
+    val_trials = root / "lists" / "val_trials.txt"
     return {
         "train_root": root / "train",
         "train_list": root / "lists" / "train_list.txt",
         "test_root": root / "test",
         "trials": root / "lists" / "trials.txt",
-        "val_trials": root / "lists" / "trials.txt",
+        "val_trials": val_trials if val_trials.is_file() else root / "lists" / "trials.txt",
         "musan_root": root / "musan_split",
         "rir_root": root / "rirs",
     }

@@ -63,7 +63,7 @@ class SpeakerTraits:
 
 
 def speaker_traits(seed: int, split: str, index: int) -> SpeakerTraits:
-    """Draw the traits of speaker ``index`` of ``split`` ("train", "test" or "babble")."""
+    """Draw the traits of speaker ``index`` of ``split`` ("train", "test", "val" or "babble")."""
     rng = generator(seed, "speaker", SPLIT_CODES[split], index)
     female = rng.random() < 0.5
     # f0 and vocal-tract length are correlated through sex, but vary continuously within it; the

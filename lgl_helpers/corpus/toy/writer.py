@@ -30,7 +30,7 @@ from lgl_helpers.corpus.toy.layout import (
     utterance_path,
 )
 from lgl_helpers.corpus.toy.sources import synthesize_music, synthesize_noise
-from lgl_helpers.corpus.toy.trials import make_trials
+from lgl_helpers.corpus.toy.trials import make_trials, n_speakers
 from lgl_helpers.corpus.toy.voices import speaker_traits, synthesize_speech
 from lgl_helpers.runs import progress, write_json
 
@@ -38,10 +38,9 @@ log = logging.getLogger(__name__)
 
 
 def _speech_files(config: ToyConfig, split: str) -> list[tuple[int, int, int]]:
-    n_speakers = config.n_train_speakers if split == "train" else config.n_test_speakers
     return [
         (s, u, k)
-        for s in range(n_speakers)
+        for s in range(n_speakers(config, split))
         for u in range(config.sessions_per_speaker)
         for k in range(config.utterances_per_session)
     ]
@@ -77,7 +76,8 @@ def _run_job(job: tuple) -> list[tuple]:
         rng = generator(config.seed, "utterance", SPLIT_CODES[split], speaker, session, utterance)
         wave = synthesize_speech(rng, traits, channel, _duration_samples(rng, config))
         rel = utterance_path(config, split, speaker, session, utterance)
-        _write(root / split / rel, wave)
+        # Validation files live in test/ beside the test files, as VoxCeleb1 holds the files of all its lists.
+        _write(root / ("train" if split == "train" else "test") / rel, wave)
         return [(kind, split, rel, len(wave))]
     if kind == "musan":
         category, subset, recording = args
@@ -129,7 +129,7 @@ def _jobs(root: Path, config: ToyConfig) -> list[tuple]:
         for subset in range(len(MUSAN_SUBSETS[category])):
             for recording in range(config.musan_recordings):
                 jobs.append((str(root), config_dict, "musan", (category, subset, recording)))
-    for split in ("train", "test"):
+    for split in ("train", "test", "val"):
         for speaker, session, utterance in _speech_files(config, split):
             jobs.append((str(root), config_dict, "utterance", (split, speaker, session, utterance)))
     for room_type in range(len(ROOM_TYPES)):
@@ -209,12 +209,20 @@ def generate_toy_corpus(
 
 def _write_lists_and_manifest(root: Path, config: ToyConfig, records: list[tuple]) -> dict:
     train = sorted((r for r in records if r[0] == "utterance" and r[1] == "train"), key=lambda r: r[2])
-    test = sorted((r for r in records if r[0] == "utterance" and r[1] == "test"), key=lambda r: r[2])
     entries = [TrainEntry(rel.split("/")[0], rel, frames / SAMPLE_RATE) for _, _, rel, frames in train]
     write_train_list(root / "lists" / "train_list.txt", entries)
-    test_files = [(rel.split("/")[0], rel.split("/")[1], rel) for _, _, rel, _ in test]
+
+    def split_files(split: str) -> list[tuple[str, str, str]]:
+        rels = sorted(r[2] for r in records if r[0] == "utterance" and r[1] == split)
+        return [(rel.split("/")[0], rel.split("/")[1], rel) for rel in rels]
+
+    test_files = split_files("test")
     trials = make_trials(config, test_files)
     write_trials(root / "lists" / "trials.txt", trials)
+    val_files = split_files("val")
+    val_trials = make_trials(config, val_files, "val") if val_files else []
+    if val_trials:
+        write_trials(root / "lists" / "val_trials.txt", val_trials)
     same_session = sum(1 for t in trials if t.label == 1 and t.path_a.split("/")[1] == t.path_b.split("/")[1])
     summary = {
         "n_train_speakers": len({e.speaker for e in entries}),
@@ -227,6 +235,10 @@ def _write_lists_and_manifest(root: Path, config: ToyConfig, records: list[tuple
         "n_target_same_session": same_session,
         "n_target_cross_session": sum(t.label for t in trials) - same_session,
         "n_nontarget": sum(1 - t.label for t in trials),
+        "n_val_speakers": len({f[0] for f in val_files}),
+        "n_val_files": len(val_files),
+        "n_val_trials": len(val_trials),
+        "n_val_target": sum(t.label for t in val_trials),
         "musan_chunks": {c: sum(1 for r in records if r[0] == "musan" and r[1] == c) for c in MUSAN_CATEGORIES},
         "n_rirs": sum(1 for r in records if r[0] == "rir"),
     }
