@@ -12,6 +12,7 @@ from lgl_helpers.core import embed, models
 from lgl_helpers.corpus.lists import ListFormatError, TrainEntry, read_train_list
 from lgl_helpers.notebook import clustering_view
 from lgl_helpers.runs import seed_everything, write_json
+from lgl_helpers.training import stage2
 from lgl_helpers.training.stage1 import Stage1Config, train_stage1
 
 # Tiny Stage I run for the NMI comparison: 36 steps on clean views (one to three minutes on two CPU cores).
@@ -53,6 +54,28 @@ def test_kmeans_labels_are_the_nearest_returned_centroid():
     labels, centroids = kmeans.kmeans_pseudo_labels(emb, 12, n_iter=10, seed=3, use_gpu=False)
     assert labels.shape == (emb.shape[0],) and centroids.shape == (12, emb.shape[1])
     np.testing.assert_array_equal(labels, np.argmax(emb.astype(np.float64) @ centroids.T.astype(np.float64), axis=1))
+
+
+def test_kmeans_defaults_are_the_references_faiss_defaults():
+    import faiss
+
+    # The reference (Stage2/model.py, cluster_network) builds faiss.Clustering(d, n_cluster) and changes nothing.
+    defaults = faiss.Clustering(192, 10)
+    assert (defaults.seed, defaults.niter, defaults.max_points_per_centroid, defaults.spherical) == (
+        kmeans.REFERENCE_SEED,
+        kmeans.REFERENCE_N_ITER,
+        kmeans.REFERENCE_MAX_POINTS_PER_CENTROID,
+        False,
+    )
+    assert cluster.ClusteringConfig().cluster_seed == stage2.BaselineConfig().cluster_seed == kmeans.REFERENCE_SEED
+    # The reference's calls verbatim, on a CPU index: the kit's defaults give the same labels.
+    emb, _ = blobs(60, 9, seed=8)
+    clus = faiss.Clustering(emb.shape[1], 12)
+    index = faiss.IndexFlatIP(emb.shape[1])
+    clus.train(emb, index)
+    reference = np.array([int(i[0]) for i in index.search(emb, 1)[1]])
+    labels, _ = kmeans.kmeans_pseudo_labels(emb, 12, use_gpu=False)
+    np.testing.assert_array_equal(labels, reference)
 
 
 def test_kmeans_groups_nearby_points_and_is_deterministic():
@@ -371,6 +394,69 @@ def test_cluster_utterances_writes_its_files_and_reuses_matching_embeddings(
     third = cluster.cluster_utterances(model, toy_entries, root, 5, out, seed=0, max_seconds=0.6, show_progress=False)
     assert calls == [None, 0.6] and not third.reused_embeddings
     assert json.loads((out / "embeddings.json").read_text())["max_seconds"] == 0.6
+
+
+def test_a_matching_clustering_elsewhere_in_the_run_is_reused_whole(tiny_corpus, toy_entries, tmp_path, monkeypatch):
+    seed_everything(0)
+    model = models.ECAPATDNN(16).eval()
+    root, run = tiny_corpus / "train", tmp_path / "run"
+    first = cluster.cluster_utterances(model, toy_entries, root, 5, run / "clustering", show_progress=False)
+    assert first.reused_from is None and cluster.clustering_folders(run) == [run / "clustering"]
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("work done twice")
+
+    # Notebook 03's iteration 1: same encoder, list and k-means settings → nothing is embedded or clustered.
+    monkeypatch.setattr(embed, "embed_files", forbidden)
+    monkeypatch.setattr(cluster, "kmeans_pseudo_labels", forbidden)
+    out = run / "stage2_baseline" / "iter_01"
+    second = cluster.cluster_utterances(
+        model, toy_entries, root, 5, out, reuse_from=cluster.clustering_folders(run), show_progress=False
+    )
+    assert second.reused_embeddings and second.reused_from == run / "clustering" and second.out_dir == out
+    np.testing.assert_array_equal(second.pseudo_labels, first.pseudo_labels)
+    np.testing.assert_array_equal(second.centroids, first.centroids)
+    for name in ("embeddings.npy", "centroids.npy", "pseudo_labels.txt"):
+        assert (out / name).stat().st_ino == (run / "clustering" / name).stat().st_ino  # hard links, no copies
+    saved = json.loads((out / "quality.json").read_text())
+    assert saved["reused_from"] == str(run / "clustering") and saved["nmi"] == first.quality["nmi"]
+    assert cluster.clustering_folders(run) == [run / "clustering", out]
+
+    # Another k-means seed: the embeddings are still reused, k-means runs.
+    monkeypatch.setattr(cluster, "kmeans_pseudo_labels", kmeans.kmeans_pseudo_labels)
+    other = cluster.cluster_utterances(
+        model, toy_entries, root, 5, run / "other", seed=7, reuse_from=[run / "clustering"], show_progress=False
+    )
+    assert other.reused_embeddings and other.reused_from is None and other.quality["kmeans"]["seed"] == 7
+    assert (run / "other" / "embeddings.npy").stat().st_ino == (run / "clustering" / "embeddings.npy").stat().st_ino
+
+    # Other weights match nothing: they are embedded.
+    with pytest.raises(AssertionError, match="work done twice"):
+        cluster.cluster_utterances(
+            models.ECAPATDNN(16).eval(), toy_entries, root, 5, run / "x", reuse_from=[run / "clustering"]
+        )
+
+
+def test_clustering_batches_by_the_listed_durations_without_reading_headers(
+    tiny_corpus, toy_entries, tmp_path, monkeypatch, caplog
+):
+    seed_everything(0)
+    model = models.ECAPATDNN(16).eval()
+    root = tiny_corpus / "train"
+    reference = embed.embed_files(model, [root / e.path for e in toy_entries], batch_seconds=6, show_progress=False)
+
+    def no_header_reads(path, *args, **kwargs):
+        raise AssertionError(f"header of {path} read")
+
+    monkeypatch.setattr(embed, "check_wav", no_header_reads)
+    # Three durations are wrong (as in a stale list): those files are embedded at their real length all the same.
+    wrong = [TrainEntry(e.speaker, e.path, e.duration * (3 if i < 3 else 1)) for i, e in enumerate(toy_entries)]
+    with caplog.at_level("WARNING", logger="lgl_helpers.core.embed"):
+        result = cluster.cluster_utterances(
+            model, wrong, root, 5, tmp_path / "c", batch_seconds=6, reuse=False, show_progress=False
+        )
+    np.testing.assert_allclose(result.emb, reference, atol=1e-5)
+    assert "3 file(s) are not as long as given" in caplog.text
 
 
 @pytest.mark.slow

@@ -22,7 +22,8 @@ from lgl_helpers.core import gate
         ([5.0, 6.0, 7.0, 5.0, 6.0, 7.0], False),  # the tie at index 3 is still within the last 3
         ([5.0, 6.0, 7.0, 5.0, 6.0, 7.0, 8.0], True),  # now 6, 7, 8 are all worse than 5
         ([5.0, 5.0, 5.0, 5.0, 5.0], False),  # a flat curve never stops
-        ([5.0, 5.0 + 1e-9, 5.0 + 1e-9, 5.0 + 1e-9], True),  # strictly greater, however slightly
+        ([5.0, 5.0 + 1e-9, 5.0 + 1e-9, 5.0 + 1e-9], False),  # equal at 0.01 %: ties, as in the reference
+        ([5.0, 5.01, 5.01, 5.01], True),  # 0.01 % worse is worse
         ([9.0, 8.0, 7.0, 6.0, 5.0, 4.0], False),  # still improving
     ],
 )
@@ -55,6 +56,49 @@ def test_best_index_prefers_earliest_tie():
     assert gate.best_index([2.0]) == 0
     with pytest.raises(ValueError):
         gate.best_index([])
+
+
+def test_raw_comparison_is_available():
+    near_tie = [5.0, 5.0 + 1e-9, 5.0 + 1e-9, 5.0 + 1e-9]
+    assert gate.phase_should_stop(near_tie, decimals=None) is True  # strictly greater, however slightly
+    assert gate.best_index([5.004, 4.996], decimals=None) == 1
+    assert gate.best_index([5.004, 4.996]) == 0  # both 5.00 at 0.01 %: the earlier wins
+    assert gate.comparable_eers([1.005, 2.675, 3.14159]) == [float(f"{e:.2f}") for e in (1.005, 2.675, 3.14159)]
+
+
+def _reference_decision(eers):
+    """The reference's phase decision (``Stage2/tools.py``, ``check_clustering``, baseline branch, verbatim
+    logic): each EER is written to score.txt as ``"[E], %d epoch, EER %2.2f%%, minDCF %2.3f%%"`` and
+    parsed back; returns (stop, best epoch) with epochs numbered from 1, best epoch None while training goes on."""
+    lines = ["[C], 1 epoch, NMI 50.00"]
+    # The reference's own %-format (tools.py, print_write), kept verbatim: it is what the rounding is.
+    line_format = "[E], %d epoch, EER %2.2f%%, minDCF %2.3f%%"
+    lines += [line_format % (i, e, 0.5) for i, e in enumerate(eers, start=1)]  # noqa: UP031
+    epochs_t, eers_t = [], []
+    for line in lines:
+        if line.split(",")[0] == "[E]":
+            epochs_t.append(int(line.split(",")[1].split()[0]))
+            eers_t.append(float(line.split(",")[-2].split()[-1][:-1]))
+    if len(eers_t) < 4:
+        return False, None
+    if eers_t[-1] > min(eers_t) and eers_t[-2] > min(eers_t) and eers_t[-3] > min(eers_t):
+        return True, epochs_t[eers_t.index(min(eers_t))]
+    return False, None
+
+
+def test_stopping_rule_and_best_epoch_match_the_reference_on_near_ties():
+    rng = np.random.default_rng(0)
+    differs_raw = 0
+    for _ in range(3000):
+        # EER curves that wander by a few thousandths of a percent: rounding to 0.01 decides often.
+        eers = list(5.0 + np.cumsum(rng.choice([-0.004, -0.001, 0.0, 0.002, 0.003, 0.006], size=rng.integers(1, 9))))
+        for n in range(1, len(eers) + 1):
+            stop, best_epoch = _reference_decision(eers[:n])
+            assert gate.phase_should_stop(eers[:n]) is stop, eers[:n]
+            if stop:
+                assert gate.best_index(eers[:n]) + 1 == best_epoch, eers[:n]
+            differs_raw += gate.phase_should_stop(eers[:n], decimals=None) is not stop
+    assert differs_raw > 100  # the raw comparison really decides otherwise on such curves
 
 
 # --- automatic gate ----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Stage II engine: configuration checks, gate overrides, skipped batches, end-to-end runs and resume in phase L."""
 
+import dataclasses
 import hashlib
 import json
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from lgl_helpers.clustering import cluster
 from lgl_helpers.core import gate
 from lgl_helpers.core.data import Stage2Dataset, make_loader
 from lgl_helpers.core.losses import AAMSoftmax
@@ -15,6 +17,8 @@ from lgl_helpers.corpus.lists import read_train_list
 from lgl_helpers.notebook import gate_tuner
 from lgl_helpers.training import stage2
 from lgl_helpers.training.executor import stage2_epoch
+from lgl_helpers.training.stage2 import executor as stage2_executor
+from lgl_helpers.training.stage2.statefile import gate_losses_record
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +76,9 @@ def _positions(history):
         ({"n_clusters": 1}, "n_clusters"),
         ({"last_channels": 100}, "last_channels"),
         ({"max_epochs_per_phase": -1}, "max_epochs_per_phase"),
+        ({"max_epochs": -1}, "max_epochs=-1"),
+        ({"keep_every": -1}, "keep_every=-1"),
+        ({"cluster_seed": -1}, "cluster_seed=-1"),
     ],
 )
 def test_config_validation_names_the_parameter(changes, message):
@@ -175,8 +182,16 @@ def test_baseline_two_iterations_end_to_end(tiny_corpus, tmp_path, stage1_model)
 
 @pytest.mark.slow
 def test_lgl_pause_tune_interrupt_in_phase_l_and_resume_exactly(tiny_corpus, tmp_path, stage1_model):
+    # keep_every=1: every epoch's loss record stays, so that each gated epoch's selection can be checked.
     config = _config(
-        tiny_corpus, tmp_path / "a", stage1_model, mode="lgl", max_iterations=1, gates=[1000.0], pause_before_gate=True
+        tiny_corpus,
+        tmp_path / "a",
+        stage1_model,
+        mode="lgl",
+        max_iterations=1,
+        gates=[1000.0],
+        pause_before_gate=True,
+        keep_every=1,
     )
     stage_dir = tmp_path / "a" / "t" / "stage2_lgl"
 
@@ -237,23 +252,38 @@ def test_lgl_pause_tune_interrupt_in_phase_l_and_resume_exactly(tiny_corpus, tmp
         assert resumed["n_selected"] == uninterrupted["n_selected"]
 
 
+def _best_t_losses(engine, iteration, epoch, losses):
+    """Make ``losses`` the per-sample record of iteration ``iteration``'s best T epoch ``epoch``."""
+    rel = f"iter_{iteration:02d}/T/losses_epoch_{epoch:03d}.npz"
+    (engine.stage_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+    n = losses.size
+    np.savez(engine.stage_dir / rel, index=np.arange(n), per_sample_loss=losses, selected=np.ones(n, bool))
+    while len(engine.state["iterations"]) < iteration:
+        engine.state["iterations"].append({"phases": {}})
+    engine.state["iterations"][iteration - 1] = {"phases": {"T": {"best_epoch": epoch, "last_losses": rel}}}
+    engine.state["history"].append({"iteration": iteration, "phase": "T", "epoch": epoch, "gate": None, "losses": rel})
+
+
 def test_gate_resolution_auto_config_and_override(tiny_corpus, tmp_path, stage1_model):
     config = _config(tiny_corpus, tmp_path, stage1_model, mode="lgl", gates=[2.5, "auto", 3, 5, 6])
     engine = stage2.Engine(config, stage2.prepare_data(config), None)
     engine.load_or_start()
     rng = np.random.default_rng(0)
     losses = np.concatenate([rng.exponential(0.4, 300), rng.normal(9.0, 1.5, 100)]).astype(np.float32)
-    last = "iter_02/T/losses_epoch_003.npz"
-    (engine.stage_dir / "iter_02" / "T").mkdir(parents=True)
-    np.savez(engine.stage_dir / last, index=np.arange(400), per_sample_loss=losses, selected=np.ones(400, bool))
-    engine.state["iterations"] = [{"phases": {}}, {"phases": {"T": {"last_losses": last}}}]
+    _best_t_losses(engine, 1, 2, losses)
+    _best_t_losses(engine, 2, 3, losses)
 
-    assert engine.resolve_gate(1) == (2.5, "config")
-    value, source = engine.resolve_gate(2)
+    def gate_and_source(iteration):
+        resolved = engine.resolve_gate(iteration)
+        assert resolved["losses_epoch"] == (2, 3)[iteration - 1]
+        return resolved["gate"], resolved["gate_source"]
+
+    assert gate_and_source(1) == (2.5, "config")
+    value, source = gate_and_source(2)
     assert source == "auto" and value == pytest.approx(gate.auto_gate(losses, seed=config.seed))
     assert 2.0 < value < 6.5  # the valley between the two loss modes
     stage2.write_gate_override(engine.stage_dir, 2, 4.0)
-    assert engine.resolve_gate(2) == (4.0, "override")
+    assert gate_and_source(2) == (4.0, "override")
 
 
 def test_tuner_starts_at_the_gate_the_engine_uses_with_a_nonzero_seed(tiny_corpus, tmp_path, stage1_model):
@@ -263,22 +293,13 @@ def test_tuner_starts_at_the_gate_the_engine_uses_with_a_nonzero_seed(tiny_corpu
     # Many overlapping losses: auto_gate subsamples them (with its seed) and lands elsewhere for seed 0.
     rng = np.random.default_rng(3)
     losses = np.concatenate([rng.exponential(1.0, 30_000), rng.normal(4.0, 1.5, 10_000).clip(min=0)]).astype(np.float32)
-    last = "iter_01/T/losses_epoch_001.npz"
-    (engine.stage_dir / "iter_01" / "T").mkdir(parents=True)
-    np.savez(
-        engine.stage_dir / last,
-        index=np.arange(losses.size),
-        per_sample_loss=losses,
-        selected=np.ones(losses.size, bool),
-    )
-    engine.state["iterations"] = [{"phases": {"T": {"last_losses": last}}}]
-    engine.state["history"] = [{"iteration": 1, "phase": "T", "epoch": 1, "gate": None, "losses": last}]
+    _best_t_losses(engine, 1, 1, losses)
     engine.state.update(phase="L", gate=None)
     engine.commit()
 
-    value, source = engine.resolve_gate(1)
+    value = engine.resolve_gate(1)["gate"]
     tuner, _ = gate_tuner.stage2_gate_tuner(engine.stage_dir, config)
-    assert source == "auto" and tuner.gate == value == gate.auto_gate(losses, seed=7)
+    assert engine.resolve_gate(1)["gate_source"] == "auto" and tuner.gate == value == gate.auto_gate(losses, seed=7)
     assert gate.auto_gate(losses, seed=0) != value  # the seed matters here: the tuner must use the engine's
 
 
@@ -315,6 +336,148 @@ def test_resume_refuses_changed_parameters(tiny_corpus, tmp_path, stage1_model):
     engine = stage2.Engine(allowed, stage2.prepare_data(allowed), None)
     engine.load_or_start()
     assert engine.state["params"]["n_clusters"] == config.n_clusters + 1
+
+
+def test_resuming_a_run_of_an_earlier_kit_names_the_values_it_ran_with(tiny_corpus, tmp_path, stage1_model):
+    config = _config(tiny_corpus, tmp_path, stage1_model, mode="baseline", seed=3)
+    engine = stage2.Engine(config, stage2.prepare_data(config), None)
+    engine.load_or_start()
+    # A state.json written before cluster_seed and compare_raw_eer existed: k-means then used the
+    # run's seed and phases compared raw EERs.
+    for name in ("cluster_seed", "compare_raw_eer"):
+        del engine.state["params"][name]
+    engine.commit()
+    with pytest.raises(ValueError, match=r"cluster_seed: 3 → 1234, compare_raw_eer: True → False"):
+        stage2.Engine(config, stage2.prepare_data(config), None).load_or_start()
+    same = _config(tiny_corpus, tmp_path, stage1_model, mode="baseline", seed=3, cluster_seed=3, compare_raw_eer=True)
+    stage2.Engine(same, stage2.prepare_data(same), None).load_or_start()
+
+
+# --- the reference's run rules, on scripted validation EERs ----------------------------------------
+
+
+def _script_eers(monkeypatch, eers):
+    """Validation EERs in epoch order instead of evaluating, so that the run's rules act on known numbers."""
+    values = iter(eers)
+    monkeypatch.setattr(
+        stage2_executor,
+        "evaluate_trials",
+        lambda *args, **kwargs: {"eer": next(values), "min_dcf": 0.5, "min_dcf_0.01": 0.5},
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("raw, epochs, best", [(False, 7, 1), (True, 5, 2)])
+def test_phases_compare_eers_rounded_to_0_01_percent_as_the_reference(
+    tiny_corpus, tmp_path, stage1_model, monkeypatch, raw, epochs, best
+):
+    # The reference's check_clustering reads these back from score.txt as 5.00, 5.00, 5.00, 5.00, 5.02, ...:
+    # four ties, so it trains on until epoch 7 and keeps epoch 1 (the earliest 5.00). Raw floats end the
+    # phase at epoch 5 with epoch 2 (5.001) as the best.
+    eers = [5.004, 5.001, 5.003, 5.002, 5.02, 5.03, 5.04]
+    _script_eers(monkeypatch, eers)
+    config = _config(
+        tiny_corpus,
+        tmp_path,
+        stage1_model,
+        mode="baseline",
+        max_iterations=1,
+        max_epochs_per_phase=0,
+        compare_raw_eer=raw,
+    )
+    result = stage2.run_stage2(config)
+    stage_dir = tmp_path / "t" / "stage2_baseline"
+    t_phase = result["state"]["iterations"][0]["phases"]["T"]
+    assert t_phase["eers"] == eers[:epochs] and t_phase["best_epoch"] == best
+    # The run's best (best.model) is chosen by the same comparison, so it is the phase's kept checkpoint.
+    assert result["best"]["epoch"] == best and result["best"]["val_eer"] == eers[best - 1]
+    assert [p.name for p in (stage_dir / "iter_01" / "T").glob("*.model")] == [f"epoch_{best:03d}.model"]
+
+
+def _adam_steps(path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True)["optimizer"]["state"][0]["step"])
+
+
+@pytest.mark.slow
+def test_lgl_run_keeps_the_adam_across_t_and_l_stops_at_max_epochs_and_thins_loss_records(
+    tiny_corpus, tmp_path, stage1_model, monkeypatch
+):
+    # T: epoch 1 best, three worse → T ends after 4 epochs; L starts from epoch 1's weights.
+    _script_eers(monkeypatch, [5.0, 6.0, 7.0, 8.0, 4.0, 4.5])
+    config = _config(
+        tiny_corpus,
+        tmp_path,
+        stage1_model,
+        mode="lgl",
+        max_iterations=1,
+        gates=[1000.0],
+        max_epochs_per_phase=0,
+        max_epochs=6,
+        keep_every=3,
+    )
+    stage_dir = tmp_path / "t" / "stage2_lgl"
+    seen = {}
+
+    def look(record, state):
+        seen[(record["phase"], record["epoch"])] = _adam_steps(stage_dir / record["model"])
+        if (record["phase"], record["epoch"]) == ("L", 1):
+            seen["T files at L 1"] = sorted(p.name for p in (stage_dir / "iter_01" / "T").glob("*.model"))
+
+    capped = stage2.run_stage2(config, on_epoch=look)
+    per_epoch = seen[("T", 1)]
+    # The reference's one Adam: L's first epoch continues the moments and step count of T's last (4th) epoch,
+    # not a fresh Adam (1 epoch of steps) nor the best T epoch's (2 epochs).
+    assert [seen[("T", e)] for e in (2, 3, 4)] == [2 * per_epoch, 3 * per_epoch, 4 * per_epoch]
+    assert seen[("L", 1)] == 5 * per_epoch
+    # T's last checkpoint, kept for that Adam state, goes once L's first epoch is committed.
+    assert seen["T files at L 1"] == ["epoch_001.model"]
+
+    # max_epochs=6 (the reference's --max_epoch, over all phases) ends the run inside phase L, with its best so far.
+    assert capped["status"] == "done" and capped["max_epochs_reached"] and capped["epochs_run"] == 6
+    assert (capped["state"]["phase"], capped["state"]["epoch"]) == ("L", 2)
+    assert capped["best"] == {"iteration": 1, "phase": "L", "epoch": 1, "val_eer": 4.0}
+    assert load_encoder(stage_dir / "best.model").channels == 16
+
+    # Loss records: each phase's best and last epoch and every 3rd epoch of the run (T3, L2 = epoch 6) stay.
+    kept = sorted(str(p.relative_to(stage_dir)) for p in stage_dir.glob("iter_01/*/*.npz"))
+    assert kept == [
+        f"iter_01/{name}"
+        for name in (
+            "L/losses_epoch_001.npz",
+            "L/losses_epoch_002.npz",
+            "T/losses_epoch_001.npz",
+            "T/losses_epoch_003.npz",
+            "T/losses_epoch_004.npz",
+        )
+    ]
+    assert [r["losses"] is None for r in capped["state"]["history"]] == [False, True, False, False, False, False]
+    assert gate_losses_record(capped["state"], 1)["losses"] == "iter_01/T/losses_epoch_001.npz"
+
+    # A larger cap continues phase L where it stopped, until the stopping rule ends the run.
+    _script_eers(monkeypatch, [4.6, 4.7])
+    done = stage2.run_stage2(dataclasses.replace(config, max_epochs=0))
+    assert done["status"] == "done" and not done["max_epochs_reached"] and done["epochs_run"] == 8
+    assert done["state"]["iterations"][0]["phases"]["L"]["eers"] == [4.0, 4.5, 4.6, 4.7]
+
+
+@pytest.mark.slow
+def test_iteration_1_reuses_the_other_modes_clustering(tiny_corpus, tmp_path, stage1_model, monkeypatch):
+    common = dict(max_iterations=1, max_epochs_per_phase=1)
+    baseline = stage2.run_stage2(_config(tiny_corpus, tmp_path, stage1_model, mode="baseline", **common))
+    first = tmp_path / "t" / "stage2_baseline" / "iter_01"
+    assert baseline["state"]["iterations"][0]["clustering_reused_from"] is None
+    assert json.loads((first / "quality.json").read_text())["kmeans"]["seed"] == 1234  # faiss's, not seed=0
+
+    def no_kmeans(*args, **kwargs):
+        raise AssertionError("k-means ran although a matching clustering exists")
+
+    monkeypatch.setattr(cluster, "kmeans_pseudo_labels", no_kmeans)
+    lgl = stage2.run_stage2(_config(tiny_corpus, tmp_path, stage1_model, mode="lgl", gates=[1000.0], **common))
+    second = tmp_path / "t" / "stage2_lgl" / "iter_01"
+    assert lgl["status"] == "done" and lgl["state"]["iterations"][0]["clustering_reused_from"] == str(first)
+    assert (second / "pseudo_labels.txt").read_text() == (first / "pseudo_labels.txt").read_text()
+    assert (second / "embeddings.npy").stat().st_ino == (first / "embeddings.npy").stat().st_ino  # linked
+    assert json.loads((second / "quality.json").read_text())["reused_from"] == str(first)
 
 
 @pytest.mark.slow

@@ -10,9 +10,18 @@ Files of one clustering, all written atomically into ``out_dir``:
 - ``embeddings.npy``: emb (N, 192) float32, unit norm, in training-list order; ``embeddings.json`` records
   the encoder weights' SHA-1, the list's SHA-1, ``train_root`` and ``max_seconds``, so that a later call
   with the same inputs reuses the embeddings instead of embedding again.
-- ``quality.json``: :func:`~lgl_helpers.clustering.quality.clustering_quality` plus the k-means settings.
+- ``centroids.npy``: (n_clusters, 192) float32, the k-means centroids.
+- ``quality.json``: :func:`~lgl_helpers.clustering.quality.clustering_quality` plus the k-means settings
+  and the ``fingerprint`` of the whole pass (the embeddings' inputs and the k-means settings).
 - ``pseudo_labels.txt``: one ``<relative wav path> <cluster id>`` a line, in training-list order, cluster
   ids in ``[0, n_clusters)``. Written last, so its presence means the clustering finished.
+
+Work is done once per run folder: a finished clustering with the same fingerprint in ``out_dir`` or in
+another clustering folder of the run (:func:`clustering_folders`: notebook 02's ``clustering/``, each
+Stage II mode's ``iter_XX/``) is reused whole, its files hard-linked (or copied) into ``out_dir``; with
+only the embeddings' inputs matching, the embeddings are reused and k-means runs. Notebooks 03 and 04
+thus take iteration 1's clustering from notebook 02 (or from each other). Utterances are batched by the
+training list's durations, not by reading every wav header.
 
 The speaker ids of the training list are used here only to measure quality, never for training.
 """
@@ -22,6 +31,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +47,7 @@ from lgl_helpers.clustering.kmeans import (
     kmeans_pseudo_labels,
     resolve_use_gpu,
 )
-from lgl_helpers.clustering.pseudo_labels import relative_paths, write_pseudo_labels
+from lgl_helpers.clustering.pseudo_labels import read_pseudo_labels, relative_paths, write_pseudo_labels
 from lgl_helpers.clustering.quality import clustering_quality
 from lgl_helpers.config import NotebookConfig, check_int, check_n_clusters, check_non_negative, check_positive
 from lgl_helpers.corpus.lists import TrainEntry, check_list, read_train_list
@@ -55,6 +66,7 @@ class ClusteringResult:
     quality: dict
     out_dir: Path
     reused_embeddings: bool
+    reused_from: Path | None = None  # the folder whose finished clustering was reused whole, if any
 
 
 def encoder_fingerprint(model) -> str:
@@ -73,20 +85,98 @@ def _list_fingerprint(rel_paths: Sequence[str]) -> str:
     return hashlib.sha1("\n".join(rel_paths).encode()).hexdigest()
 
 
-def _load_matching_embeddings(out_dir: Path, meta: dict) -> np.ndarray | None:
-    emb_path, meta_path = out_dir / "embeddings.npy", out_dir / "embeddings.json"
+def clustering_folders(run_dir: str | os.PathLike) -> list[Path]:
+    """The folders of a run that may hold a finished clustering: notebook 02's ``clustering/`` (and its
+    sub-folders) and every Stage II mode's ``iter_XX/``; the fingerprint decides which one matches."""
+    run_dir = Path(run_dir)
+    found = [run_dir / "clustering", *sorted(run_dir.glob("clustering/*/")), *sorted(run_dir.glob("stage2_*/iter_*/"))]
+    return [folder for folder in found if (folder / "quality.json").is_file()]
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Put ``src`` at ``dst`` atomically: a hard link (no bytes copied) where the file system allows, else a copy.
+
+    Safe because the kit never changes these files in place: every write replaces them by rename.
+    """
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        os.link(src, tmp)
+    except OSError:  # another file system, or one without hard links
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _matching_embeddings(folder: Path, meta: dict) -> np.ndarray | None:
+    emb_path, meta_path = folder / "embeddings.npy", folder / "embeddings.json"
     if not (emb_path.is_file() and meta_path.is_file()):
         return None
     saved = read_json(meta_path)
     differing = [key for key in meta if saved.get(key) != meta[key]]
     if differing:
-        log.info("saved embeddings in %s differ in %s; embedding again", out_dir, ", ".join(differing))
+        log.debug("embeddings in %s differ in %s", folder, ", ".join(differing))
         return None
     emb = np.load(emb_path, allow_pickle=False)
     if emb.ndim != 2 or emb.shape[0] != meta["n_utterances"]:
-        log.info("saved embeddings in %s have shape %s; embedding again", out_dir, emb.shape)
+        log.info("saved embeddings in %s have shape %s; not reused", folder, emb.shape)
         return None
     return emb
+
+
+def _reuse_embeddings(out_dir: Path, folders: Sequence[Path], meta: dict) -> np.ndarray | None:
+    """Embeddings of the same inputs from ``out_dir`` or else the first of ``folders`` that has them (linked into ``out_dir``)."""
+    for folder in [out_dir, *folders]:
+        emb = _matching_embeddings(folder, meta)
+        if emb is None:
+            continue
+        if folder != out_dir:
+            for name in ("embeddings.npy", "embeddings.json"):
+                _link_or_copy(folder / name, out_dir / name)
+        log.info("reusing %d embeddings from %s (same encoder weights, list, root, max_seconds)", len(emb), folder)
+        return emb
+    return None
+
+
+def _reuse_clustering(
+    out_dir: Path, folders: Sequence[Path], fingerprint: dict, entries: Sequence[TrainEntry], checkpoint: str | None
+) -> ClusteringResult | None:
+    """A finished clustering with ``fingerprint`` from ``out_dir`` or else the first of ``folders`` that has one.
+
+    Its files are linked into ``out_dir``, its ``quality.json`` rewritten there with this call's
+    ``checkpoint`` and ``reused_from``, and ``pseudo_labels.txt`` put last, as after a clustering.
+    """
+    names = ("embeddings.npy", "embeddings.json", "centroids.npy", "quality.json", "pseudo_labels.txt")
+    for folder in [out_dir, *folders]:
+        if not all((folder / name).is_file() for name in names):
+            continue
+        quality = read_json(folder / "quality.json")
+        if quality.get("fingerprint") != fingerprint:
+            continue
+        n_clusters = fingerprint["kmeans"]["n_clusters"]
+        labels = read_pseudo_labels(folder / "pseudo_labels.txt", entries, n_clusters)
+        emb = np.load(folder / "embeddings.npy", allow_pickle=False)
+        centroids = np.load(folder / "centroids.npy", allow_pickle=False)
+        if folder != out_dir:
+            # An older clustering's labels must not stand next to this one's quality.json, even after a crash.
+            (out_dir / "pseudo_labels.txt").unlink(missing_ok=True)
+            for name in ("embeddings.npy", "embeddings.json", "centroids.npy"):
+                _link_or_copy(folder / name, out_dir / name)
+            quality = {**quality, "checkpoint": checkpoint, "reused_from": str(folder)}
+            write_json(out_dir / "quality.json", quality)
+            _link_or_copy(folder / "pseudo_labels.txt", out_dir / "pseudo_labels.txt")
+        elif quality.get("checkpoint") != checkpoint:
+            quality = {**quality, "checkpoint": checkpoint}
+            write_json(out_dir / "quality.json", quality)
+        log.info(
+            "reusing the clustering of %s (same encoder weights, list, root, max_seconds and k-means settings): "
+            "NMI %.4f, embedding and k-means skipped",
+            folder,
+            quality["nmi"],
+        )
+        return ClusteringResult(labels, emb, centroids, quality, out_dir, True, folder)
+    return None
 
 
 def cluster_utterances(
@@ -103,19 +193,22 @@ def cluster_utterances(
     batch_seconds: float | None = None,
     device: str | None = None,
     use_gpu: bool | str = "auto",
-    reuse_embeddings: bool = True,
+    reuse: bool = True,
+    reuse_from: Sequence[str | os.PathLike] = (),
     show_progress: bool = True,
 ) -> ClusteringResult:
     """One clustering pass: embed every entry, k-means, assign, write ``out_dir`` files (module docstring).
 
     encoder: an ECAPA-TDNN module or a checkpoint path (any layout ``models.load_encoder`` reads).
-    entries: the training list; ``train_root`` / entry.path is each wav. ``max_seconds`` None = full
-    length; ``batch_seconds`` None = the embedder's default budget of padded audio per batch.
-    Embeddings already in ``out_dir`` are reused when the encoder weights, list, root and
-    ``max_seconds`` match (``reuse_embeddings``). Raises ``ValueError`` before embedding when
-    ``n_clusters`` exceeds the number of entries.
+    entries: the training list; ``train_root`` / entry.path is each wav, batched by entry.duration.
+    ``max_seconds`` None = full length; ``batch_seconds`` None = the embedder's default budget of
+    padded audio per batch. With ``reuse``, a finished clustering of the same fingerprint in
+    ``out_dir`` or one of ``reuse_from`` (e.g. :func:`clustering_folders`) is taken whole, else
+    embeddings of the same encoder weights, list, root and ``max_seconds``. Raises ``ValueError``
+    before embedding when ``n_clusters`` exceeds the number of entries.
     """
     from lgl_helpers.core import models
+    from lgl_helpers.core.audio import SAMPLE_RATE
     from lgl_helpers.core.embed import embed_files
 
     check_n_clusters(n_clusters, len(entries))
@@ -132,11 +225,23 @@ def cluster_utterances(
         "max_seconds": max_seconds,
         "n_utterances": len(rel_paths),
     }
-    emb = _load_matching_embeddings(out_dir, meta) if reuse_embeddings else None
-    reused = emb is not None
-    if reused:
-        log.info("reusing %d embeddings from %s", emb.shape[0], out_dir / "embeddings.npy")
-    else:
+    settings = {
+        "n_clusters": int(n_clusters),
+        "n_iter": int(n_iter),
+        "seed": int(seed),
+        "max_points_per_centroid": int(max_points_per_centroid),
+        "n_training_points": int(min(len(rel_paths), n_clusters * max_points_per_centroid)),
+        "index": "IndexFlatIP (GPU)" if resolve_use_gpu(use_gpu) else "IndexFlatIP (CPU)",
+    }
+    fingerprint = {**meta, "kmeans": settings}
+    folders = [Path(f) for f in reuse_from if Path(f).resolve() != out_dir.resolve()]
+    if reuse:
+        reused = _reuse_clustering(out_dir, folders, fingerprint, entries, checkpoint)
+        if reused is not None:
+            return reused
+    emb = _reuse_embeddings(out_dir, folders, meta) if reuse else None
+    reused_embeddings = emb is not None
+    if not reused_embeddings:
         start = time.perf_counter()
         kwargs = {} if batch_seconds is None else {"batch_seconds": batch_seconds}
         emb = embed_files(
@@ -144,6 +249,8 @@ def cluster_utterances(
             [train_root / p for p in rel_paths],
             device=device,
             max_seconds=max_seconds,
+            # The list's durations group utterances by length; reading 1 M wav headers for that costs minutes.
+            lengths=[round(e.duration * SAMPLE_RATE) for e in entries],
             show_progress=show_progress,
             **kwargs,
         )
@@ -156,16 +263,13 @@ def cluster_utterances(
         emb, n_clusters, n_iter=n_iter, seed=seed, max_points_per_centroid=max_points_per_centroid, use_gpu=use_gpu
     )
     quality = clustering_quality(pseudo_labels, [e.speaker for e in entries], n_clusters)
-    quality["kmeans"] = {
-        "n_clusters": int(n_clusters),
-        "n_iter": int(n_iter),
-        "seed": int(seed),
-        "max_points_per_centroid": int(max_points_per_centroid),
-        "n_training_points": int(min(len(rel_paths), n_clusters * max_points_per_centroid)),
-        "index": "IndexFlatIP (GPU)" if resolve_use_gpu(use_gpu) else "IndexFlatIP (CPU)",
-    }
+    quality["kmeans"] = settings
     quality["checkpoint"] = checkpoint
     quality["max_seconds"] = max_seconds
+    quality["fingerprint"] = fingerprint
+    # An older clustering's labels must not stand next to this one's quality.json, even after a crash.
+    (out_dir / "pseudo_labels.txt").unlink(missing_ok=True)
+    atomic_save_npy(out_dir / "centroids.npy", centroids)
     write_json(out_dir / "quality.json", quality)
     write_pseudo_labels(out_dir / "pseudo_labels.txt", rel_paths, pseudo_labels)
     log.info(
@@ -176,7 +280,7 @@ def cluster_utterances(
         quality["n_nonempty_clusters"],
         out_dir,
     )
-    return ClusteringResult(pseudo_labels, emb, centroids, quality, out_dir, reused)
+    return ClusteringResult(pseudo_labels, emb, centroids, quality, out_dir, reused_embeddings)
 
 
 @dataclass
@@ -192,6 +296,7 @@ class ClusteringConfig(NotebookConfig):
     cluster_n_iter: int = REFERENCE_N_ITER
     cluster_max_points_per_centroid: int = REFERENCE_MAX_POINTS_PER_CENTROID
     cluster_max_seconds: float = 0.0
+    cluster_seed: int = REFERENCE_SEED
     batch_seconds: float = 240.0
     umap_sample: int = 2000
     highlight_cluster: int = -1
@@ -205,6 +310,7 @@ class ClusteringConfig(NotebookConfig):
         check_int("cluster_n_iter", self.cluster_n_iter, 1)
         check_int("cluster_max_points_per_centroid", self.cluster_max_points_per_centroid, 1)
         check_non_negative("cluster_max_seconds", self.cluster_max_seconds, "0 (full length) or positive")
+        check_int("cluster_seed", self.cluster_seed, 0)
         check_positive("batch_seconds", self.batch_seconds)
         check_int("umap_sample", self.umap_sample, 5)
         check_int("highlight_cluster", self.highlight_cluster, -1, "a cluster id or -1 (the most impure cluster)")
@@ -277,7 +383,7 @@ def cluster_from_config(
     cfg: ClusteringConfig, inputs: ClusteringInputs, encoder=None, out_dir: str | os.PathLike | None = None
 ) -> ClusteringResult:
     """:func:`cluster_utterances` with the notebook's settings; ``encoder`` None = ``inputs.init_model``,
-    ``out_dir`` None = ``inputs.out_dir``."""
+    ``out_dir`` None = ``inputs.out_dir``. A matching clustering anywhere in the run folder is reused."""
     return cluster_utterances(
         inputs.init_model if encoder is None else encoder,
         inputs.entries,
@@ -285,12 +391,13 @@ def cluster_from_config(
         cfg.n_clusters,
         inputs.out_dir if out_dir is None else out_dir,
         n_iter=cfg.cluster_n_iter,
-        seed=cfg.seed,
+        seed=cfg.cluster_seed,
         max_points_per_centroid=cfg.cluster_max_points_per_centroid,
         max_seconds=cfg.cluster_max_seconds or None,
         batch_seconds=cfg.batch_seconds,
         device=cfg.device,
         use_gpu=cfg.use_gpu,
+        reuse_from=clustering_folders(inputs.run_dir),
     )
 
 

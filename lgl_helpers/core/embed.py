@@ -30,6 +30,7 @@ from lgl_helpers.runs import get_device, progress
 log = logging.getLogger(__name__)
 
 PAD_QUANTUM = SAMPLE_RATE // 2  # samples: batches are padded to whole half seconds
+LENGTH_TOLERANCE = SAMPLE_RATE // 10  # samples a given length may be off before it is reported (list check's 0.1 s)
 READ_AHEAD = 2  # batches read ahead of the one being embedded
 READ_THREADS = 4
 
@@ -100,6 +101,7 @@ def embed_files(
     device: str | torch.device | None = None,
     batch_seconds: float = 240.0,
     max_seconds: float | None = None,
+    lengths: Sequence[int] | None = None,
     show_progress: bool = True,
 ) -> np.ndarray:
     """Embed each file at full length (or its first ``max_seconds``).
@@ -107,6 +109,9 @@ def embed_files(
     Returns emb (N, 192) float32, L2-normalised, rows in ``paths`` order.
 
     ``batch_seconds`` bounds the padded audio per batch (memory). ``device`` None → CUDA when present.
+    ``lengths``: (N,) samples per file known beforehand (a training list's durations), used only to
+    group files of similar length; None reads every wav header first. Each file is still read whole,
+    so a wrong length changes how full its batch is, never its embedding, and is logged.
     The model runs in eval mode, with full float32 convolutions on CUDA (no TF32), and gets its
     training flag and device back afterwards.
     """
@@ -118,9 +123,12 @@ def embed_files(
     if not paths:
         return np.zeros((0, 192), dtype=np.float32)
     crop = None if max_seconds is None else int(round(max_seconds * SAMPLE_RATE))
-    lengths = [check_wav(p).frames for p in paths]
+    if lengths is None:
+        lengths = [check_wav(p).frames for p in paths]
+    elif len(lengths) != len(paths):
+        raise ValueError(f"lengths has {len(lengths)} entries for {len(paths)} paths")
     if crop is not None:
-        lengths = [min(n, crop) for n in lengths]
+        lengths = [min(int(n), crop) for n in lengths]
     batches = length_batches(lengths, int(batch_seconds * SAMPLE_RATE))
     target = _resolve_device(device)
     first_param = next(model.parameters())
@@ -131,8 +139,13 @@ def embed_files(
     if not show_progress:
         bar_kwargs["disable"] = True
 
+    off = []  # files whose real length differs from the given one
+
     def read(i: int) -> np.ndarray:
-        return read_wav(paths[i], frames=lengths[i], check=False)
+        wave = read_wav(paths[i], frames=-1 if crop is None else crop, check=False)
+        if abs(len(wave) - lengths[i]) > LENGTH_TOLERANCE:
+            off.append(i)
+        return wave
 
     try:
         with (
@@ -159,6 +172,14 @@ def embed_files(
                 bar.update(len(batch))
     finally:
         model.to(home).train(was_training)
+    if off:
+        first = min(off)
+        log.warning(
+            "%d file(s) are not as long as given, e.g. %s: %d samples given; embedded at their real length",
+            len(off),
+            paths[first],
+            lengths[first],
+        )
     return emb
 
 

@@ -2,7 +2,9 @@
 
 - :func:`phase_should_stop` / :func:`best_index`: a phase (T or L) ends when, after at least
   ``min_evals`` evaluations, the last ``patience`` EERs are all strictly worse than the best EER
-  before them; the phase's best epoch is then carried forward.
+  before them; the phase's best epoch is then carried forward. Both compare EERs (%) rounded to
+  0.01 by default, as the reference does: its ``check_clustering`` (``Stage2/tools.py``) decides on
+  the EERs it wrote to ``score.txt`` as ``"%2.2f"`` and read back, so a near-tie is a tie there.
 - :func:`auto_gate`: the automatic gate (an addition to the reference's fixed gates): the valley of
   the bimodal per-sample loss histogram, where reliable pseudo labels form a low-loss peak and
   unreliable ones a high-loss tail.
@@ -21,39 +23,52 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MIN_DIP = 0.05  # relative depth of the density valley below the lower peak for auto_gate to use it
+# The reference writes each EER (%) to score.txt with "%2.2f" and its stopping rule reads them back.
+REFERENCE_EER_DECIMALS = 2
 
 
-def _check_eers(eers: Sequence[float]) -> list[float]:
+def comparable_eers(eers: Sequence[float], decimals: int | None = REFERENCE_EER_DECIMALS) -> list[float]:
+    """EERs (%) as the stopping rule and the best epoch compare them.
+
+    ``decimals``: rounded to this many decimals exactly as ``"%.{decimals}f"`` prints them (the
+    reference's score.txt round trip); None = the raw floats. Raises ValueError on a non-finite EER.
+    """
     values = [float(e) for e in eers]
     bad = [i for i, e in enumerate(values) if not math.isfinite(e)]
     if bad:
         raise ValueError(f"eers must be finite; evaluation(s) {bad} are {[values[i] for i in bad]}")
-    return values
+    if decimals is None:
+        return values
+    return [float(f"{e:.{decimals}f}") for e in values]
 
 
-def phase_should_stop(eers: Sequence[float], min_evals: int = 4, patience: int = 3) -> bool:
+def phase_should_stop(
+    eers: Sequence[float], min_evals: int = 4, patience: int = 3, decimals: int | None = REFERENCE_EER_DECIMALS
+) -> bool:
     """The stopping rule of a Stage II phase.
 
-    ``eers``: the phase's validation EERs in evaluation order. True when at least ``min_evals``
-    evaluations exist and each of the last ``patience`` EERs is strictly greater than the best
-    (lowest) EER among the evaluations before them. A tie with that best is *not* worse, so it
-    keeps the phase going. With ``len(eers) <= patience`` there is no earlier best and the phase
-    never stops, whatever ``min_evals`` says.
+    ``eers``: the phase's validation EERs in evaluation order, compared as :func:`comparable_eers`
+    with ``decimals``. True when at least ``min_evals`` evaluations exist and each of the last
+    ``patience`` EERs is strictly greater than the best (lowest) EER among the evaluations before
+    them. A tie with that best is *not* worse, so it keeps the phase going. With
+    ``len(eers) <= patience`` there is no earlier best and the phase never stops, whatever
+    ``min_evals`` says.
     """
     if min_evals < 1:
         raise ValueError(f"min_evals={min_evals} must be at least 1")
     if patience < 1:
         raise ValueError(f"patience={patience} must be at least 1")
-    values = _check_eers(eers)
+    values = comparable_eers(eers, decimals)
     if len(values) < min_evals or len(values) <= patience:
         return False
     best_before = min(values[:-patience])
     return all(e > best_before for e in values[-patience:])
 
 
-def best_index(eers: Sequence[float]) -> int:
-    """Index of the lowest EER; on a tie the earliest evaluation wins (fewest epochs on noisy labels)."""
-    values = _check_eers(eers)
+def best_index(eers: Sequence[float], decimals: int | None = REFERENCE_EER_DECIMALS) -> int:
+    """Index of the lowest EER, compared as :func:`comparable_eers` with ``decimals``; on a tie the
+    earliest evaluation wins (the reference's ``EERs.index(min(EERs))``, fewest epochs on noisy labels)."""
+    values = comparable_eers(eers, decimals)
     if not values:
         raise ValueError("best_index needs at least one EER")
     return int(np.argmin(values))

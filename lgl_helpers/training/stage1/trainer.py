@@ -19,6 +19,7 @@ from lgl_helpers.core.embed import evaluate_trials
 from lgl_helpers.core.losses import AATDiscriminator, ContrastiveLoss
 from lgl_helpers.core.metrics import TEST_SCORES, write_trial_scores
 from lgl_helpers.core.models import ECAPATDNN, load_encoder
+from lgl_helpers.training import retention
 from lgl_helpers.training.executor import Stage1Models, stage1_epoch
 from lgl_helpers.training.stage1.config import RUN_CONTROL_FIELDS, STAGE_DIR, Stage1Config, stage_folder
 from lgl_helpers.training.stage1.inputs import Stage1Data, prepare_data
@@ -171,6 +172,16 @@ def _save(stage_dir: Path, models: Stage1Models, state: _State, params: dict, ev
         runs.atomic_write_bytes(stage_dir / "best.model", payload)
     if first != last:
         runs.atomic_write_bytes(last, payload)  # last.model is written after the others: a complete resume point
+
+
+def _thin_checkpoints(stage_dir: Path, state: _State, keep_every: int = retention.DEFAULT_KEEP_EVERY) -> None:
+    """Remove the ``epoch_XXX.model`` files retention drops: all but the best, the latest and every
+    ``keep_every``-th evaluated epoch. ``last.model`` (the resume point) and ``best.model`` are copies and stay."""
+    evaluated = [rec["epoch"] for rec in state.history if rec["epoch"] > 0 and "eer" in rec]
+    for epoch in evaluated[:-1]:
+        path = _epoch_path(stage_dir, epoch)
+        if path.is_file() and not retention.keep_epoch(epoch, keep_every, protected=epoch == state.best["epoch"]):
+            path.unlink()
 
 
 def _evaluate_untrained(encoder: ECAPATDNN, data: Stage1Data, state: _State, device) -> dict:
@@ -345,6 +356,7 @@ def train_stage1(
             config, data, models, state, epoch, lr, means, n_batches, tic, device
         )
         _save(stage_dir, models, state, params, evaluated, improved)
+        _thin_checkpoints(stage_dir, state)
         runs.atomic_write_text(stage_dir / "scores.txt", _scores_text(state.history))
         if on_epoch:
             on_epoch(record, state.history)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from lgl_helpers import runs
-from lgl_helpers.clustering.kmeans import REFERENCE_MAX_POINTS_PER_CENTROID, REFERENCE_N_ITER
+from lgl_helpers.clustering.kmeans import REFERENCE_MAX_POINTS_PER_CENTROID, REFERENCE_N_ITER, REFERENCE_SEED
 from lgl_helpers.config import (
     NotebookConfig,
     check,
@@ -18,8 +18,11 @@ from lgl_helpers.config import (
     check_non_negative,
     check_positive,
 )
+from lgl_helpers.core.gate import REFERENCE_EER_DECIMALS
+from lgl_helpers.training.retention import DEFAULT_KEEP_EVERY
 
 REFERENCE_GATES = [1, 3, 3, 5, 6]
+REFERENCE_MAX_EPOCHS = 100  # Stage2/main_train.py --max_epoch: all epochs of a run, T and L of every iteration
 # Parameters that define the run's results so far; a resumed run must keep them (the others steer
 # how far the run goes or how it is shown and may change between calls).
 FIXED_FIELDS = (
@@ -34,6 +37,8 @@ FIXED_FIELDS = (
     "cluster_n_iter",
     "cluster_max_points_per_centroid",
     "cluster_max_seconds",
+    "cluster_seed",
+    "compare_raw_eer",
     "frames",
     "batch_size",
     "lr",
@@ -47,7 +52,9 @@ class Stage2Config(NotebookConfig):
 
     Defaults = the demo profile on the toy corpus; ``notebooks/params/full.yaml`` holds the reference's
     VoxCeleb settings (6000 clusters, batch 400, 300 frames). ``mode`` is the subclass's, not a
-    parameter: it names the run folder ``stage2_<mode>``.
+    parameter: it names the run folder ``stage2_<mode>``. The reference's rules are the defaults:
+    k-means seed ``cluster_seed`` 1234 (faiss's), EERs compared at 0.01 % (``compare_raw_eer``
+    False) and at most ``max_epochs`` 100 epochs in all; ``keep_every`` only thins the loss records.
     """
 
     mode: ClassVar[str]
@@ -67,14 +74,18 @@ class Stage2Config(NotebookConfig):
     cluster_n_iter: int = REFERENCE_N_ITER
     cluster_max_points_per_centroid: int = REFERENCE_MAX_POINTS_PER_CENTROID
     cluster_max_seconds: float = 0.0
+    cluster_seed: int = REFERENCE_SEED
     max_iterations: int = 5
     last_channels: int = 0
     frames: int = 200
     batch_size: int = 64
     lr: float = 0.001
     max_epochs_per_phase: int = 6
+    max_epochs: int = REFERENCE_MAX_EPOCHS
     min_evals: int = 4
     patience: int = 3
+    compare_raw_eer: bool = False
+    keep_every: int = DEFAULT_KEEP_EVERY
     resume: bool = True
     allow_changed_params: bool = False
     workers: int = 2
@@ -87,6 +98,7 @@ class Stage2Config(NotebookConfig):
         check_int(self.name_of("cluster_n_iter"), self.cluster_n_iter, 1)
         check_int(self.name_of("cluster_max_points_per_centroid"), self.cluster_max_points_per_centroid, 1)
         check_non_negative(self.name_of("cluster_max_seconds"), self.cluster_max_seconds, "0 (full length) or positive")
+        check_int(self.name_of("cluster_seed"), self.cluster_seed, 0)
         check_int(self.name_of("max_iterations"), self.max_iterations, 1)
         check_channels(self.name_of("last_channels"), self.last_channels, allow_zero=True)
         check_int(self.name_of("frames"), self.frames, 1)
@@ -98,9 +110,16 @@ class Stage2Config(NotebookConfig):
             0,
             "an integer >= 0 (0 = until the stopping rule)",
         )
+        check_int(self.name_of("max_epochs"), self.max_epochs, 0, "an integer >= 0 (0 = no cap)")
         check_int(self.name_of("min_evals"), self.min_evals, 1)
         check_int(self.name_of("patience"), self.patience, 1)
+        check_int(self.name_of("keep_every"), self.keep_every, 0, "an integer >= 0 (0 = best and last only)")
         check_int(self.name_of("workers"), self.workers, 0)
+
+    @property
+    def eer_decimals(self) -> int | None:
+        """Decimals of the EERs (%) the stopping rule and the best epochs compare; None = raw floats."""
+        return None if self.compare_raw_eer else REFERENCE_EER_DECIMALS
 
 
 @dataclass

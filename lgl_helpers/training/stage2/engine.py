@@ -1,9 +1,11 @@
 """Stage II's state machine: per iteration cluster → phase T → phase L (LGL only), committed to ``state.json``.
 
-The engine decides what comes next and where it starts from (which model clusters, which models a
-phase starts from, which gate phase L uses, when a run pauses or is done); the epochs of a phase
-are trained by :mod:`lgl_helpers.training.stage2.executor`. Every step ends with a commit of the
-state, so an interrupted run resumes at the step it was in.
+The engine decides what comes next and where it starts from (which model clusters, which models and
+optimizer state a phase starts from, which gate phase L uses, when a run pauses or is done); the
+epochs of a phase are trained by :mod:`lgl_helpers.training.stage2.executor`. Every step ends with a
+commit of the state, so an interrupted run resumes at the step it was in. As in the reference
+(``Stage2/main_train.py``), the run ends after ``max_epochs`` epochs in all (``--max_epoch 100``)
+even inside a phase; a larger ``max_epochs`` later continues it from there.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from lgl_helpers.clustering import cluster
 from lgl_helpers.clustering.pseudo_labels import read_pseudo_labels
 from lgl_helpers.core import gate as gate_rules
 from lgl_helpers.core.embed import evaluate_trials
+from lgl_helpers.core.gate_evidence import gate_evidence
 from lgl_helpers.core.losses import AAMSoftmax
 from lgl_helpers.core.metrics import TEST_SCORES, write_trial_scores
 from lgl_helpers.core.models import ECAPATDNN, load_encoder, save_encoder
@@ -31,9 +34,11 @@ from lgl_helpers.training.stage2.inputs import Stage2Data, prepare_data
 from lgl_helpers.training.stage2.statefile import (
     GATE_OVERRIDES,
     fixed_params,
+    gate_losses_record,
     new_state,
     read_epoch_losses,
     read_state,
+    saved_params,
     stage1_eer,
 )
 from lgl_helpers.training.state import check_resume, encoder_and_head, load_checkpoint
@@ -72,6 +77,13 @@ class Engine:
     def iteration_record(self, iteration: int) -> dict:
         return self.state["iterations"][iteration - 1]
 
+    def epochs_done(self) -> int:
+        """Epochs trained in the whole run (T and L of every iteration), the count ``max_epochs`` caps."""
+        return len(self.state["history"])
+
+    def at_epoch_cap(self) -> bool:
+        return bool(self.config.max_epochs) and self.epochs_done() >= self.config.max_epochs
+
     def channels_for(self, iteration: int) -> int:
         last = self.config.last_channels
         if last and iteration == self.config.max_iterations and last != self.stage1_channels:
@@ -88,7 +100,9 @@ class Engine:
             self.state = new_state(self.config, params)
             self.commit()
             return
-        check_resume(self.path("state.json"), state["params"], params, FIXED_FIELDS, self.config.allow_changed_params)
+        check_resume(
+            self.path("state.json"), saved_params(state), params, FIXED_FIELDS, self.config.allow_changed_params
+        )
         if state["phase"] == "done" and state["iteration"] < self.config.max_iterations:
             # A finished run extended by a larger max_iterations continues with the next clustering.
             state.update(iteration=state["iteration"] + 1, phase="cluster", epoch=0, gate=None, status="running")
@@ -122,6 +136,8 @@ class Engine:
             model_path = self.path(previous["phases"][phase]["best_model"])
         iter_dir = f"iter_{iteration:02d}"
         log.info("iteration %d: clustering with %s", iteration, model_path)
+        # Iteration 1 clusters with the Stage I model, as notebook 02 and the other mode do: a matching
+        # clustering in the run folder is reused instead of embedding the corpus again.
         result = cluster.cluster_utterances(
             load_encoder(model_path),
             self.data.entries,
@@ -129,11 +145,12 @@ class Engine:
             cfg.n_clusters,
             self.path(iter_dir),
             n_iter=cfg.cluster_n_iter,
-            seed=cfg.seed,
+            seed=cfg.cluster_seed,
             max_points_per_centroid=cfg.cluster_max_points_per_centroid,
             max_seconds=cfg.cluster_max_seconds or None,
             device=str(self.device),
             use_gpu=False if self.device.type == "cpu" else "auto",
+            reuse_from=cluster.clustering_folders(runs.run_folder(cfg.run_name, cfg.runs_dir)),
             show_progress=True,
         )
         record = {
@@ -144,6 +161,7 @@ class Engine:
             "nmi": result.quality["nmi"] if self.speakers is not None else None,
             "purity": result.quality["purity"] if self.speakers is not None else None,
             "n_clusters_used": result.quality["n_nonempty_clusters"],
+            "clustering_reused_from": None if result.reused_from is None else str(result.reused_from),
             "gate": None,
             "gate_source": None,
             "phases": {},
@@ -158,14 +176,35 @@ class Engine:
             self.path(self.iteration_record(iteration)["pseudo_labels"]), self.data.entries, self.config.n_clusters
         )
 
-    def resolve_gate(self, iteration: int) -> tuple[float, str]:
-        """The gate of ``iteration``'s phase L and its source (:func:`~lgl_helpers.training.stage2.gates.resolve_gate`)."""
+    def resolve_gate(self, iteration: int) -> dict:
+        """The gate of ``iteration``'s phase L, its source and its evidence (the ``gate_evidence`` entry).
 
-        def t_losses() -> np.ndarray:
-            t_phase = self.iteration_record(iteration)["phases"]["T"]
-            return read_epoch_losses(self.path(t_phase["last_losses"]))["per_sample_loss"]
+        The gate is chosen (:func:`~lgl_helpers.training.stage2.gates.resolve_gate`) on the per-sample
+        losses of the best T epoch, the model phase L starts from; the evidence says, on those same
+        losses, how well the gate separates reliable from unreliable pseudo labels.
+        """
+        record = gate_losses_record(self.state, iteration)
+        losses = read_epoch_losses(self.path(record["losses"]))
+        gate, source = resolve_gate(self.stage_dir, self.config, iteration, lambda: losses["per_sample_loss"])
+        evidence = gate_evidence(losses["per_sample_loss"], losses.get("reliable"), gate)
+        return {
+            "iteration": iteration,
+            "gate": gate,
+            "gate_source": source,
+            "losses_epoch": record["epoch"],
+            **evidence,
+        }
 
-        return resolve_gate(self.stage_dir, self.config, iteration, t_losses)
+    def start_optimizer_state(self, iteration: int, phase: str) -> dict | None:
+        """The Adam state a phase starts with: None (a new Adam) for T; for L that after the last T epoch.
+
+        The reference trains T and L with one Adam and, for L, loads only the best T weights into the
+        model (``load_parameters`` copies parameters): L continues T's moments and step count. Phase T
+        keeps its last checkpoint for this until L's first epoch is committed.
+        """
+        if phase != "L":
+            return None
+        return load_checkpoint(self.path(self.iteration_record(iteration)["phases"]["T"]["last_model"]))["optimizer"]
 
     def build_models(self, iteration: int, phase: str) -> tuple[ECAPATDNN, AAMSoftmax]:
         """Starting point of a phase: T = Stage I encoder (or a fresh wider one) + new head; L = best T."""
@@ -189,23 +228,33 @@ class Engine:
         return encoder, AAMSoftmax(cfg.n_clusters)
 
     def phase_over(self, info: dict) -> bool:
-        """The stopping rule, or the epoch limit of ``max_epochs_per_phase``."""
+        """The stopping rule (EERs compared as ``eer_decimals``), or the epoch limit of ``max_epochs_per_phase``."""
         cfg = self.config
         over = bool(cfg.max_epochs_per_phase) and len(info["eers"]) >= cfg.max_epochs_per_phase
-        return over or gate_rules.phase_should_stop(info["eers"], cfg.min_evals, cfg.patience)
+        return over or gate_rules.phase_should_stop(info["eers"], cfg.min_evals, cfg.patience, cfg.eer_decimals)
 
-    def run_phase(self, iteration: int, phase: str) -> str | None:
-        """Train ``phase`` of ``iteration`` from where the state says until it ends.
-
-        Returns the checkpoint that becomes stale once the phase's end is committed (its last epoch,
-        when that is not its best), or None.
-        """
+    def run_phase(self, iteration: int, phase: str) -> dict:
+        """Train ``phase`` of ``iteration`` from where the state says until it is over or the run
+        reaches ``max_epochs``. Returns the phase's record (``state["iterations"][k]["phases"][phase]``)."""
         record = self.iteration_record(iteration)
         if phase == "L" and self.state["gate"] is None:
-            gate, source = self.resolve_gate(iteration)
-            record.update(gate=gate, gate_source=source)
-            self.state["gate"] = gate
-            log.info("iteration %d: phase L with gate %.4f (%s)", iteration, gate, source)
+            evidence = self.resolve_gate(iteration)
+            record.update(gate=evidence["gate"], gate_source=evidence["gate_source"], gate_evidence=evidence)
+            self.state["gate"] = evidence["gate"]
+            log.info(
+                "iteration %d: phase L with gate %.4f (%s) on the losses of T epoch %d: keeps %s%s",
+                iteration,
+                evidence["gate"],
+                evidence["gate_source"],
+                evidence["losses_epoch"],
+                f"{100 * evidence['fraction_kept']:.1f} %",
+                ""
+                if evidence["kept_reliable"] is None
+                else f", reliable labels {100 * evidence['kept_reliable']:.1f} % kept vs "
+                + ("–" if evidence["dropped_reliable"] is None else f"{100 * evidence['dropped_reliable']:.1f} %")
+                + " dropped, AUC "
+                + ("–" if evidence["auc_reliable"] is None else f"{evidence['auc_reliable']:.3f}"),
+            )
             self.commit()
         gate = float("inf") if phase == "T" else float(self.state["gate"])
         info = record["phases"].setdefault(
@@ -222,6 +271,14 @@ class Engine:
         )
         if not self.phase_over(info):
             train_phase(self, iteration, phase, gate, info)
+        return info
+
+    def advance(self, iteration: int, phase: str, info: dict) -> None:
+        """Move the state past a finished phase (and past the iteration when it was its last phase).
+
+        The phase's last checkpoint, when not its best, goes once the state no longer points at it;
+        phase T of LGL keeps it until phase L has its first epoch (:meth:`start_optimizer_state`).
+        """
         log.info(
             "iteration %d: phase %s over after %d epochs; best epoch %d, EER %.2f%%",
             iteration,
@@ -230,12 +287,10 @@ class Engine:
             info["best_epoch"],
             info["best_eer"],
         )
-        stale = info["last_model"] if info["last_model"] != info["best_model"] else None
-        info["last_model"] = info["best_model"]
-        return stale
-
-    def advance(self, iteration: int, phase: str, stale: str | None) -> None:
-        """Move the state past a finished phase (and past the iteration when it was its last phase)."""
+        stale = None
+        if info["last_model"] != info["best_model"] and not (phase == "T" and self.config.mode == "lgl"):
+            stale = info["last_model"]
+            info["last_model"] = info["best_model"]
         if phase == "T" and self.config.mode == "lgl":
             self.state.update(phase="L", epoch=0, gate=None)
         elif iteration < self.config.max_iterations:
@@ -243,13 +298,24 @@ class Engine:
         else:
             self.state.update(phase="done", epoch=0)
         self.commit()
-        # The phase's last checkpoint goes only once the state no longer points at it.
         if stale and self.path(stale).is_file():
             self.path(stale).unlink()
 
     def run(self) -> str:
-        """Run until done (returns "done") or paused before a gate (returns "paused_before_gate")."""
+        """Run until done (returns "done") or paused before a gate (returns "paused_before_gate").
+
+        Done means the last iteration is over, or ``max_epochs`` epochs have been trained (then the
+        state keeps the iteration and phase it stopped in, and the best model so far is the result).
+        """
         while self.state["phase"] != "done":
+            if self.at_epoch_cap():
+                log.info(
+                    "max_epochs=%d reached in iteration %d, phase %s: the run ends with its best model so far",
+                    self.config.max_epochs,
+                    self.state["iteration"],
+                    self.state["phase"],
+                )
+                break
             iteration, phase = self.state["iteration"], self.state["phase"]
             if phase == "cluster":
                 self.cluster_step(iteration)
@@ -266,8 +332,9 @@ class Engine:
                 log.info("paused before phase L of iteration %d: choose its gate, then run again", iteration)
                 return "paused_before_gate"
             self.state["status"] = "running"
-            stale = self.run_phase(iteration, phase)
-            self.advance(iteration, phase, stale)
+            info = self.run_phase(iteration, phase)
+            if self.phase_over(info):
+                self.advance(iteration, phase, info)
         self.state["status"] = "done"
         self.commit()
         return "done"
@@ -322,6 +389,7 @@ class Engine:
             "test_scores": str(scores_path),
             "stage1_eer": stage1_eer(self.config),
             "iterations": iterations,
+            "gate_evidence": [item["gate_evidence"] for item in self.state["iterations"] if item.get("gate_evidence")],
             "evaluations": [
                 {
                     k: rec.get(k)
@@ -336,6 +404,7 @@ class Engine:
                         "fraction_selected",
                         "precision_selected",
                         "precision_rejected",
+                        "auc_reliable",
                     )
                 }
                 for rec in self.state["history"]
@@ -343,6 +412,9 @@ class Engine:
             "trials": str(self.data.paths["trials"]),
             "val_trials": str(self.data.paths["val_trials"]),
             "val_is_test": self.data.same_val_test,
+            "epochs_run": self.epochs_done(),
+            # The run ended at max_epochs (inside an iteration) rather than after its last iteration.
+            "max_epochs_reached": self.state["phase"] != "done",
             "wall_seconds": self.state["wall_seconds"],
         }
         runs.write_json(self.path("metrics.json"), metrics)

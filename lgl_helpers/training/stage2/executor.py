@@ -2,7 +2,9 @@
 
 Each (iteration, phase, epoch) has its own data order and augmentation draws (the sampler's epoch),
 and every epoch ends with a commit, so an interrupted phase resumes after its last saved epoch with
-the same numbers as an uninterrupted run.
+the same numbers as an uninterrupted run. A phase keeps the checkpoints of its best and its latest
+epoch; the per-sample loss records of the best and latest epoch of every phase and of every
+``keep_every``-th epoch of the run (:mod:`lgl_helpers.training.retention`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from lgl_helpers.clustering.quality import majority_agreement
 from lgl_helpers.core import gate as gate_rules
 from lgl_helpers.core.data import Stage2Dataset, make_loader
 from lgl_helpers.core.embed import evaluate_trials
+from lgl_helpers.core.gate_evidence import gate_evidence
+from lgl_helpers.training import retention
 from lgl_helpers.training.executor import stage2_epoch
 from lgl_helpers.training.stage2.statefile import npz_bytes, scores_text
 from lgl_helpers.training.state import encoder_and_head, load_checkpoint, module_state, restore_rng, save_checkpoint
@@ -30,10 +34,12 @@ log = logging.getLogger(__name__)
 
 
 def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: dict) -> None:
-    """Train epochs of ``phase`` (``gate``: ``inf`` in phase T) until the phase is over, committing each.
+    """Train epochs of ``phase`` (``gate``: ``inf`` in phase T) until the phase is over or the run
+    reaches ``max_epochs``, committing each.
 
     ``info``: the phase's record in ``state["iterations"]``; with epochs in it already, training
     resumes after the last one from its checkpoint (encoder, head, optimizer and RNG states).
+    A new phase starts from :meth:`Engine.build_models` and :meth:`Engine.start_optimizer_state`.
     """
     cfg = engine.config
     ckpt = None
@@ -47,8 +53,9 @@ def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: d
     encoder.to(engine.device)
     head.to(engine.device)
     optimizer = torch.optim.Adam(list(encoder.parameters()) + list(head.parameters()), lr=cfg.lr)
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
+    start_state = ckpt["optimizer"] if ckpt is not None else engine.start_optimizer_state(iteration, phase)
+    if start_state is not None:
+        optimizer.load_state_dict(start_state)
     labels = engine.pseudo_labels(iteration)
     reliable = majority_agreement(labels, engine.speakers) if engine.speakers is not None else None
     dataset = Stage2Dataset(
@@ -63,7 +70,7 @@ def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: d
     loader = make_loader(dataset, cfg.batch_size, cfg.workers, cfg.seed, engine.device)
     # Each (iteration, phase, epoch) gets its own data order and augmentation draws.
     phase_offset = {"T": 0, "L": 5_000}[phase]
-    while not engine.phase_over(info):
+    while not engine.phase_over(info) and not engine.at_epoch_cap():
         epoch = len(info["eers"]) + 1
         tic = time.perf_counter()
         loader.sampler.set_epoch(iteration * 10_000 + phase_offset + epoch)
@@ -122,11 +129,20 @@ def save_epoch(
     previous_best = info["best_eer"]
     info["eers"].append(evaluation["eer"])
     info["skipped_batches"] += stats["skipped_batches"]
+    decimals = engine.config.eer_decimals
     previous = {info["best_model"], info["last_model"]}
-    if gate_rules.best_index(info["eers"]) + 1 == epoch:
+    if gate_rules.best_index(info["eers"], decimals) + 1 == epoch:
         info.update(best_epoch=epoch, best_eer=evaluation["eer"], best_model=model_rel)
     info.update(last_model=model_rel, last_losses=losses_rel)
-    stale = previous - {info["best_model"], info["last_model"], None}
+    keep = {info["best_model"], info["last_model"], None}
+    if phase == "L" and epoch == 1:
+        # Phase L has its own resume point now: phase T's last checkpoint, kept for the Adam state
+        # L started from (Engine.start_optimizer_state), can go.
+        t_info = engine.iteration_record(iteration)["phases"]["T"]
+        previous.add(t_info["last_model"])
+        t_info["last_model"] = t_info["best_model"]
+        keep.add(t_info["best_model"])
+    stale = previous - keep
     record = {
         "iteration": iteration,
         "phase": phase,
@@ -142,11 +158,13 @@ def save_epoch(
         selected, reliable = arrays["selected"], arrays["reliable"]
         record["precision_selected"] = float(reliable[selected].mean()) if selected.any() else None
         record["precision_rejected"] = float(reliable[~selected].mean()) if (~selected).any() else None
+        # How well this epoch's losses would rank reliable labels first, whatever the gate.
+        record["auc_reliable"] = gate_evidence(arrays["per_sample_loss"], reliable, gate)["auc_reliable"]
     engine.state["history"].append(record)
     engine.state["epoch"] = epoch
     best_run = engine.state["best"]
-    if best_run is None or evaluation["eer"] < best_run["eer"]:
-        # The run's best is its phase's best, whose checkpoint is never pruned.
+    if best_run is None or gate_rules.best_index([best_run["eer"], evaluation["eer"]], decimals) == 1:
+        # Compared as the phases compare, the run's best is its phase's best, whose checkpoint is never pruned.
         engine.state["best"] = {
             "eer": evaluation["eer"],
             "min_dcf": evaluation["min_dcf"],
@@ -156,11 +174,12 @@ def save_epoch(
             "epoch": epoch,
             "model": model_rel,
         }
+    stale |= set(thin_loss_records(engine.state, engine.config.keep_every))
     runs.atomic_write_text(engine.path("scores.txt"), scores_text(engine.state["history"]))
     engine.commit()
-    # Checkpoints the state no longer points at go only after the commit.
+    # Files the state no longer points at go only after the commit.
     for rel in stale:
-        if rel and engine.path(rel).is_file():
+        if engine.path(rel).is_file():
             engine.path(rel).unlink()
     log.info(
         "iter %d %s epoch %d: loss %.4f acc %.1f%% selected %.1f%% skipped %d | val EER %.2f%% minDCF %.4f%s",
@@ -173,5 +192,24 @@ def save_epoch(
         stats["skipped_batches"],
         evaluation["eer"],
         evaluation["min_dcf"],
-        "" if previous_best is None or evaluation["eer"] >= previous_best else " (best of phase)",
+        " (best of phase)" if previous_best is not None and info["best_epoch"] == epoch else "",
     )
+
+
+def thin_loss_records(state: dict, keep_every: int) -> list[str]:
+    """Drop per-epoch loss records from ``state``'s history: their ``losses`` becomes None; returns their paths.
+
+    Kept (:func:`lgl_helpers.training.retention.keep_epoch`): the best and the latest epoch of every
+    phase (a gate is chosen on its iteration's best T epoch, the gate tuner shows the latest epoch)
+    and every ``keep_every``-th epoch of the run, counted over all phases as the reference numbers them.
+    """
+    dropped = []
+    for number, record in enumerate(state["history"], start=1):
+        if record["losses"] is None:
+            continue
+        info = state["iterations"][record["iteration"] - 1]["phases"][record["phase"]]
+        protected = record["epoch"] in (info["best_epoch"], len(info["eers"]))
+        if not retention.keep_epoch(number, keep_every, protected=protected):
+            dropped.append(record["losses"])
+            record["losses"] = None
+    return dropped

@@ -26,6 +26,20 @@ def read_state(stage_dir: str | Path) -> dict | None:
     return state
 
 
+# Parameters added after runs of an earlier kit were started, and the behaviour such a run had:
+# k-means seeded with the run's seed, EERs compared as raw floats.
+PREDATING_PARAMS = {"cluster_seed": lambda saved: saved.get("seed"), "compare_raw_eer": lambda saved: True}
+
+
+def saved_params(state: dict) -> dict:
+    """The parameters a run was started with; one it predates holds the value of the behaviour it ran with,
+    so that the resume check names the value to set to continue it."""
+    saved = dict(state["params"])
+    for name, value in PREDATING_PARAMS.items():
+        saved.setdefault(name, value(saved))
+    return saved
+
+
 def fixed_params(config: Stage2Config, data: Stage2Data) -> dict:
     """Every parameter of the run as resolved (data paths from data.json, the Stage I checkpoint), plus ``mode``."""
     params = {"mode": config.mode, **dataclasses.asdict(config)}
@@ -83,6 +97,19 @@ def read_epoch_losses(path: str | Path) -> dict[str, np.ndarray]:
     """One epoch's per-sample record: ``index`` (n,), ``per_sample_loss`` (n,), ``selected`` (n,), ``reliable`` (n,) if known."""
     with np.load(path, allow_pickle=False) as npz:
         return {key: npz[key] for key in npz.files}
+
+
+def gate_losses_record(state: dict, iteration: int) -> dict:
+    """The history record of the epoch whose per-sample losses choose ``iteration``'s gate: its best T epoch.
+
+    Phase L starts from that epoch's model; the losses of the last T epoch come from a model that
+    has had more epochs to memorise the wrong labels.
+    """
+    phases = state["iterations"][iteration - 1]["phases"]
+    best = phases.get("T", {}).get("best_epoch")
+    if best is None:
+        raise ValueError(f"iteration {iteration} has no finished T epoch to choose its gate from")
+    return next(r for r in state["history"] if r["iteration"] == iteration and r["phase"] == "T" and r["epoch"] == best)
 
 
 def latest_epoch_losses(stage_dir: str | Path, phase: str | None = None) -> dict | None:

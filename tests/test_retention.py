@@ -1,0 +1,43 @@
+"""Retention of per-epoch files: best, last and every k-th epoch (Stage II's loss records: test_stage2.py)."""
+
+import pytest
+
+from lgl_helpers.training import retention
+from lgl_helpers.training.stage1 import trainer
+
+
+@pytest.mark.parametrize(
+    "number, keep_every, protected, kept",
+    [
+        (10, 10, False, True),
+        (11, 10, False, False),
+        (11, 10, True, True),
+        (7, 1, False, True),  # 1 keeps every epoch
+        (10, 0, False, False),  # 0 keeps only the protected ones
+        (10, 0, True, True),
+    ],
+)
+def test_keep_epoch(number, keep_every, protected, kept):
+    assert retention.keep_epoch(number, keep_every, protected=protected) is kept
+
+
+def test_stage1_keeps_best_latest_and_every_kth_evaluated_checkpoint(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    evaluated = [e for e in range(1, 26) if e % 2 == 1 or e == 25]  # test_interval 2 (odd epochs here) and the last
+    for name in [f"epoch_{e:03d}.model" for e in evaluated] + ["last.model"]:
+        (checkpoints / name).write_bytes(b"x")
+    (tmp_path / "best.model").write_bytes(b"x")
+    history = [{"epoch": 0, "eer": 50.0}]
+    history += [{"epoch": e, "eer": 10.0} if e in evaluated else {"epoch": e} for e in range(1, 26)]
+    state = trainer._State(epoch=25, history=history, best={"epoch": 7, "eer": 9.0})
+
+    trainer._thin_checkpoints(tmp_path, state, keep_every=5)
+    # best 7, latest 25 and the evaluated multiples of 5 (15; 5 and 25 too); last.model and best.model stay.
+    assert sorted(p.name for p in checkpoints.glob("epoch_*.model")) == [
+        "epoch_005.model",
+        "epoch_007.model",
+        "epoch_015.model",
+        "epoch_025.model",
+    ]
+    assert (checkpoints / "last.model").is_file() and (tmp_path / "best.model").is_file()
