@@ -114,6 +114,31 @@ def test_kit_checkpoint_round_trip_infers_channels(tmp_path):
         save_encoder(tmp_path / "bad.model", model, extra={"channels": 3})
 
 
+def test_narrow_mfa_round_trip_infers_both_widths(tmp_path):
+    torch.manual_seed(0)
+    model = ECAPATDNN(32, mfa_channels=96).eval()
+    assert model.layer4.weight.shape == (96, 96, 1)
+    assert model.attention[0].weight.shape == (256, 288, 1) and model.fc6.weight.shape == (192, 192)
+    path = save_encoder(tmp_path / "narrow.model", model)
+    assert torch.load(path, weights_only=True)["mfa_channels"] == 96
+    loaded = load_encoder(path)
+    assert (loaded.channels, loaded.mfa_channels) == (32, 96)
+    wave = torch.randn(2, 8000)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(wave), model(wave), rtol=0, atol=0)
+    # A bare state dict carries no widths: both are read from the tensors.
+    torch.save(model.state_dict(), tmp_path / "bare.model")
+    assert load_encoder(tmp_path / "bare.model").mfa_channels == 96
+
+
+def test_recorded_mfa_width_must_match_tensors(tmp_path):
+    stored = torch.load(save_encoder(tmp_path / "kit.model", ECAPATDNN(16, mfa_channels=64)), weights_only=True)
+    stored["mfa_channels"] = 128
+    torch.save(stored, tmp_path / "kit.model")
+    with pytest.raises(ValueError, match="'mfa_channels' says 128 but layer4.weight has 64"):
+        load_encoder(tmp_path / "kit.model")
+
+
 def test_channels_1024_shapes():
     model = ECAPATDNN(1024).eval()
     assert model.conv1.weight.shape == (1024, 80, 5)

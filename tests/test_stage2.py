@@ -162,8 +162,12 @@ def test_baseline_two_iterations_end_to_end(tiny_corpus, tmp_path, stage1_model)
     first = state["iterations"][0]["phases"]["T"]
     assert state["iterations"][1]["cluster_model"] == str(stage_dir / first["best_model"])
     assert first["best_eer"] == min(first["eers"]) and first["best_epoch"] == int(np.argmin(first["eers"])) + 1
-    assert sorted(p.name for p in (stage_dir / "iter_01" / "T").glob("*.model")) == [
-        f"epoch_{first['best_epoch']:03d}.model"
+    # Iteration 1 keeps its last T checkpoint beside the best: an LGL run of this folder continues from it.
+    assert sorted(p.name for p in (stage_dir / "iter_01" / "T").glob("*.model")) == sorted(
+        {f"epoch_{first['best_epoch']:03d}.model", "epoch_002.model"}
+    )
+    assert sorted(p.name for p in (stage_dir / "iter_02" / "T").glob("*.model")) == [
+        f"epoch_{state['iterations'][1]['phases']['T']['best_epoch']:03d}.model"
     ]
     assert len((stage_dir / "scores.txt").read_text().splitlines()) == 4
 
@@ -391,7 +395,9 @@ def test_phases_compare_eers_rounded_to_0_01_percent_as_the_reference(
     assert t_phase["eers"] == eers[:epochs] and t_phase["best_epoch"] == best
     # The run's best (best.model) is chosen by the same comparison, so it is the phase's kept checkpoint.
     assert result["best"]["epoch"] == best and result["best"]["val_eer"] == eers[best - 1]
-    assert [p.name for p in (stage_dir / "iter_01" / "T").glob("*.model")] == [f"epoch_{best:03d}.model"]
+    assert sorted(p.name for p in (stage_dir / "iter_01" / "T").glob("*.model")) == sorted(
+        {f"epoch_{best:03d}.model", f"epoch_{epochs:03d}.model"}
+    )
 
 
 def _adam_steps(path) -> int:
@@ -478,6 +484,22 @@ def test_iteration_1_reuses_the_other_modes_clustering(tiny_corpus, tmp_path, st
     assert (second / "pseudo_labels.txt").read_text() == (first / "pseudo_labels.txt").read_text()
     assert (second / "embeddings.npy").stat().st_ino == (first / "embeddings.npy").stat().st_ino  # linked
     assert json.loads((second / "quality.json").read_text())["reused_from"] == str(first)
+    # Phase T is the baseline's too: same history, the same checkpoint files, no T epoch trained again.
+    base_t = [r for r in baseline["state"]["history"] if r["phase"] == "T"]
+    assert [r for r in lgl["state"]["history"] if r["phase"] == "T"] == base_t
+    assert lgl["state"]["phase_t_from"] == str(tmp_path / "t" / "stage2_baseline")
+    best_t = lgl["state"]["iterations"][0]["phases"]["T"]["best_model"]
+    assert (second.parent / best_t).stat().st_ino == (first.parent / best_t).stat().st_ino
+    assert [r["phase"] for r in lgl["state"]["history"]] == ["T", "L"]
+
+
+def test_lgl_trains_its_own_phase_t_when_the_baseline_differs(tiny_corpus, tmp_path, stage1_model):
+    common = dict(max_iterations=1, max_epochs_per_phase=1)
+    stage2.run_stage2(_config(tiny_corpus, tmp_path, stage1_model, mode="baseline", frames=36, **common))
+    lgl = stage2.run_stage2(_config(tiny_corpus, tmp_path, stage1_model, mode="lgl", gates=[1000.0], **common))
+    assert "phase_t_from" not in lgl["state"]
+    t_model = tmp_path / "t" / "stage2_lgl" / lgl["state"]["iterations"][0]["phases"]["T"]["best_model"]
+    assert t_model.stat().st_nlink == 1
 
 
 @pytest.mark.slow

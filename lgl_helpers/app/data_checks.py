@@ -86,11 +86,14 @@ def _parameter_count(module) -> int:
 
 
 @functools.cache
-def _encoder_parameters(channels: int) -> int:
-    """Parameters of an ECAPA-TDNN of width C (built once per width and process; only the count is kept)."""
-    from lgl_helpers.core.models import ECAPATDNN
+def _encoder_parameters(channels: int, mfa_channels: int | None = None) -> int:
+    """Parameters of an ECAPA-TDNN of widths C, M (built once per width and process; only the count is kept).
 
-    return _parameter_count(ECAPATDNN(channels))
+    M defaults to the reference's, an upper bound for Stage II, whose width comes from its Stage I model.
+    """
+    from lgl_helpers.core.models import ECAPATDNN, REFERENCE_MFA_CHANNELS
+
+    return _parameter_count(ECAPATDNN(channels, mfa_channels or REFERENCE_MFA_CHANNELS))
 
 
 def stage1_checkpoint_bytes(config) -> int:
@@ -99,7 +102,7 @@ def stage1_checkpoint_bytes(config) -> int:
 
     evaluated = sum(1 for e in range(1, config.epochs + 1) if e % config.test_interval == 0 or e == config.epochs)
     parameters = (
-        _encoder_parameters(config.channels)
+        _encoder_parameters(config.channels, config.mfa_channels)
         + _parameter_count(ContrastiveLoss())
         + _parameter_count(AATDiscriminator())
     )

@@ -17,12 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from lgl_helpers.config import NotebookConfig, check_int
 from lgl_helpers.core import bootstrap
 from lgl_helpers.core.metrics import TEST_SCORES, match_trials, read_trial_scores
 from lgl_helpers.corpus.lists import Trial
+from lgl_helpers.notebook.gate_tuner import plot_loss_histogram
 from lgl_helpers.notebook.report_figures import report_figures
+from lgl_helpers.notebook.stage2_figures import gate_evidence_table
 from lgl_helpers.runs import atomic_write_text, environment_info, read_json, run_folder, write_json
+from lgl_helpers.training.stage2.statefile import gate_losses_record, read_epoch_losses, read_state
 
 SYSTEMS = (
     ("stage1", "stage1", "Stage I (contrastive + AAT)"),
@@ -175,8 +180,11 @@ def collect_report(
             entry["untrained_min_dcf"] = metrics.get("untrained_min_dcf")
             entry["best_epoch"] = metrics.get("best_epoch")
         else:
+            entry["best"] = metrics.get("best")
             entry["iterations"] = metrics.get("iterations", [])
             entry["evaluations"] = metrics.get("evaluations", [])
+            if key == "lgl":
+                entry["gate_evidence"] = metrics.get("gate_evidence", [])
         report[key] = entry
     report["bootstrap"] = {
         "method": "speaker bootstrap (core/bootstrap.py)",
@@ -222,9 +230,32 @@ def _confidence_label(report: dict[str, Any]) -> str:
 
 def results_table(report: dict[str, Any]) -> str:
     """Markdown: :func:`systems_table`, then :func:`comparisons_table` when the report has comparisons
-    (a report.json written before the intervals has none)."""
-    table = systems_table(report)
-    return table + "\n\n" + comparisons_table(report) if report.get("comparisons") else table
+    (a report.json written before the intervals has none), then the gate evidence of an LGL run."""
+    parts = [systems_table(report)]
+    if report.get("comparisons"):
+        parts.append(comparisons_table(report))
+    evidence = (report.get("lgl") or {}).get("gate_evidence")
+    if evidence:
+        parts.append(
+            "The loss gate, per LGL iteration (on the losses it was chosen from):\n\n" + gate_evidence_table(evidence)
+        )
+    return "\n\n".join(parts)
+
+
+def gate_evidence_figures(run_dir: Path, report: dict[str, Any]) -> dict[str, Figure]:
+    """Per gated iteration, the histogram of the losses its gate was chosen from, split by reliable
+    pseudo labels, with the gate drawn (``gate_evidence_iterNN``)."""
+    stage_dir = run_dir / "stage2_lgl"
+    state = read_state(stage_dir)
+    figures = {}
+    for entry in (report.get("lgl") or {}).get("gate_evidence") or []:
+        record = gate_losses_record(state, entry["iteration"])
+        losses = read_epoch_losses(stage_dir / record["losses"])
+        title = f"LGL iteration {entry['iteration']}: losses of T epoch {record['epoch']} and the gate of phase L"
+        figures[f"gate_evidence_iter{entry['iteration']:02d}"] = plot_loss_histogram(
+            losses["per_sample_loss"], gate=entry["gate"], reliable=losses.get("reliable"), title=title
+        )
+    return figures
 
 
 def systems_table(report: dict[str, Any]) -> str:
@@ -296,7 +327,7 @@ def write_report(
     figures_dir.mkdir(parents=True, exist_ok=True)
     report = collect_report(run_dir, n_resamples, seed)
     images = {}
-    for name, fig in report_figures(report).items():
+    for name, fig in {**report_figures(report), **gate_evidence_figures(run_dir, report)}.items():
         path = figures_dir / f"{name}.png"
         fig.savefig(path, dpi=110)
         images[name] = path
@@ -328,9 +359,18 @@ def write_report(
         "| --- | ---: | ---: |",
     ]
     lines += [f"| {c['mode']} | {c['iteration']} | {_fmt(c['nmi'], 3)} |" for c in report["clustering"]]
-    if report["gates"]:
-        lines += ["", "## Loss gate per LGL iteration", "", "| iteration | gate |", "| ---: | ---: |"]
-        lines += [f"| {g['iteration']} | {_fmt(g['gate'])} |" for g in report["gates"]]
+    evidence = (report.get("lgl") or {}).get("gate_evidence")
+    if evidence:
+        lines += [
+            "",
+            "## The loss gate: does it keep the reliable pseudo labels?",
+            "",
+            "Per LGL iteration, on the per-sample losses its gate was chosen from: the fraction kept, the share of "
+            "reliable pseudo labels (equal to their cluster's majority true speaker, a diagnosis only) among the "
+            "kept and the dropped samples, and the ROC AUC of −loss as a detector of reliable labels (0.5: none).",
+            "",
+            gate_evidence_table(evidence),
+        ]
     lines += ["", "## Wall time per notebook", "", "| notebook | seconds |", "| --- | ---: |"]
     lines += [f"| {name} | {_fmt(seconds, 1)} |" for name, seconds in report["timings"].items()]
     env = report["environment"]

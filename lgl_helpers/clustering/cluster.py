@@ -402,10 +402,10 @@ def cluster_from_config(
 
 
 def untrained_encoder(checkpoint: str | os.PathLike, seed: int):
-    """A freshly initialised ECAPA-TDNN with the checkpoint's C, seeded like a training run's start (eval mode)."""
+    """A freshly initialised ECAPA-TDNN with the checkpoint's widths, seeded like a training run's start (eval mode)."""
     from lgl_helpers.core import models
     from lgl_helpers.runs import seed_everything
 
-    channels = models.load_encoder(checkpoint).channels
+    trained = models.load_encoder(checkpoint)
     seed_everything(seed)
-    return models.ECAPATDNN(channels).eval()
+    return models.ECAPATDNN(trained.channels, trained.mfa_channels).eval()

@@ -6,7 +6,7 @@ for training (fixed-length crops), the encoder has a masked pass for padded batc
 lengths: each item then gets exactly the embedding it gets alone, which lets evaluation and clustering
 batch full-length utterances.
 
-Kit checkpoints are dicts ``{"format": "lgl-kit", "channels": C, "encoder": state_dict, ...extra}``.
+Kit checkpoints are dicts ``{"format": "lgl-kit", "channels": C, "mfa_channels": M, "encoder": state_dict, ...extra}``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ KIT_FORMAT = "lgl-kit"
 EMB_DIM = 192
 N_MELS = 80
 HOP_LENGTH = 160
+REFERENCE_MFA_CHANNELS = 1536
+CHECKPOINT_KEYS = ("format", "channels", "mfa_channels", "encoder")  # what save_encoder writes; extras may not reuse them
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None, n_valid: torch.Tensor | None) -> torch.Tensor:
@@ -150,32 +152,38 @@ class ECAPATDNN(nn.Module):
     """ECAPA-TDNN speaker encoder with the log-mel front end inside. wave (B, T) float32 at 16 kHz → emb (B, 192).
 
     ``channels`` is C (512 in Stage I and Stage II, 1024 in the paper's last iteration).
+    ``mfa_channels`` is M, the width of the multi-layer feature aggregation (layer4) and of the pooling
+    (1536 in the reference, whatever C is). It dominates the cost of a small encoder: at C=128 the
+    layers from layer4 on take about 90 % of the multiply-adds, so CPU profiles narrow it.
     """
 
-    def __init__(self, channels: int = 512):
+    def __init__(self, channels: int = 512, mfa_channels: int = REFERENCE_MFA_CHANNELS):
         super().__init__()
         if channels < 8 or channels % 8:
             raise ValueError(f"channels={channels} must be a positive multiple of 8 (Res2Net scale 8)")
+        if mfa_channels < 8:
+            raise ValueError(f"mfa_channels={mfa_channels} must be at least 8")
         self.channels = channels
-        c = channels
+        self.mfa_channels = mfa_channels
+        c, m = channels, mfa_channels
         self.conv1 = nn.Conv1d(N_MELS, c, kernel_size=5, stride=1, padding=2)
         self.relu = nn.ReLU()
         self.bn1 = nn.BatchNorm1d(c)
         self.layer1 = Bottle2neck(c, c, kernel_size=3, dilation=2, scale=8)
         self.layer2 = Bottle2neck(c, c, kernel_size=3, dilation=3, scale=8)
         self.layer3 = Bottle2neck(c, c, kernel_size=3, dilation=4, scale=8)
-        self.layer4 = nn.Conv1d(3 * c, 1536, kernel_size=1)
+        self.layer4 = nn.Conv1d(3 * c, m, kernel_size=1)
         self.torchfbank = mel_front_end()
         self.attention = nn.Sequential(
-            nn.Conv1d(4608, 256, kernel_size=1),
+            nn.Conv1d(3 * m, 256, kernel_size=1),
             nn.ReLU(),
             nn.BatchNorm1d(256),
             nn.Tanh(),
-            nn.Conv1d(256, 1536, kernel_size=1),
+            nn.Conv1d(256, m, kernel_size=1),
             nn.Softmax(dim=2),
         )
-        self.bn5 = nn.BatchNorm1d(3072)
-        self.fc6 = nn.Linear(3072, EMB_DIM)
+        self.bn5 = nn.BatchNorm1d(2 * m)
+        self.fc6 = nn.Linear(2 * m, EMB_DIM)
         self.bn6 = nn.BatchNorm1d(EMB_DIM)
 
     def _log_mel(self, wave: torch.Tensor) -> torch.Tensor:
@@ -256,7 +264,7 @@ class ECAPATDNN(nn.Module):
         return self.bn6(self.fc6(self.bn5(x)))
 
     def _attentive_stats_pool(self, x: torch.Tensor, mask: torch.Tensor | None, n_valid: torch.Tensor | None):
-        """Attentive statistics pooling with global context. x: (B, 1536, T) → (B, 3072): [weighted mean, std]."""
+        """Attentive statistics pooling with global context. x: (B, M, T) → (B, 2M): [weighted mean, std]."""
         t = x.shape[-1]
         if mask is None:
             mean = x.mean(dim=2, keepdim=True)
@@ -283,21 +291,21 @@ def _strip_module(key: str) -> str:
     return ".".join(part for part in key.split(".") if part != "module")
 
 
-def _encoder_state(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], int | None]:
-    """Encoder tensors (keys without prefix) and the stored C, from any supported checkpoint layout."""
+def _encoder_state(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """Encoder tensors (keys without prefix) and the widths a kit checkpoint records, from any supported layout."""
     if isinstance(obj, dict) and obj.get("format") == KIT_FORMAT:
         if not isinstance(obj.get("encoder"), dict):
             raise ValueError(f"{path}: kit checkpoint has no 'encoder' state dict")
         state = {_strip_module(k): v for k, v in obj["encoder"].items()}
-        return state, obj.get("channels")
+        return state, {k: int(obj[k]) for k in ("channels", "mfa_channels") if obj.get(k) is not None}
     if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) for k in obj):
         raise ValueError(f"{path}: not a state dict or kit checkpoint (got {type(obj).__name__})")
     state = {_strip_module(k): v for k, v in obj.items()}
     if any(k.startswith("Network.") for k in state):
         # Reference Stage I/II checkpoint: the encoder lives under `Network.`; `Loss.*`, `AATNet.*` are not the encoder.
-        return {k[len("Network.") :]: v for k, v in state.items() if k.startswith("Network.")}, None
+        return {k[len("Network.") :]: v for k, v in state.items() if k.startswith("Network.")}, {}
     if "conv1.weight" in state:
-        return state, None
+        return state, {}
     raise ValueError(
         f"{path}: no encoder tensors found (expected keys 'Network.*', a kit checkpoint, or a bare encoder state dict)"
     )
@@ -306,9 +314,9 @@ def _encoder_state(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], int |
 def load_encoder(path: str | os.PathLike, channels: int | None = None) -> ECAPATDNN:
     """Load an encoder, in eval mode on the CPU, from a reference Stage I / Stage II checkpoint or a kit checkpoint.
 
-    C is read from ``conv1.weight`` (out channels) unless given; ``channels`` that disagree with the
-    file are an error. Every encoder tensor must be present with the right shape: a missing,
-    unexpected or misshaped tensor raises ``ValueError`` naming it and the file.
+    C is read from ``conv1.weight`` (out channels) and M from ``layer4.weight`` unless given;
+    ``channels`` that disagree with the file are an error. Every encoder tensor must be present with
+    the right shape: a missing, unexpected or misshaped tensor raises ``ValueError`` naming it and the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -317,15 +325,18 @@ def load_encoder(path: str | os.PathLike, channels: int | None = None) -> ECAPAT
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, ... for non-checkpoints
         raise ValueError(f"{path}: cannot load as a weights-only torch checkpoint ({error})") from error
-    state, stored_channels = _encoder_state(obj, path)
-    if "conv1.weight" not in state:
-        raise ValueError(f"{path}: encoder tensor 'conv1.weight' is missing")
-    file_channels = int(state["conv1.weight"].shape[0])
-    if stored_channels is not None and int(stored_channels) != file_channels:
-        raise ValueError(f"{path}: 'channels' says {stored_channels} but conv1.weight has {file_channels} out channels")
-    if channels is not None and int(channels) != file_channels:
-        raise ValueError(f"{path}: channels={channels} was requested but the checkpoint has C={file_channels}")
-    model = ECAPATDNN(file_channels)
+    state, stored = _encoder_state(obj, path)
+    for key in ("conv1.weight", "layer4.weight"):
+        if key not in state:
+            raise ValueError(f"{path}: encoder tensor '{key}' is missing")
+    widths = {"channels": int(state["conv1.weight"].shape[0]), "mfa_channels": int(state["layer4.weight"].shape[0])}
+    for name, value in stored.items():
+        if value != widths[name]:
+            tensor = "conv1.weight" if name == "channels" else "layer4.weight"
+            raise ValueError(f"{path}: '{name}' says {value} but {tensor} has {widths[name]} out channels")
+    if channels is not None and int(channels) != widths["channels"]:
+        raise ValueError(f"{path}: channels={channels} was requested but the checkpoint has C={widths['channels']}")
+    model = ECAPATDNN(**widths)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     if missing:
@@ -339,12 +350,17 @@ def load_encoder(path: str | os.PathLike, channels: int | None = None) -> ECAPAT
                 f"{path}: encoder tensor '{key}' has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}"
             )
     model.load_state_dict(state, strict=True)
-    log.info("loaded encoder C=%d from %s", file_channels, path)
+    log.info("loaded encoder C=%d M=%d from %s", widths["channels"], widths["mfa_channels"], path)
     return model.eval()
 
 
+def encoder_like(checkpoint: dict) -> ECAPATDNN:
+    """A fresh encoder with the widths a kit checkpoint records (M defaults to the reference's 1536)."""
+    return ECAPATDNN(int(checkpoint["channels"]), int(checkpoint.get("mfa_channels", REFERENCE_MFA_CHANNELS)))
+
+
 def save_encoder(path: str | os.PathLike, model: ECAPATDNN, extra: dict | None = None) -> Path:
-    """Write a kit checkpoint ``{"format": "lgl-kit", "channels": C, "encoder": state_dict, **extra}`` atomically.
+    """Write a kit checkpoint ``{"format": "lgl-kit", "channels": C, "mfa_channels": M, "encoder": state_dict, **extra}`` atomically.
 
     ``extra`` holds plain values (numbers, strings, lists, dicts, tensors) so that the file stays
     loadable with ``weights_only=True``; it may not reuse the three reserved keys.
@@ -352,8 +368,9 @@ def save_encoder(path: str | os.PathLike, model: ECAPATDNN, extra: dict | None =
     from lgl_helpers.runs import atomic_torch_save
 
     extra = dict(extra or {})
-    clash = {"format", "channels", "encoder"} & set(extra)
+    clash = set(CHECKPOINT_KEYS) & set(extra)
     if clash:
         raise ValueError(f"extra uses reserved checkpoint key(s) {sorted(clash)}")
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return atomic_torch_save({"format": KIT_FORMAT, "channels": int(model.channels), "encoder": state, **extra}, path)
+    widths = {"channels": int(model.channels), "mfa_channels": int(model.mfa_channels)}
+    return atomic_torch_save({"format": KIT_FORMAT, **widths, "encoder": state, **extra}, path)

@@ -129,3 +129,26 @@ def iteration_table(metrics: dict) -> str:
         + ("" if metrics.get("stage1_eer") is None else f"; Stage I EER {metrics['stage1_eer']:.2f} %."),
     ]
     return "\n".join(rows)
+
+
+def gate_evidence_table(entries: list[dict]) -> str:
+    """Markdown table of ``metrics["gate_evidence"]``: per gated iteration, what its gate keeps and how reliable
+    the kept and dropped pseudo labels are, on the losses the gate was chosen from."""
+
+    def pct(value):
+        return "–" if value is None else f"{100 * value:.1f}"
+
+    rows = [
+        "| iteration | gate (source) | losses of T epoch | kept (%) | reliable among kept (%) | "
+        "reliable among dropped (%) | kept − dropped (points) | AUC of −loss |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for entry in entries:
+        kept, dropped = entry["kept_reliable"], entry["dropped_reliable"]
+        gap = "–" if kept is None or dropped is None else f"{100 * (kept - dropped):.1f}"
+        auc = "–" if entry["auc_reliable"] is None else f"{entry['auc_reliable']:.3f}"
+        rows.append(
+            f"| {entry['iteration']} | {entry['gate']:.3f} ({entry['gate_source']}) | {entry['losses_epoch']} | "
+            f"{pct(entry['fraction_kept'])} | {pct(kept)} | {pct(dropped)} | {gap} | {auc} |"
+        )
+    return "\n".join(rows)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,9 +113,17 @@ def stage1_epoch(
 
 
 def stage2_epoch(
-    encoder: ECAPATDNN, head: AAMSoftmax, optimizer, loader, gate: float, device, desc: str
+    encoder: ECAPATDNN,
+    head: AAMSoftmax,
+    optimizer,
+    loader,
+    gate: float,
+    device,
+    desc: str,
+    after_step: Callable[[], None] | None = None,
 ) -> tuple[dict, dict]:
-    """One Stage II epoch with loss gate ``gate`` (``inf`` = no gate, phase T).
+    """One Stage II epoch with loss gate ``gate`` (``inf`` = no gate, phase T); ``after_step`` runs
+    after every optimizer step (the weight average's update).
 
     Returns (stats, per-sample arrays): arrays ``index`` (n,) int64 training-list index,
     ``per_sample_loss`` (n,) float32 and ``selected`` (n,) bool. A batch in which no sample passes
@@ -139,6 +148,8 @@ def stage2_epoch(
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
+        if after_step is not None:
+            after_step()
         n_selected_total += out.n_selected
         sum_loss += float(out.loss.detach()) * out.n_selected
         sum_correct += out.accuracy * out.n_selected

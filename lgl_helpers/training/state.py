@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from lgl_helpers.core.losses import AAMSoftmax
-from lgl_helpers.core.models import ECAPATDNN, save_encoder
+from lgl_helpers.core.models import ECAPATDNN, encoder_like, save_encoder
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def encoder_and_head(checkpoint: dict, n_clusters: int) -> tuple[ECAPATDNN, AAMSoftmax]:
     """The encoder (its saved width C) and the AAM-softmax head (weight (n_clusters, 192)) of a Stage II checkpoint."""
-    encoder = ECAPATDNN(int(checkpoint["channels"]))
+    encoder = encoder_like(checkpoint)
     encoder.load_state_dict(checkpoint["encoder"])
     head = AAMSoftmax(n_clusters)
     head.load_state_dict(checkpoint["head"])

@@ -26,7 +26,7 @@ class ToyConfig:
     rir_rooms: int = 3  # rooms per room type (small/medium/large)
     rirs_per_room: int = 3  # impulse responses per room
     rir_max_seconds: float = 1.0  # longest impulse response (large rooms)
-    channel_strength: float = 1.0  # scales the session EQ, noise floor and reverb (difficulty knob)
+    channel_strength: float = 0.7  # scales the session EQ, noise floor and reverb (difficulty knob)
     seed: int = 0
 
     def __post_init__(self):

@@ -14,6 +14,7 @@ from lgl_helpers.config import (
     check_non_negative,
     check_positive,
 )
+from lgl_helpers.core.models import REFERENCE_MFA_CHANNELS
 
 STAGE_DIR = "stage1"
 # Fields that only steer one call (where to stop, how to show it) and may change when a run is resumed.
@@ -44,6 +45,7 @@ class Stage1Config(NotebookConfig):
     rir_root: str = ""
     augment: bool = True
     channels: int = 128
+    mfa_channels: int = REFERENCE_MFA_CHANNELS
     frames: int = 100
     batch_size: int = 32
     epochs: int = 12
@@ -63,6 +65,7 @@ class Stage1Config(NotebookConfig):
 
     def validate(self) -> None:
         check_channels(self.name_of("channels"), self.channels)
+        check_int(self.name_of("mfa_channels"), self.mfa_channels, 8)
         check_int(self.name_of("frames"), self.frames, 1)
         check_int(
             self.name_of("batch_size"), self.batch_size, 2, "an integer >= 2 (the contrastive loss needs negatives)"

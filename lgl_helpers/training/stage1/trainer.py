@@ -18,7 +18,7 @@ from lgl_helpers.core.data import make_loader
 from lgl_helpers.core.embed import evaluate_trials
 from lgl_helpers.core.losses import AATDiscriminator, ContrastiveLoss
 from lgl_helpers.core.metrics import TEST_SCORES, write_trial_scores
-from lgl_helpers.core.models import ECAPATDNN, load_encoder
+from lgl_helpers.core.models import ECAPATDNN, REFERENCE_MFA_CHANNELS, load_encoder
 from lgl_helpers.training import retention
 from lgl_helpers.training.executor import Stage1Models, stage1_epoch
 from lgl_helpers.training.stage1.config import RUN_CONTROL_FIELDS, STAGE_DIR, Stage1Config, stage_folder
@@ -103,7 +103,7 @@ def _resolved_params(config: Stage1Config, data: Stage1Data) -> dict:
 def _build(config: Stage1Config, device) -> Stage1Models:
     """Fresh models seeded with ``config.seed``: ECAPA-TDNN C=channels, contrastive loss, discriminator, Adam ×2, StepLR."""
     runs.seed_everything(config.seed)
-    encoder = ECAPATDNN(config.channels).to(device)
+    encoder = ECAPATDNN(config.channels, config.mfa_channels).to(device)
     loss_fn = ContrastiveLoss().to(device)
     aat = AATDiscriminator().to(device)
     optimizer = torch.optim.Adam(list(encoder.parameters()) + list(loss_fn.parameters()), lr=config.lr)
@@ -119,11 +119,13 @@ def _resume_or_start(config: Stage1Config, stage_dir: Path, params: dict, models
     last = ckpt_dir / "last.model"
     if config.resume and last.is_file():
         ckpt = load_checkpoint(last)
-        if int(ckpt["channels"]) != config.channels:
-            raise ValueError(
-                f"{last}: checkpoint has channels={ckpt['channels']} but channels={config.channels}; "
-                "use the same channels or resume=False to start over"
-            )
+        for width in ("channels", "mfa_channels"):
+            saved = int(ckpt.get(width, REFERENCE_MFA_CHANNELS))
+            if saved != getattr(config, width):
+                raise ValueError(
+                    f"{last}: checkpoint has {width}={saved} but {width}={getattr(config, width)}; "
+                    f"use the same {width} or resume=False to start over"
+                )
         fixed = [k for k in params if k not in RUN_CONTROL_FIELDS]
         check_resume(last, ckpt["params"], params, fixed, config.allow_changed_params)
         models.encoder.load_state_dict(ckpt["encoder"])

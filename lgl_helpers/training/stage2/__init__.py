@@ -5,22 +5,25 @@ docs/method.md, "Stage II: classification on pseudo labels". One engine runs bot
 1. **cluster** the training utterances with the current model (iteration 1: the Stage I model; later:
    the previous iteration's best L model, or best T model in baseline mode) → pseudo labels;
 2. **phase T**: the encoder is re-initialised from the Stage I checkpoint and a fresh AAM-softmax
-   head (margin 0.2, scale 30) classifies the pseudo labels; Adam at a fixed ``lr``, ``frames``-frame
+   head (margin 0.2, scale 30; random, or with ``head_init="centroids"`` the pseudo-label centroids of
+   the Stage I embeddings) classifies the pseudo labels; Adam at a fixed ``lr``, ``frames``-frame
    crops with the Stage II augmentation (reverb p 0.5 at unit RIR energy, noise p 0.5, babble of 3-8
    files); validation EER after every epoch; the stopping rule (:func:`lgl_helpers.core.gate.phase_should_stop`)
    or ``max_epochs_per_phase`` ends the phase and its best epoch is kept;
-3. **phase L** (LGL mode only): training continues from the best T epoch (encoder and head; a fresh
-   Adam, the learning rate being fixed) with the iteration's gate: the loss averages the samples whose
+3. **phase L** (LGL mode only): training continues from the best T epoch (encoder and head) with the
+   Adam state of the last T epoch, as the reference's one optimizer does, and the iteration's gate: the loss averages the samples whose
    per-sample cross-entropy is ≤ gate; a batch where none passes is counted and skipped. Same stopping
-   rule; the best L epoch is kept.
+   rule; the best L epoch is kept. LGL's phase T of iteration 1 is the baseline's of the same run
+   folder when that has run with the same parameters (:mod:`lgl_helpers.training.stage2.reuse`).
 
 With ``last_channels`` set (1024 in the paper), the last iteration trains an encoder of that width;
 C=512 Stage I weights cannot initialise it, so that encoder starts from random weights.
 
 The gate of iteration k is, in order of precedence: a value in ``gate_overrides.json`` (written by the
 gate tuner of notebook 04), else ``gates[k-1]``; ``"auto"`` places it with
-:func:`lgl_helpers.core.gate.auto_gate` on the per-sample losses of the last T epoch of iteration k
-(:func:`lgl_helpers.training.stage2.gates.resolve_gate`).
+:func:`lgl_helpers.core.gate.auto_gate` on the per-sample losses of the best T epoch of iteration k,
+the model phase L starts from (:func:`lgl_helpers.training.stage2.gates.resolve_gate`); the
+iteration's ``gate_evidence`` measures on those losses how well the gate separates reliable labels.
 
 Modules: ``config`` (:class:`BaselineConfig` for notebook 03, :class:`LGLConfig` for 04), ``inputs``
 (resolved and checked before any work), ``statefile`` (``state.json`` and the loss records),
@@ -37,7 +40,8 @@ Run folder ``runs/<run>/stage2_<mode>/``:
 - ``scores.txt``: one human-readable line per evaluated epoch.
 - ``iter_XX/``: the clustering (``pseudo_labels.txt``, ``embeddings.npy``, ``quality.json``) and
   ``T/``, ``L/`` with ``epoch_XXX.model`` (kit checkpoints with the AAM head and optimizer; the
-  best and the latest epoch of each phase are kept) and ``losses_epoch_XXX.npz`` for every epoch:
+  best and the latest epoch of each phase are kept) and ``losses_epoch_XXX.npz`` (each phase's best
+  and last epoch, and every ``keep_every``-th):
   ``index`` (n,) training-list index, ``per_sample_loss`` (n,) float32, ``selected`` (n,) bool and,
   when the list has speaker ids, ``reliable`` (n,) bool = the pseudo label agrees with the majority
   speaker of its cluster (analysis only, never used for training).
@@ -65,6 +69,7 @@ from lgl_helpers.training.stage2.inputs import Stage2Data, check_inputs, prepare
 from lgl_helpers.training.stage2.statefile import (
     GATE_OVERRIDES,
     STATE_FORMAT,
+    gate_losses_record,
     latest_epoch_losses,
     read_epoch_losses,
     read_state,
@@ -84,6 +89,7 @@ __all__ = [
     "Stage2Data",
     "apply_gate",
     "check_inputs",
+    "gate_losses_record",
     "latest_epoch_losses",
     "next_gate_iteration",
     "prepare_data",

@@ -20,6 +20,7 @@ from lgl_helpers.config import (
 )
 from lgl_helpers.core.gate import REFERENCE_EER_DECIMALS
 from lgl_helpers.training.retention import DEFAULT_KEEP_EVERY
+from lgl_helpers.training.stage2.head_init import HEAD_INITS
 
 REFERENCE_GATES = [1, 3, 3, 5, 6]
 REFERENCE_MAX_EPOCHS = 100  # Stage2/main_train.py --max_epoch: all epochs of a run, T and L of every iteration
@@ -42,6 +43,8 @@ FIXED_FIELDS = (
     "frames",
     "batch_size",
     "lr",
+    "head_init",
+    "ema_decay",
     "seed",
 )
 
@@ -80,6 +83,8 @@ class Stage2Config(NotebookConfig):
     frames: int = 200
     batch_size: int = 64
     lr: float = 0.001
+    head_init: str = "random"
+    ema_decay: float = 0.0
     max_epochs_per_phase: int = 6
     max_epochs: int = REFERENCE_MAX_EPOCHS
     min_evals: int = 4
@@ -104,6 +109,15 @@ class Stage2Config(NotebookConfig):
         check_int(self.name_of("frames"), self.frames, 1)
         check_int(self.name_of("batch_size"), self.batch_size, 1)
         check_positive(self.name_of("lr"), self.lr)
+        check(self.name_of("head_init"), self.head_init, self.head_init in HEAD_INITS, f"one of {HEAD_INITS}")
+        check(
+            self.name_of("ema_decay"),
+            self.ema_decay,
+            isinstance(self.ema_decay, (int, float))
+            and not isinstance(self.ema_decay, bool)
+            and 0 <= self.ema_decay < 1,
+            "a number in [0, 1) (0: no weight averaging, the reference)",
+        )
         check_int(
             self.name_of("max_epochs_per_phase"),
             self.max_epochs_per_phase,

@@ -26,11 +26,13 @@ from lgl_helpers.core.embed import evaluate_trials
 from lgl_helpers.core.gate_evidence import gate_evidence
 from lgl_helpers.core.losses import AAMSoftmax
 from lgl_helpers.core.metrics import TEST_SCORES, write_trial_scores
-from lgl_helpers.core.models import ECAPATDNN, load_encoder, save_encoder
+from lgl_helpers.core.models import CHECKPOINT_KEYS, ECAPATDNN, load_encoder, save_encoder
 from lgl_helpers.training.stage2.config import FIXED_FIELDS, Stage2Config, stage_folder
 from lgl_helpers.training.stage2.executor import train_phase
 from lgl_helpers.training.stage2.gates import resolve_gate
+from lgl_helpers.training.stage2.head_init import init_head_from_centroids
 from lgl_helpers.training.stage2.inputs import Stage2Data, prepare_data
+from lgl_helpers.training.stage2.reuse import reuse_baseline_phase_t
 from lgl_helpers.training.stage2.statefile import (
     GATE_OVERRIDES,
     fixed_params,
@@ -59,7 +61,8 @@ class Engine:
         self.stage_dir = stage_folder(config)
         self.device = runs.get_device(config.device)
         self.speakers = data.speakers
-        self.stage1_channels = load_encoder(data.init_model).channels
+        stage1 = load_encoder(data.init_model)
+        self.stage1_channels, self.mfa_channels = stage1.channels, stage1.mfa_channels
         self.last_commit = time.perf_counter()
         self.state: dict = {}
 
@@ -224,8 +227,25 @@ class Engine:
                 channels,
                 self.stage1_channels,
             )
-            encoder = ECAPATDNN(channels)
-        return encoder, AAMSoftmax(cfg.n_clusters)
+            encoder = ECAPATDNN(channels, self.mfa_channels)
+        head = AAMSoftmax(cfg.n_clusters)
+        if cfg.head_init == "centroids":
+            self._centroid_head(head, iteration, channels)
+        return encoder, head
+
+    def _centroid_head(self, head: AAMSoftmax, iteration: int, channels: int) -> None:
+        """Head rows = the iteration's pseudo-label centroids of the Stage I embeddings (iteration 1's
+        clustering pass embedded the training list with the Stage I model, the encoder T starts from)."""
+        if channels != self.stage1_channels:
+            log.warning(
+                "iteration %d: head_init='centroids' needs the Stage I encoder; a random head is used", iteration
+            )
+            return
+        emb = np.load(self.path(f"{self.iteration_record(1)['pseudo_labels'].split('/')[0]}/embeddings.npy"))
+        n_set = init_head_from_centroids(head, emb, self.pseudo_labels(iteration))
+        log.info(
+            "iteration %d: head initialised at %d pseudo-label centroids of the Stage I embeddings", iteration, n_set
+        )
 
     def phase_over(self, info: dict) -> bool:
         """The stopping rule (EERs compared as ``eer_decimals``), or the epoch limit of ``max_epochs_per_phase``."""
@@ -269,6 +289,8 @@ class Engine:
                 "skipped_batches": 0,
             },
         )
+        if phase == "T" and iteration == 1 and self.config.mode == "lgl" and not info["eers"]:
+            reuse_baseline_phase_t(self, info)
         if not self.phase_over(info):
             train_phase(self, iteration, phase, gate, info)
         return info
@@ -288,7 +310,10 @@ class Engine:
             info["best_eer"],
         )
         stale = None
-        if info["last_model"] != info["best_model"] and not (phase == "T" and self.config.mode == "lgl"):
+        # The baseline's first phase T keeps its last checkpoint too: an LGL run of the same run folder
+        # continues from it (lgl_helpers.training.stage2.reuse).
+        keeps_last = phase == "T" and (self.config.mode == "lgl" or iteration == 1)
+        if info["last_model"] != info["best_model"] and not keeps_last:
             stale = info["last_model"]
             info["last_model"] = info["best_model"]
         if phase == "T" and self.config.mode == "lgl":
@@ -344,7 +369,7 @@ class Engine:
         best = self.state["best"]
         ckpt = load_checkpoint(self.path(best["model"]))
         encoder, _ = encoder_and_head(ckpt, self.config.n_clusters)
-        extra = {k: v for k, v in ckpt.items() if k not in ("format", "channels", "encoder", "optimizer", "rng")}
+        extra = {k: v for k, v in ckpt.items() if k not in (*CHECKPOINT_KEYS, "optimizer", "rng")}
         return save_encoder(self.path("best.model"), encoder, extra)
 
     def final_metrics(self) -> dict:

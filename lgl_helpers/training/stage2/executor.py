@@ -24,6 +24,7 @@ from lgl_helpers.core.embed import evaluate_trials
 from lgl_helpers.core.gate_evidence import gate_evidence
 from lgl_helpers.training import retention
 from lgl_helpers.training.executor import stage2_epoch
+from lgl_helpers.training.stage2.averaging import EncoderAverage
 from lgl_helpers.training.stage2.statefile import npz_bytes, scores_text
 from lgl_helpers.training.state import encoder_and_head, load_checkpoint, module_state, restore_rng, save_checkpoint
 
@@ -52,6 +53,9 @@ def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: d
         encoder, head = engine.build_models(iteration, phase)
     encoder.to(engine.device)
     head.to(engine.device)
+    averaged = EncoderAverage(encoder, cfg.ema_decay).to(engine.device)
+    if ckpt is not None:
+        averaged.restore(ckpt)
     optimizer = torch.optim.Adam(list(encoder.parameters()) + list(head.parameters()), lr=cfg.lr)
     start_state = ckpt["optimizer"] if ckpt is not None else engine.start_optimizer_state(iteration, phase)
     if start_state is not None:
@@ -75,12 +79,23 @@ def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: d
         tic = time.perf_counter()
         loader.sampler.set_epoch(iteration * 10_000 + phase_offset + epoch)
         stats, arrays = stage2_epoch(
-            encoder, head, optimizer, loader, gate, engine.device, f"iter {iteration} {phase} epoch {epoch}"
+            encoder,
+            head,
+            optimizer,
+            loader,
+            gate,
+            engine.device,
+            f"iter {iteration} {phase} epoch {epoch}",
+            after_step=averaged.update,
         )
         if reliable is not None:
             arrays["reliable"] = reliable[arrays["index"]]
         result = evaluate_trials(
-            encoder, engine.data.val_trials, engine.data.paths["test_root"], device=engine.device, show_progress=False
+            averaged.model,
+            engine.data.val_trials,
+            engine.data.paths["test_root"],
+            device=engine.device,
+            show_progress=False,
         )
         evaluation = {k: float(result[k]) for k in ("eer", "min_dcf", "min_dcf_0.01")}
         save_epoch(
@@ -88,7 +103,7 @@ def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: d
             iteration,
             phase,
             epoch,
-            encoder,
+            averaged,
             head,
             optimizer,
             info,
@@ -103,9 +118,12 @@ def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: d
 
 
 def save_epoch(
-    engine: Engine, iteration, phase, epoch, encoder, head, optimizer, info, stats, arrays, evaluation, gate, seconds
+    engine: Engine, iteration, phase, epoch, averaged, head, optimizer, info, stats, arrays, evaluation, gate, seconds
 ) -> None:
     """Write the epoch's checkpoint and loss record, update the phase and the run's best, then commit.
+
+    averaged: the :class:`~lgl_helpers.training.stage2.averaging.EncoderAverage` of the training
+    encoder; its ``model`` is the checkpoint's encoder (with EMA: the average, plus the raw weights).
 
     arrays: the epoch's per-sample record (``index``, ``per_sample_loss``, ``selected`` and, when
     the list has speaker ids, ``reliable``), each (n,).
@@ -123,8 +141,9 @@ def save_epoch(
         "head": module_state(head),
         "optimizer": optimizer.state_dict(),
         "n_clusters": engine.config.n_clusters,
+        **averaged.state(),
     }
-    save_checkpoint(engine.path(model_rel), encoder, extra)
+    save_checkpoint(engine.path(model_rel), averaged.model, extra)
     runs.atomic_write_bytes(engine.path(losses_rel), npz_bytes(arrays))
     previous_best = info["best_eer"]
     info["eers"].append(evaluation["eer"])
