@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from lgl_helpers.app import planning
+from lgl_helpers.app import notebook_defaults, planning
 from lgl_helpers.app.data_checks import CONFIGS
 from lgl_helpers.runs import project_root
 
@@ -82,3 +82,28 @@ def test_select_notebooks_by_prefix():
     assert planning.select_notebooks(only="05_compare") == ("05_compare",)
     with pytest.raises(planning.PipelineError, match="unknown notebook"):
         planning.select_notebooks(only="09")
+
+
+def test_notebook_defaults_are_the_demo_profile():
+    differences = notebook_defaults.profile_differences()
+    assert not differences, (
+        "notebook defaults differ from notebooks/params/demo.yaml (stepping through the notebooks must train "
+        "what `make demo` trains, in a run of its own); `python -m lgl_helpers.app.notebook_defaults` rewrites them:\n"
+        + "\n".join(f"  {nb}: {name} = {old!r}, demo profile: {new!r}" for nb, name, old, new in differences)
+    )
+
+
+def test_rewriting_a_default_keeps_the_line_and_its_comment_column():
+    source = 'run_name = "demo"      # folder\ngates = [1, 3]         # per iteration\nseed = 0\n'
+    rewritten = notebook_defaults._replace_default(source, "gates", ["auto"])
+    rewritten = notebook_defaults._replace_default(rewritten, "seed", 7)
+    assert rewritten == 'run_name = "demo"      # folder\ngates = ["auto"]       # per iteration\nseed = 7\n'
+    longer = notebook_defaults._replace_default(source, "run_name", "a-much-longer-name")
+    assert longer.splitlines()[0] == 'run_name = "a-much-longer-name" # folder'
+
+
+@pytest.mark.parametrize("notebook", planning.NOTEBOOKS)
+def test_notebooks_use_the_kit_kernel_that_setup_registers(notebook):
+    kernelspec = json.loads(planning.notebook_path(notebook).read_text())["metadata"]["kernelspec"]
+    assert kernelspec["name"] == "lgl-kit", f"{notebook} uses kernel {kernelspec['name']!r}, not the kit's lgl-kit"
+    assert "--name lgl-kit" in (project_root() / "scripts" / "setup.sh").read_text()

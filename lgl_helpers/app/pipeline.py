@@ -2,7 +2,10 @@
 
 The plan (which notebooks, with which checked parameters) comes from :mod:`lgl_helpers.app.planning`.
 ``runs/<run>/pipeline.json`` records, per notebook, the parameters it ran with and whether it
-finished, so rerunning a run skips finished notebooks and resumes the interrupted one.
+finished, so rerunning a run skips finished notebooks and resumes the interrupted one. An LGL run
+with ``pause_before_gate`` that stopped before a phase L is recorded as ``"waiting_for_gate"`` and
+ends the pipeline there; once the gate is set (notebook 04's tuner writes ``gate_overrides.json``),
+rerunning the same command continues it.
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ import contextlib
 import os
 import re
 import signal
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from lgl_helpers.app.planning import PipelineError, plan_run, select_notebooks
+from lgl_helpers.app.planning import PipelineError, PlannedNotebook, notebook_parameters, plan_run, select_notebooks
 from lgl_helpers.runs import project_root, read_json, remove_stale_temp_files, run_folder, write_json
 
 # 128 + SIGINT: the status a shell reports for a command stopped by Ctrl-C.
@@ -90,6 +94,20 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
+def waiting_gate(step: PlannedNotebook) -> dict | None:
+    """For notebook 04: ``{"iteration", "stage_dir"}`` of the phase L its paused run waits to get a gate for, else None."""
+    if step.name != "04_stage2_lgl":
+        return None
+    from lgl_helpers.training import stage2
+
+    config = stage2.LGLConfig.from_parameters({**notebook_parameters(step.source), **step.parameters})
+    stage_dir = stage2.stage_folder(config)
+    state = stage2.read_state(stage_dir)
+    if state is None or state["status"] != "paused_before_gate":
+        return None
+    return {"iteration": state["iteration"], "stage_dir": str(stage_dir)}
+
+
 def run_pipeline(
     profile: str | Path,
     run_name: str,
@@ -106,7 +124,9 @@ def run_pipeline(
     A notebook whose recorded parameters equal the planned ones and that finished is skipped unless
     ``force``; when one reruns, every later notebook reruns too (its inputs may have changed).
     Ctrl-C or SIGTERM during a notebook records it as "interrupted" (rerun like a failed one) and
-    re-raises KeyboardInterrupt. An unwritable run folder raises PipelineError before any notebook runs.
+    re-raises KeyboardInterrupt. A notebook whose run paused for a gate (:func:`waiting_gate`) is
+    recorded as "waiting_for_gate" with that gate's iteration and stage folder, and the later
+    notebooks do not run; a rerun resumes it. An unwritable run folder raises PipelineError before any notebook runs.
     """
     import papermill
 
@@ -151,7 +171,10 @@ def run_pipeline(
                     parameters=step.parameters,
                     kernel_name=kernel,
                     cwd=str(project_root()),
-                    log_output=log_output,
+                    # Streamed as the kernel writes it: papermill's own log_output goes through a logger
+                    # nobody configures at INFO, which would drop the notebooks' stdout (the epoch lines).
+                    stdout_file=sys.stdout if log_output else None,
+                    stderr_file=sys.stderr if log_output else None,
                     progress_bar=False,
                     extra_arguments=[f"--IPKernelApp.extra_config_file={KERNEL_CONFIG}"],
                 )
@@ -169,6 +192,16 @@ def run_pipeline(
             )
             write_json(state_path, state)
             raise PipelineError(f"[{step.name}] failed: {_failure_message(error, step.output)}") from None
+        waiting = waiting_gate(step)
+        if waiting is not None:
+            record.update(status="waiting_for_gate", wall_seconds=time.time() - started, waiting_for_gate=waiting)
+            write_json(state_path, state)
+            echo(
+                f"[{step.name}] waiting for a gate: the run paused before phase L of iteration {waiting['iteration']}. "
+                f"Set it with notebook 04's gate tuner (run_name = {run_name!r}: run its setup cell and section 2) "
+                f"or in {Path(waiting['stage_dir']) / 'gate_overrides.json'}, then rerun this command to continue"
+            )
+            return state
         record.update(status="done", wall_seconds=time.time() - started, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         write_json(state_path, state)
         echo(f"[{step.name}] done in {record['wall_seconds']:.1f} s")

@@ -1,20 +1,24 @@
 """The gate tuner of notebook 04: how many samples a gate keeps and how reliable their pseudo labels are.
 
 :class:`GateTuner` holds the state and the callback logic, free of widgets (testable without a
-browser); :func:`plot_loss_histogram` draws the losses with the gate as a line;
-:func:`build_gate_widget` wraps both in ipywidgets; :func:`stage2_gate_tuner` starts a tuner on a
-Stage II run at the gate its next phase L would use.
+browser); :func:`plot_loss_histogram` draws the losses with the gate as a line; :class:`TunerFigure`
+redraws only that line when the gate moves; :func:`build_gate_widget` wraps them in ipywidgets;
+:func:`stage2_gate_tuner` starts a tuner on a Stage II run at the gate its next phase L would use and
+:func:`button_state` says whether a gate set now reaches a training.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image  # a dependency of matplotlib
 
 from lgl_helpers.config import check_gate
 from lgl_helpers.core.gate import auto_gate, check_losses
@@ -49,6 +53,17 @@ class GateSummary:
     def fraction_selected(self) -> float:
         return self.n_selected / self.n_total
 
+    def warning(self) -> str | None:
+        """A sentence when the gate keeps less reliable labels than it drops (LGL then removes the wrong ones)."""
+        if self.precision_selected is None or self.precision_rejected is None:
+            return None
+        if self.precision_selected >= self.precision_rejected:
+            return None
+        return (
+            f"the kept pseudo labels are less reliable than the dropped ones ({_percent(self.precision_selected)} "
+            f"vs {_percent(self.precision_rejected)}): at this epoch a low loss does not mark a reliable label"
+        )
+
     def text(self) -> str:
         parts = [
             f"gate {self.gate:.3f}: {self.n_selected}/{self.n_total} selected ({100 * self.fraction_selected:.1f} %)"
@@ -58,7 +73,23 @@ class GateSummary:
                 f"pseudo-label precision selected {_percent(self.precision_selected)}, "
                 f"rejected {_percent(self.precision_rejected)}"
             )
+        warning = self.warning()
+        if warning:
+            parts.append(f"warning: {warning}")
         return "; ".join(parts)
+
+
+def _nice_step(span: float, n_steps: int = 400) -> float:
+    """The smallest 1, 2 or 5 × 10^k that is at least ``span / n_steps``: round values such as 5 or 2.5
+    lie on the slider's grid, so a typed gate is kept as typed."""
+    raw = max(span / n_steps, 1e-9)
+    power = 10.0 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw * (1 - 1e-9))
+
+
+def _digits(step: float) -> int:
+    """Decimals that hold every multiple of ``step`` exactly (0.05 → 2, 2.0 → 0)."""
+    return max(0, -math.floor(math.log10(step) + 1e-9))
 
 
 class GateTuner:
@@ -83,10 +114,16 @@ class GateTuner:
         self.applied: list[float] = []
 
     def slider_range(self) -> tuple[float, float, float]:
-        """(min, max, step) for a slider: 0 to just beyond the largest loss, 400 steps."""
-        top = float(self.per_sample_loss.max()) * 1.02 + 1e-6
-        top = max(top, self.gate)
-        return 0.0, top, top / 400
+        """(min, max, step) for a slider: 0 to just beyond the largest loss (and the starting gate) in
+        about 400 steps of a round size; the histogram's x axis spans the same range."""
+        top = max(float(self.per_sample_loss.max()) * 1.02 + 1e-6, self.gate)
+        step = _nice_step(top)
+        return 0.0, round(math.ceil(top / step - 1e-9) * step, _digits(step)), step
+
+    def on_grid(self, gate: float) -> float:
+        """``gate`` moved to the slider's nearest step, without float noise (5.000000000000001 → 5.0)."""
+        low, high, step = self.slider_range()
+        return round(min(high, low + round((gate - low) / step) * step), _digits(step))
 
     def summary(self, gate: float | None = None) -> GateSummary:
         gate = self.gate if gate is None else float(gate)
@@ -110,24 +147,20 @@ class GateTuner:
         return on_apply(self.gate)
 
     def figure(self, title: str | None = None) -> Figure:
-        return plot_loss_histogram(self.per_sample_loss, gate=self.gate, reliable=self.reliable, title=title)
+        """The static histogram at the current gate, on the slider's x range (what the widget shows)."""
+        low, high, _ = self.slider_range()
+        return plot_loss_histogram(
+            self.per_sample_loss, gate=self.gate, reliable=self.reliable, title=title, xlim=(low, high)
+        )
 
 
-def plot_loss_histogram(
-    per_sample_loss, gate: float | None = None, reliable=None, bins: int = 80, ax=None, title: str | None = None
-) -> Figure:
-    """Histogram of one epoch's per-sample losses with a vertical line at ``gate``.
+def _gate_label(losses: np.ndarray, gate: float) -> str:
+    return f"gate {gate:.2f} keeps {100 * float((losses <= gate).mean()):.1f} %"
 
-    per_sample_loss: (N,). reliable: optional (N,) bool; when given, the bars are stacked into
-    reliable / unreliable pseudo labels. Returns the matplotlib Figure (not displayed).
-    """
-    losses = check_losses(per_sample_loss)
-    if ax is None:
-        fig = Figure(figsize=(7, 3.6))
-        ax = fig.add_subplot(1, 1, 1)
-    else:
-        fig = ax.figure
-    top = float(losses.max())
+
+def _draw_histogram(ax, losses: np.ndarray, reliable, bins: int, xlim, title: str | None) -> None:
+    """The bars of :func:`plot_loss_histogram` on ``ax``, labelled for its legend."""
+    top = float(losses.max()) if xlim is None else float(xlim[1])
     edges = np.linspace(0.0, top if top > 0 else 1.0, bins + 1)
     if reliable is None:
         ax.hist(losses, bins=edges, color="tab:blue", alpha=0.8, label="samples")
@@ -141,14 +174,37 @@ def plot_loss_histogram(
             alpha=0.8,
             label=["pseudo label = cluster majority", "pseudo label ≠ majority"],
         )
-    if gate is not None:
-        kept = float((losses <= gate).mean())
-        ax.axvline(
-            gate, color="black", linestyle="--", linewidth=1.5, label=f"gate {gate:.2f} keeps {100 * kept:.1f} %"
-        )
+    if xlim is not None:
+        ax.set_xlim(*xlim)
     ax.set_xlabel("per-sample AAM-softmax loss")
     ax.set_ylabel("samples")
     ax.set_title(title or "per-sample loss histogram")
+
+
+def plot_loss_histogram(
+    per_sample_loss,
+    gate: float | None = None,
+    reliable=None,
+    bins: int = 80,
+    ax=None,
+    title: str | None = None,
+    xlim: tuple[float, float] | None = None,
+) -> Figure:
+    """Histogram of one epoch's per-sample losses with a vertical line at ``gate``.
+
+    per_sample_loss: (N,). reliable: optional (N,) bool; when given, the bars are stacked into
+    reliable / unreliable pseudo labels. ``xlim``: the x range (default: 0 to the largest loss).
+    Returns the matplotlib Figure (not displayed).
+    """
+    losses = check_losses(per_sample_loss)
+    if ax is None:
+        fig = Figure(figsize=(7, 3.6))
+        ax = fig.add_subplot(1, 1, 1)
+    else:
+        fig = ax.figure
+    _draw_histogram(ax, losses, reliable, bins, xlim, title)
+    if gate is not None:
+        ax.axvline(gate, color="black", linestyle="--", linewidth=1.5, label=_gate_label(losses, gate))
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     return fig
@@ -161,42 +217,157 @@ def figure_png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def build_gate_widget(tuner: GateTuner, on_apply: Callable[[float], object], title: str | None = None):
-    """ipywidgets box: histogram image, gate slider, readout, and an "apply" button.
+class TunerFigure:
+    """The widget's histogram: drawn once, then only the gate line and the legend are redrawn.
 
-    Moving the slider calls :meth:`GateTuner.set_gate` and redraws; the button calls
-    :meth:`GateTuner.apply` with ``on_apply`` and shows its return value. Returns the VBox;
-    its children are (image, slider, readout, button, status) for callers and tests.
+    Blitting them onto the saved bars takes ~30 ms where a new figure takes ~300 ms, so the image
+    keeps up with the slider. The layout is fixed (no tight_layout), so the axes stay where
+    :meth:`axes_span_px` says and the slider can be placed under them.
+    """
+
+    WIDTH_IN, HEIGHT_IN, DPI = 7.0, 3.6, 90  # a 630 × 324 px image
+    MARGINS = {"left": 0.09, "right": 0.98, "bottom": 0.15, "top": 0.91}
+
+    def __init__(self, tuner: GateTuner, title: str | None = None, bins: int = 80):
+        self.losses = tuner.per_sample_loss
+        low, high, _ = tuner.slider_range()
+        self.fig = Figure(figsize=(self.WIDTH_IN, self.HEIGHT_IN), dpi=self.DPI)
+        self.canvas = FigureCanvasAgg(self.fig)
+        self.ax = self.fig.add_subplot(1, 1, 1)
+        self.fig.subplots_adjust(**self.MARGINS)
+        _draw_histogram(self.ax, self.losses, tuner.reliable, bins, (low, high), title)
+        handles, labels = self.ax.get_legend_handles_labels()
+        self.line = self.ax.axvline(tuner.gate, color="black", linestyle="--", linewidth=1.5, animated=True)
+        self.legend = self.ax.legend(
+            handles=[*handles, self.line], labels=[*labels, "gate"], loc="upper right", fontsize=8
+        )
+        self.legend.set_animated(True)
+        self.canvas.draw()
+        self.background = self.canvas.copy_from_bbox(self.fig.bbox)
+
+    @property
+    def size_px(self) -> tuple[int, int]:
+        """(width, height) of the PNG in pixels."""
+        width, height = self.canvas.get_width_height()
+        return int(width), int(height)
+
+    def axes_span_px(self) -> tuple[float, float]:
+        """Left and right edge of the axes, in pixels from the image's left edge: where the x range's
+        ends (the slider's min and max) are drawn."""
+        box = self.ax.get_position()
+        width = self.size_px[0]
+        return box.x0 * width, box.x1 * width
+
+    def png(self, gate: float) -> bytes:
+        """The histogram with the gate line at ``gate``, as PNG bytes."""
+        self.canvas.restore_region(self.background)
+        self.line.set_xdata([gate, gate])
+        self.legend.get_texts()[-1].set_text(_gate_label(self.losses, gate))
+        self.ax.draw_artist(self.line)
+        self.ax.draw_artist(self.legend)
+        buffer = io.BytesIO()
+        Image.fromarray(np.asarray(self.canvas.buffer_rgba())).save(buffer, format="png", compress_level=1)
+        return buffer.getvalue()
+
+
+# ipywidgets 8's horizontal slider without a description, measured in JupyterLab 4 (tests/test_browser.py
+# checks it): its track starts this many pixels right of the widget's left edge and ends this many
+# pixels left of its right edge (the readout box and the margins around it).
+_SLIDER_TRACK_LEFT_PX = 4
+_SLIDER_TRACK_RIGHT_PX = 84
+
+
+def build_gate_widget(
+    tuner: GateTuner, on_apply: Callable[[float], object] | None, title: str | None = None, note: str = ""
+):
+    """ipywidgets box: histogram image, gate slider, readout, an "apply" button and its status line.
+
+    Moving the slider calls :meth:`GateTuner.set_gate`, redraws the gate line and updates the readout;
+    the button calls :meth:`GateTuner.apply` with ``on_apply`` and shows the message it returns.
+    ``on_apply=None``: nothing can take a gate now, the button is disabled. ``note``: what the button
+    does (or why it is disabled), shown until it is pressed. The tuner's gate is moved to the nearest
+    step of the slider first. Returns the VBox; its children are (image, slider, readout, button,
+    status) for callers and tests.
     """
     import ipywidgets as widgets
 
     low, high, step = tuner.slider_range()
-    image = widgets.Image(value=figure_png(tuner.figure(title)), format="png")
+    start = tuner.gate
+    # The browser snaps a slider's value to its grid and sends it back; snapping here first keeps the
+    # readout, the image and a pressed button on the value the slider shows, and says so.
+    tuner.set_gate(tuner.on_grid(start))
+    if abs(tuner.gate - start) > 1e-9:
+        note = f"The slider starts at {tuner.gate:.3f}, its nearest step to the gate training would use, {start:.4f}. {note}"
+    drawing = TunerFigure(tuner, title)
+    width, height = drawing.size_px
+    left, right = drawing.axes_span_px()
+    # Shown at its own size: stretched to the cell it would push the button below the fold and
+    # no longer line up with the slider.
+    image = widgets.Image(
+        value=drawing.png(tuner.gate), format="png", layout=widgets.Layout(width=f"{width}px", height=f"{height}px")
+    )
     slider = widgets.FloatSlider(
         value=tuner.gate,
         min=low,
         max=high,
         step=step,
-        description="gate",
-        continuous_update=False,
+        description="",
+        continuous_update=True,  # the frontend sends the next value only once the kernel is idle again
         readout_format=".3f",
-        layout=widgets.Layout(width="600px"),
+        layout=widgets.Layout(
+            width=f"{right - left + _SLIDER_TRACK_LEFT_PX + _SLIDER_TRACK_RIGHT_PX:.0f}px",
+            margin=f"0 0 0 {left - _SLIDER_TRACK_LEFT_PX:.0f}px",
+        ),
     )
-    readout = widgets.HTML(value=tuner.summary().text())
-    button = widgets.Button(description="use this gate", button_style="primary")
-    status = widgets.HTML(value="")
+    text_layout = widgets.Layout(max_width=f"{width + _SLIDER_TRACK_RIGHT_PX}px")  # lines as wide as the figure
+    readout = widgets.HTML(value=_readout_html(tuner.summary()), layout=text_layout)
+    button = widgets.Button(
+        description="use this gate",
+        button_style="primary",
+        disabled=on_apply is None,
+        tooltip=note if on_apply is None else "make the slider's value the gate of the next phase L",
+    )
+    status = widgets.HTML(value=note, layout=text_layout)
 
     def on_slide(change):
-        readout.value = tuner.set_gate(change["new"]).text()
-        image.value = figure_png(tuner.figure(title))
+        summary = tuner.set_gate(tuner.on_grid(change["new"]))
+        # Image before readout: both then change on screen together.
+        image.value = drawing.png(summary.gate)
+        readout.value = _readout_html(summary)
 
     def on_click(_button):
-        result = tuner.apply(on_apply)
-        status.value = f"applied gate {tuner.gate:.3f}" + (f": {result}" if result is not None else "")
+        status.value = str(tuner.apply(on_apply))
 
     slider.observe(on_slide, names="value")
-    button.on_click(on_click)
+    if on_apply is not None:
+        button.on_click(on_click)
     return widgets.VBox([image, slider, readout, button, status])
+
+
+def _readout_html(summary: GateSummary) -> str:
+    warning = summary.warning()
+    head = summary.text().split("; warning: ")[0]
+    return head + (f'<br><b style="color:#b00">warning:</b> {warning}' if warning else "")
+
+
+def button_state(state: dict) -> tuple[bool, str]:
+    """Whether a gate chosen now reaches a training of this Stage II run (``state.json``'s content),
+    and the sentence that says so under the button."""
+    target = next_gate_iteration(state)
+    if target is None:
+        return False, (
+            "This run has no phase L left to train, so the tuner only shows what a gate would have kept. "
+            "To choose a gate before phase L trains, start a run with pause_before_gate = True."
+        )
+    if state.get("status") == "paused_before_gate" and state["phase"] == "L" and state["iteration"] == target:
+        return True, (
+            f"The run is paused before phase L of iteration {target}: "
+            '"use this gate" makes the slider\'s value its gate; then run the training cell again.'
+        )
+    return True, (
+        f'"use this gate" sets the gate of phase L of iteration {target}, which has not started yet. '
+        "A training that is running does not wait for it unless pause_before_gate = True."
+    )
 
 
 def stage2_gate_tuner(stage_dir: str | Path, config: LGLConfig) -> tuple[GateTuner, str]:

@@ -1,40 +1,87 @@
 """What notebooks 03 (baseline) and 04 (LGL) show of a Stage II run; both notebooks call these functions.
 
-The figures come from :mod:`lgl_helpers.notebook.stage2_figures` and the gate tuner from
-:mod:`lgl_helpers.notebook.gate_tuner`; here they are put in the order the notebooks present them.
+The figures come from :mod:`lgl_helpers.notebook.stage2_figures` and
+:mod:`lgl_helpers.notebook.stage2_curves`, the gate tuner from :mod:`lgl_helpers.notebook.gate_tuner`;
+here they are put in the order the notebooks present them. Only :func:`train` writes the stage's log
+file: looking at a run (the gate tuner, the figures) leaves its training log as training left it.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from IPython.display import Markdown, display
 
 from lgl_helpers import runs
-from lgl_helpers.notebook import gate_tuner, stage2_figures
+from lgl_helpers.notebook import gate_tuner, stage2_curves, stage2_figures, tensorboard_log
 from lgl_helpers.training import stage2
 
 
-def open_stage(cfg: stage2.Stage2Config) -> tuple[stage2.Stage2Data, Path]:
-    """Check every input (before any model is built) and log into the stage folder. Returns (data, stage folder)."""
-    data = stage2.prepare_data(cfg)
+def open_stage(cfg: stage2.Stage2Config) -> Path:
+    """The stage folder of ``cfg`` (where the training cell writes and the later cells read)."""
     stage_dir = stage2.stage_folder(cfg)
-    runs.add_file_log(stage_dir, stage_dir.name)
-    print(f"{len(data.entries)} training utterances, {len(data.val_trials)} validation trials -> {stage_dir}")
-    return data, stage_dir
+    state = stage2.read_state(stage_dir)
+    status = "no run yet" if state is None else f"run status: {state['status']}"
+    print(f"stage folder: {stage_dir} ({status})")
+    return stage_dir
+
+
+def _detach_file_log(path: Path) -> None:
+    """Stop writing the kit's log records into ``path`` (attached by :func:`lgl_helpers.runs.add_file_log`)."""
+    root = logging.getLogger("lgl_helpers")
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        if Path(handler.baseFilename) == path.resolve():
+            root.removeHandler(handler)
+            handler.close()
+
+
+def train(cfg: stage2.Stage2Config, stage_dir: Path) -> dict:
+    """Check every input, then run (or resume) the stage: :func:`lgl_helpers.training.stage2.run_stage2`.
+
+    While it trains, the log goes to ``<stage>/<stage>.log`` and the cell output (one line per epoch),
+    TensorBoard event files to ``<stage>/tensorboard/`` and, when ``cfg.interactive``, the training
+    curves are redrawn after every epoch; headless they are drawn once at the end. Returns run_stage2's result.
+    """
+    log_path = runs.add_file_log(stage_dir, stage_dir.name)
+    try:
+        data = stage2.prepare_data(cfg)
+        print(f"{len(data.entries)} training utterances, {len(data.val_trials)} validation trials -> {stage_dir}")
+        stage1_eer = stage2.stage1_eer(cfg)
+
+        def curves(history):
+            return stage2_curves.plot_training_curves(history, cfg.mode, stage1_eer=stage1_eer)
+
+        state = stage2.read_state(stage_dir)
+        live = display(curves(state["history"] if state else []), display_id=True) if cfg.interactive else None
+        with tensorboard_log.EventLog(stage_dir) as events:
+
+            def on_epoch(record, state):
+                events.stage2_epoch(record, state)
+                if live is not None:
+                    live.update(curves(state["history"]))
+
+            result = stage2.run_stage2(cfg, on_epoch=on_epoch, data=data)
+        if live is None:
+            display(curves(result["state"]["history"]))
+        return result
+    finally:
+        _detach_file_log(log_path)
 
 
 def show_gate_tuner(cfg: stage2.LGLConfig, stage_dir: Path) -> None:
-    """The latest epoch's loss histogram with the gate the next phase L will use: a widget whose button
-    sets that gate when ``cfg.interactive``, else the static figure; then the gate's readout."""
+    """The loss histogram with the gate the next phase L will use: when ``cfg.interactive`` a widget
+    whose readout follows the slider and whose button sets that gate (disabled, with the reason, when
+    no phase L is left to take it); headless the static figure and its readout."""
     tuner, title = gate_tuner.stage2_gate_tuner(stage_dir, cfg)
+    pending, note = gate_tuner.button_state(stage2.read_state(stage_dir))
     if cfg.interactive:
-        display(
-            gate_tuner.build_gate_widget(tuner, on_apply=lambda value: stage2.apply_gate(stage_dir, value), title=title)
-        )
+        on_apply = (lambda value: stage2.apply_gate(stage_dir, value)) if pending else None
+        display(gate_tuner.build_gate_widget(tuner, on_apply=on_apply, title=title, note=note))
     else:
         display(tuner.figure(title))
-    print(tuner.summary().text())
+        print(tuner.summary().text())
+        print(note)
 
 
 def show_selection_precision(stage_dir: Path) -> None:

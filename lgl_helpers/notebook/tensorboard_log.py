@@ -1,0 +1,124 @@
+"""TensorBoard event files of a training stage, written from the notebooks' per-epoch callbacks.
+
+Each stage writes into ``<stage folder>/tensorboard/`` (``tensorboard --logdir runs/<run>`` shows every
+stage of a run side by side): Stage I its losses, accuracies and validation EER per epoch; Stage II,
+per epoch in run order, loss, accuracy, validation EER / minDCF, the fraction the gate keeps, the
+reliability of kept and dropped pseudo labels, the gate, and the per-sample loss histogram, where the
+gate's valley can be watched forming during a long run. The ``tensorboard`` package is optional
+(``pip install tensorboard``, part of the kit's ``dev`` extra): without it :class:`EventLog` writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FOLDER = "tensorboard"
+STAGE1_SCALARS = {
+    "loss/total": "loss",
+    "loss/contrastive": "contrastive_loss",
+    "loss/aat": "aat_loss",
+    "accuracy/contrastive_top1": "top1",
+    "accuracy/aat_discriminator": "disc_acc",
+    "val/eer": "eer",
+    "val/min_dcf": "min_dcf",
+    "speed/samples_per_s": "samples_per_s",
+}
+STAGE2_SCALARS = {
+    "loss/train": "loss",
+    "accuracy/train": "accuracy",
+    "val/eer": "eer",
+    "val/min_dcf": "min_dcf",
+    "gate/fraction_kept": "fraction_selected",
+    "gate/value": "gate",
+    "reliability/kept": "precision_selected",
+    "reliability/dropped": "precision_rejected",
+    "reliability/auc": "auc_reliable",
+    "batches/skipped": "skipped_batches",
+}
+
+
+def _summary_writer_class():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.info("tensorboard is not installed: no event files (pip install tensorboard to get them)")
+        return None
+    return SummaryWriter
+
+
+class EventLog:
+    """One stage's TensorBoard writer; a no-op when the ``tensorboard`` package is missing.
+
+    A stage that starts over (its first epoch comes again) removes its earlier event files first, so
+    the curves of a discarded run do not mix with the new one. Use as a context manager.
+    """
+
+    def __init__(self, stage_dir: str | Path):
+        self.folder = Path(stage_dir) / FOLDER
+        self.writer = None
+        self._writer_class = _summary_writer_class()
+
+    def _scalars(self, names: dict[str, str], record: dict, step: int) -> None:
+        for tag, key in names.items():
+            value = record.get(key)
+            if value is not None:
+                self.writer.add_scalar(tag, float(value), step)
+
+    def _open(self, first_step: bool) -> bool:
+        if self._writer_class is None:
+            return False
+        if self.writer is None:
+            if first_step and self.folder.is_dir():
+                for old in self.folder.glob("events.out.tfevents.*"):
+                    old.unlink()
+            self.writer = self._writer_class(str(self.folder), flush_secs=30)
+        return True
+
+    def stage1_epoch(self, record: dict, history: list[dict]) -> None:
+        """Stage I ``on_epoch`` callback: ``record`` is the epoch's history entry (epoch 0: the untrained encoder)."""
+        if not self._open(first_step=record["epoch"] == 0):
+            return
+        self._scalars(STAGE1_SCALARS, record, record["epoch"])
+        self.writer.flush()
+
+    def stage2_epoch(self, record: dict, state: dict) -> None:
+        """Stage II ``on_epoch`` callback: ``record`` = ``state["history"][-1]``; step = its position in the run.
+
+        Reads the epoch's per-sample losses (``record["losses"]``, relative to the stage folder) for the
+        histograms: all samples, and split by reliable / unreliable pseudo label when speaker ids exist.
+        """
+        step = len(state["history"])
+        if not self._open(first_step=step == 1):
+            return
+        self._scalars(STAGE2_SCALARS, record, step)
+        self.writer.add_scalar("run/iteration", record["iteration"], step)
+        iteration = state["iterations"][record["iteration"] - 1]
+        if record["phase"] == "T" and record["epoch"] == 1 and iteration.get("nmi") is not None:
+            self.writer.add_scalar("clustering/nmi", iteration["nmi"], record["iteration"])
+        losses_path = self.folder.parent / record["losses"]
+        if losses_path.is_file():
+            with np.load(losses_path, allow_pickle=False) as arrays:
+                losses = arrays["per_sample_loss"]
+                self.writer.add_histogram("per_sample_loss/all", losses, step)
+                if "reliable" in arrays.files:
+                    reliable = arrays["reliable"]
+                    for tag, mask in (("reliable", reliable), ("unreliable", ~reliable)):
+                        if mask.any():
+                            self.writer.add_histogram(f"per_sample_loss/{tag}", losses[mask], step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
