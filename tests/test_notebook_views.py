@@ -86,6 +86,7 @@ def test_training_writes_its_log_and_looking_at_the_run_does_not(trained, capsys
     assert not [h for h in attached if h.baseFilename == str(log_file.resolve())], "training leaves its log detached"
     before = log_file.read_text()
     stage2_view.show_gate_tuner(config, stage_dir)
+    stage2_view.show_gate_evidence(stage_dir)
     assert log_file.read_text() == before
     printed = capsys.readouterr().out
     assert "selected" in printed and "no phase L left to train" in printed  # headless: readout and why no button

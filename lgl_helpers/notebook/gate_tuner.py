@@ -24,8 +24,10 @@ from lgl_helpers.config import check_gate
 from lgl_helpers.core.gate import auto_gate, check_losses
 from lgl_helpers.training.stage2 import (
     LGLConfig,
+    gate_losses_record,
     latest_epoch_losses,
     next_gate_iteration,
+    read_epoch_losses,
     read_state,
     resolve_gate,
 )
@@ -371,16 +373,23 @@ def button_state(state: dict) -> tuple[bool, str]:
 
 
 def stage2_gate_tuner(stage_dir: str | Path, config: LGLConfig) -> tuple[GateTuner, str]:
-    """A :class:`GateTuner` on the latest epoch's per-sample losses of a Stage II run, and a figure title.
+    """A :class:`GateTuner` on a Stage II run's per-sample losses, and a figure title.
 
-    The starting gate is the one the next pending phase L will use
-    (:func:`lgl_helpers.training.stage2.resolve_gate`, the engine's rule and seed; ``"auto"`` on the
-    latest epoch's losses); with no pending phase L, the latest epoch's gate, else the automatic gate.
+    When phase T of the iteration whose gate is pending has finished, the losses are those its gate
+    is chosen from (its best T epoch, :func:`lgl_helpers.training.stage2.gate_losses_record`);
+    otherwise the latest epoch's. The starting gate is the one the next pending phase L will use
+    (:func:`lgl_helpers.training.stage2.resolve_gate`, the engine's rule and seed); with no pending
+    phase L, the shown epoch's gate, else the automatic gate.
     """
     latest = latest_epoch_losses(stage_dir)
     if latest is None:
         raise ValueError(f"{stage_dir}: no Stage II epoch has been trained yet; run the training cell first")
-    target = next_gate_iteration(read_state(stage_dir))
+    state = read_state(stage_dir)
+    target = next_gate_iteration(state)
+    if target is not None and state["phase"] == "L" and state["iteration"] == target:
+        record = gate_losses_record(state, target)
+        latest = read_epoch_losses(Path(stage_dir) / record["losses"])
+        latest.update({key: record[key] for key in ("iteration", "phase", "epoch", "gate")})
     if target is not None:
         start, _ = resolve_gate(stage_dir, config, target, lambda: latest["per_sample_loss"])
     elif latest["gate"] is not None:

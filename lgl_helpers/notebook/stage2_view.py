@@ -84,6 +84,31 @@ def show_gate_tuner(cfg: stage2.LGLConfig, stage_dir: Path) -> None:
         print(note)
 
 
+def show_gate_evidence(stage_dir: Path) -> None:
+    """Per gated iteration: the gate evidence table, and the losses its gate was chosen from, split by
+    whether the pseudo label is its cluster's majority speaker, with the gate drawn."""
+    state = stage2.read_state(stage_dir)
+    entries = [item["gate_evidence"] for item in state["iterations"] if item.get("gate_evidence")]
+    if not entries:
+        print("no phase L has chosen its gate yet")
+        return
+    display(Markdown(stage2_figures.gate_evidence_table(entries)))
+    print(
+        "reliable = the pseudo label is its cluster's majority speaker (true speakers, for diagnosis only); "
+        "AUC 0.5: the loss says nothing about reliability, 1.0: every reliable label has a lower loss than "
+        "every unreliable one"
+    )
+    for entry in entries:
+        record = stage2.gate_losses_record(state, entry["iteration"])
+        losses = stage2.read_epoch_losses(stage_dir / record["losses"])
+        title = f"iteration {entry['iteration']}: losses of T epoch {record['epoch']}, the gate of phase L"
+        display(
+            gate_tuner.plot_loss_histogram(
+                losses["per_sample_loss"], gate=entry["gate"], reliable=losses.get("reliable"), title=title
+            )
+        )
+
+
 def show_selection_precision(stage_dir: Path) -> None:
     """Per gated epoch: how reliable the kept and the dropped pseudo labels are."""
     display(stage2_figures.plot_selection_precision(stage2.read_state(stage_dir)["history"]))
