@@ -1,9 +1,12 @@
 """Stopping rule, best epoch and automatic gate (the gate tuner: test_gate_tuner.py)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from lgl_helpers.core import gate
+from lgl_helpers.core.gate_evidence import gate_evidence
 
 # --- stopping rule -----------------------------------------------------------------------------
 
@@ -147,6 +150,25 @@ def test_auto_gate_finds_a_shallow_valley_below_a_dominant_high_mode():
     g = gate.auto_gate(losses)
     assert 1.5 < g < 3.5
     assert abs(g - _valley(losses, lo=1.2, hi=6.0)) < 1.0
+
+
+def test_auto_gate_ignores_a_bump_in_the_far_tail_of_a_spike_and_tail_histogram():
+    # Fitted labels pile up near 0, the rest decay in a long tail, with a few stragglers far out: no
+    # second mode, so the gate is Otsu's threshold and not a "valley" before the last straggler.
+    rng = np.random.default_rng(0)
+    losses = np.concatenate([rng.exponential(0.2, 300), rng.exponential(4.0, 900), [24.0, 25.5, 27.0]])
+    assert gate.auto_gate(losses) == pytest.approx(gate.otsu_threshold(losses))
+    assert gate.auto_gate(losses) < 12.0
+
+
+def test_auto_gate_on_the_losses_of_a_toy_phase_t_keeps_the_reliable_labels():
+    # The best T epoch of the demo profile on the default toy corpus (1,200 utterances, 81 % of the
+    # pseudo labels reliable): the rule must keep a clearly more reliable set than it drops.
+    record = np.load(Path(__file__).parent / "data" / "toy_phase_t_losses.npz")
+    losses, reliable = record["per_sample_loss"], record["reliable"]
+    evidence = gate_evidence(losses, reliable, gate.auto_gate(losses))
+    assert 0.5 < evidence["fraction_kept"] < 0.9
+    assert evidence["kept_reliable"] - evidence["dropped_reliable"] > 0.15
 
 
 def test_auto_gate_without_valley_falls_back_to_otsu():

@@ -110,6 +110,7 @@ def test_weight_average_is_what_an_epoch_evaluates_saves_and_resumes_from(tiny_c
     assert last["ema_n_averaged"] == 2 * 3  # every optimizer step of 2 epochs (48 utterances / 16)
     raw, averaged = last["train_encoder"], last["encoder"]
     assert any(not torch.equal(raw[k], averaged[k]) for k in raw)  # the model is the average, not the raw weights
+
     # A run interrupted after epoch 1 resumes to the same average and raw weights.
     def crash_after_first(record, state):
         if record["epoch"] == 1:

@@ -23,6 +23,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MIN_DIP = 0.05  # relative depth of the density valley below the lower peak for auto_gate to use it
+# The high-loss peak must hold this fraction of the low peak's density: a bump in the sparse far tail of a
+# spike-and-tail histogram (no second mode) is no peak of unreliable labels.
+MIN_PEAK_RATIO = 0.1
 # The reference writes each EER (%) to score.txt with "%2.2f" and its stopping rule reads them back.
 REFERENCE_EER_DECIMALS = 2
 
@@ -134,8 +137,9 @@ def _kde_valley(x: np.ndarray, split: float, max_points: int = 20_000, seed: int
     """Lowest density point between the two peaks of a kernel density estimate of ``x``.
 
     Peaks are local maxima of the density; the low peak is the highest one below ``split``, the high
-    peak the highest one above it. None when either side has no peak or the density between them
-    does not dip at least ``MIN_DIP`` below the lower peak (no valley between two modes).
+    peak the highest one above it. None when either side has no peak, the high peak is under
+    ``MIN_PEAK_RATIO`` of the low one, or the density between them does not dip at least ``MIN_DIP``
+    below the lower peak (no valley between two modes).
     """
     if x.size > max_points:
         x = np.random.default_rng(seed).choice(x, size=max_points, replace=False)
@@ -148,6 +152,8 @@ def _kde_valley(x: np.ndarray, split: float, max_points: int = 20_000, seed: int
         return None
     low_peak = int(np.argmax(np.where(is_peak & below, density, -np.inf)))
     high_peak = int(np.argmax(np.where(is_peak & ~below, density, -np.inf)))
+    if density[high_peak] < MIN_PEAK_RATIO * density[low_peak]:
+        return None
     lowest = low_peak + int(np.argmin(density[low_peak : high_peak + 1]))
     # A dip of under MIN_DIP is a wiggle of the estimate (e.g. on a flat-topped single mode), not a valley.
     if density[lowest] > (1.0 - MIN_DIP) * min(density[low_peak], density[high_peak]):
@@ -166,8 +172,9 @@ def auto_gate(per_sample_loss, seed: int = 0, max_samples: int = 200_000) -> flo
     2. a Gaussian kernel density estimate of the losses (Silverman bandwidth) gives the two peaks: the
        highest local density maximum on each side;
     3. the gate is the lowest density point between those peaks, i.e. the bottom of the valley;
-    4. if the mixture is degenerate or the density does not dip at least 5 % below the lower peak
-       (a unimodal histogram), the gate falls back to Otsu's threshold of the histogram.
+    4. if the mixture is degenerate, the high-loss peak holds under 10 % of the low peak's density
+       (a spike of fitted labels with a long tail, no second mode) or the density does not dip at
+       least 5 % below the lower peak (a unimodal histogram), the gate falls back to Otsu's threshold.
 
     Peaks and the valley come from the density rather than from the Gaussian components because the
     reliable peak of cross-entropies is skewed (piled up at zero with a long tail), so a Gaussian fit

@@ -29,7 +29,8 @@ EMB_DIM = 192
 N_MELS = 80
 HOP_LENGTH = 160
 REFERENCE_MFA_CHANNELS = 1536
-CHECKPOINT_KEYS = ("format", "channels", "mfa_channels", "encoder")  # what save_encoder writes; extras may not reuse them
+# What save_encoder writes; extras may not reuse these keys.
+CHECKPOINT_KEYS = ("format", "channels", "mfa_channels", "encoder")
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None, n_valid: torch.Tensor | None) -> torch.Tensor:
