@@ -152,17 +152,29 @@ def lab(paused_run, tmp_path_factory):
 
 
 def _run_cell(page, needle: str) -> None:
-    """Select the code cell whose source contains ``needle``, run it (Shift+Enter) and wait until it has run."""
+    """Select the code cell whose source contains ``needle``, run it (Shift+Enter) and wait until it has run.
+
+    On a loaded machine a click can land before JupyterLab has made the cell active, and the keys
+    then go nowhere: the cell is checked to be active, and the key pressed again until the cell is queued.
+    """
     cell = page.locator(".jp-Notebook .jp-CodeCell").filter(has_text=needle)
-    cell.locator(".jp-InputPrompt").click()
     prompt = cell.locator(".jp-InputPrompt")
     before = prompt.inner_text()
-    page.keyboard.press("Shift+Enter")
-    page.wait_for_function(
-        "([el, before]) => /\\[\\d+\\]/.test(el.innerText) && el.innerText !== before",
-        arg=[prompt.element_handle(), before],
-        timeout=TIMEOUT_MS,
-    )
+    for _ in range(5):
+        prompt.click()
+        try:
+            playwright_api.expect(cell).to_have_class(re.compile(r"\bjp-mod-active\b"), timeout=5_000)
+        except AssertionError:
+            continue
+        page.keyboard.press("Shift+Enter")
+        try:  # "[*]:" once queued, "[n]:" once run
+            playwright_api.expect(prompt).not_to_have_text(before, timeout=10_000)
+            break
+        except AssertionError:
+            continue
+    else:
+        pytest.fail(f"cell {needle!r} could not be started (prompt {prompt.inner_text()!r})")
+    playwright_api.expect(prompt).to_have_text(re.compile(r"\[\d+\]"), timeout=TIMEOUT_MS)
     errors = cell.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
     tracebacks = [text for text in errors.all_inner_texts() if "Traceback" in text or "Error" in text]
     assert not tracebacks, f"cell {needle!r} failed:\n{tracebacks[0][-2000:]}"

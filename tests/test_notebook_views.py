@@ -186,3 +186,21 @@ def test_stage1_epochs_are_in_tensorboard_and_redraw_the_live_curves(tiny_corpus
     events.Reload()
     assert [e.step for e in events.Scalars("val/eer")] == [0, 2]
     assert [e.step for e in events.Scalars("loss/total")] == [1, 2]
+
+
+def test_a_stage2_run_that_starts_over_writes_the_epochs_no_callback_reported(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    # LGL's iteration-1 phase T taken over from the baseline: the first callback is the first L epoch.
+    history = [{**_record(1, "T", e), "losses": f"none_{e}.npz"} for e in (1, 2)]
+    history.append({**_record(1, "L", 1, gate=3.0, kept=0.5), "losses": "none.npz"})
+    state = {"history": history, "iterations": [{"iteration": 1, "nmi": 0.5}]}
+    (tmp_path / tensorboard_log.FOLDER).mkdir()
+    (tmp_path / tensorboard_log.FOLDER / "events.out.tfevents.old").write_bytes(b"")
+    with tensorboard_log.EventLog(tmp_path, start_over=True) as events:
+        events.stage2_epoch(history[-1], state)
+    assert not (tmp_path / tensorboard_log.FOLDER / "events.out.tfevents.old").exists()
+    accumulator = EventAccumulator(str(tmp_path / tensorboard_log.FOLDER))
+    accumulator.Reload()
+    assert [e.step for e in accumulator.Scalars("val/eer")] == [1, 2, 3]
+    assert [e.value for e in accumulator.Scalars("gate/fraction_kept")] == [1.0, 1.0, 0.5]

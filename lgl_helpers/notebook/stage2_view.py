@@ -54,7 +54,7 @@ def train(cfg: stage2.Stage2Config, stage_dir: Path) -> dict:
 
         state = stage2.read_state(stage_dir)
         live = display(curves(state["history"] if state else []), display_id=True) if cfg.interactive else None
-        with tensorboard_log.EventLog(stage_dir) as events:
+        with tensorboard_log.EventLog(stage_dir, start_over=state is None or not cfg.resume) as events:
 
             def on_epoch(record, state):
                 events.stage2_epoch(record, state)

@@ -54,12 +54,14 @@ def _summary_writer_class():
 class EventLog:
     """One stage's TensorBoard writer; a no-op when the ``tensorboard`` package is missing.
 
-    A stage that starts over (its first epoch comes again) removes its earlier event files first, so
-    the curves of a discarded run do not mix with the new one. Use as a context manager.
+    A stage that starts over removes its earlier event files first, so the curves of a discarded run
+    do not mix with the new one: Stage I when its epoch 0 (the untrained encoder) comes again, Stage II
+    when ``start_over`` (a new run, or ``resume=False``). Use as a context manager.
     """
 
-    def __init__(self, stage_dir: str | Path):
+    def __init__(self, stage_dir: str | Path, start_over: bool = False):
         self.folder = Path(stage_dir) / FOLDER
+        self.start_over = start_over
         self.writer = None
         self._writer_class = _summary_writer_class()
 
@@ -69,11 +71,11 @@ class EventLog:
             if value is not None:
                 self.writer.add_scalar(tag, float(value), step)
 
-    def _open(self, first_step: bool) -> bool:
+    def _open(self, start_over: bool) -> bool:
         if self._writer_class is None:
             return False
         if self.writer is None:
-            if first_step and self.folder.is_dir():
+            if start_over and self.folder.is_dir():
                 for old in self.folder.glob("events.out.tfevents.*"):
                     old.unlink()
             self.writer = self._writer_class(str(self.folder), flush_secs=30)
@@ -81,7 +83,7 @@ class EventLog:
 
     def stage1_epoch(self, record: dict, history: list[dict]) -> None:
         """Stage I ``on_epoch`` callback: ``record`` is the epoch's history entry (epoch 0: the untrained encoder)."""
-        if not self._open(first_step=record["epoch"] == 0):
+        if not self._open(start_over=record["epoch"] == 0):
             return
         self._scalars(STAGE1_SCALARS, record, record["epoch"])
         self.writer.flush()
@@ -89,12 +91,21 @@ class EventLog:
     def stage2_epoch(self, record: dict, state: dict) -> None:
         """Stage II ``on_epoch`` callback: ``record`` = ``state["history"][-1]``; step = its position in the run.
 
-        Reads the epoch's per-sample losses (``record["losses"]``, relative to the stage folder) for the
-        histograms: all samples, and split by reliable / unreliable pseudo label when speaker ids exist.
+        In a run that starts over, the first call also writes the epochs before it that no callback
+        reported (LGL's iteration-1 phase T taken over from the baseline run of the same folder).
         """
-        step = len(state["history"])
-        if not self._open(first_step=step == 1):
+        history = state["history"]
+        first = self.writer is None
+        if not self._open(start_over=self.start_over):
             return
+        steps = range(1, len(history) + 1) if first and self.start_over else [len(history)]
+        for step in steps:
+            self._stage2_record(history[step - 1], state, step)
+        self.writer.flush()
+
+    def _stage2_record(self, record: dict, state: dict, step: int) -> None:
+        """One epoch's scalars and, while its loss record is kept (``record["losses"]``, relative to the stage
+        folder), the histograms of its per-sample losses: all, and by reliable / unreliable pseudo label."""
         self._scalars(STAGE2_SCALARS, record, step)
         self.writer.add_scalar("run/iteration", record["iteration"], step)
         iteration = state["iterations"][record["iteration"] - 1]
@@ -110,7 +121,6 @@ class EventLog:
                     for tag, mask in (("reliable", reliable), ("unreliable", ~reliable)):
                         if mask.any():
                             self.writer.add_histogram(f"per_sample_loss/{tag}", losses[mask], step)
-        self.writer.flush()
 
     def close(self) -> None:
         if self.writer is not None:
