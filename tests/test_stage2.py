@@ -348,7 +348,7 @@ def test_resuming_a_run_of_an_earlier_kit_names_the_values_it_ran_with(tiny_corp
     engine.load_or_start()
     # A state.json written before cluster_seed and compare_raw_eer existed: k-means then used the
     # run's seed and phases compared raw EERs.
-    for name in ("cluster_seed", "compare_raw_eer"):
+    for name in ("cluster_seed", "compare_raw_eer", "head_init", "ema_decay"):
         del engine.state["params"][name]
     engine.commit()
     with pytest.raises(ValueError, match=r"cluster_seed: 3 → 1234, compare_raw_eer: True → False"):
@@ -528,4 +528,5 @@ def test_notebook04_runs_headless_and_draws_the_gate_histogram(tiny_corpus, tmp_
     assert not [o for o in outputs if o.get("output_type") == "error"]
     texts = "".join("".join(o.get("text", "")) for o in outputs)
     assert "selected" in texts and "not finished" in json.dumps(outputs)
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 4  # histogram, precision, EER, NMI
+    # training curves, histogram, precision, EER, NMI (no gate evidence: the gate is not chosen yet)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 5

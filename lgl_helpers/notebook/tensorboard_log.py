@@ -111,8 +111,9 @@ class EventLog:
         iteration = state["iterations"][record["iteration"] - 1]
         if record["phase"] == "T" and record["epoch"] == 1 and iteration.get("nmi") is not None:
             self.writer.add_scalar("clustering/nmi", iteration["nmi"], record["iteration"])
-        losses_path = self.folder.parent / record["losses"]
-        if losses_path.is_file():
+        # A loss record thinned by the retention policy (keep_every) is null in the history.
+        losses_path = self.folder.parent / record["losses"] if record.get("losses") else None
+        if losses_path is not None and losses_path.is_file():
             with np.load(losses_path, allow_pickle=False) as arrays:
                 losses = arrays["per_sample_loss"]
                 self.writer.add_histogram("per_sample_loss/all", losses, step)

@@ -28,7 +28,12 @@ def read_state(stage_dir: str | Path) -> dict | None:
 
 # Parameters added after runs of an earlier kit were started, and the behaviour such a run had:
 # k-means seeded with the run's seed, EERs compared as raw floats.
-PREDATING_PARAMS = {"cluster_seed": lambda saved: saved.get("seed"), "compare_raw_eer": lambda saved: True}
+PREDATING_PARAMS = {
+    "cluster_seed": lambda saved: saved.get("seed"),
+    "compare_raw_eer": lambda saved: True,
+    "head_init": lambda saved: "random",
+    "ema_decay": lambda saved: 0.0,
+}
 
 
 def saved_params(state: dict) -> dict:
