@@ -493,13 +493,27 @@ def test_iteration_1_reuses_the_other_modes_clustering(tiny_corpus, tmp_path, st
     assert [r["phase"] for r in lgl["state"]["history"]] == ["T", "L"]
 
 
-def test_lgl_trains_its_own_phase_t_when_the_baseline_differs(tiny_corpus, tmp_path, stage1_model):
+@pytest.mark.parametrize(
+    "baseline_change, baseline_rerun",
+    [(dict(frames=36), {}), ({}, dict(max_epochs_per_phase=1))],
+    ids=["other frames", "an earlier call trained a longer phase"],
+)
+def test_lgl_trains_its_own_phase_t_when_the_baseline_differs(
+    tiny_corpus, tmp_path, stage1_model, baseline_change, baseline_rerun
+):
     common = dict(max_iterations=1, max_epochs_per_phase=1)
-    stage2.run_stage2(_config(tiny_corpus, tmp_path, stage1_model, mode="baseline", frames=36, **common))
+    first = dict(common, **baseline_change)
+    if baseline_rerun:
+        first["max_epochs_per_phase"] = 2
+    stage2.run_stage2(_config(tiny_corpus, tmp_path, stage1_model, mode="baseline", **first))
+    if baseline_rerun:
+        # The finished run is called again with a smaller limit: its state now names 1, its phase T has 2 epochs.
+        stage2.run_stage2(_config(tiny_corpus, tmp_path, stage1_model, mode="baseline", **common))
     lgl = stage2.run_stage2(_config(tiny_corpus, tmp_path, stage1_model, mode="lgl", gates=[1000.0], **common))
     assert "phase_t_from" not in lgl["state"]
-    t_model = tmp_path / "t" / "stage2_lgl" / lgl["state"]["iterations"][0]["phases"]["T"]["best_model"]
-    assert t_model.stat().st_nlink == 1
+    t_phase = lgl["state"]["iterations"][0]["phases"]["T"]
+    assert len(t_phase["eers"]) == 1
+    assert (tmp_path / "t" / "stage2_lgl" / t_phase["best_model"]).stat().st_nlink == 1
 
 
 @pytest.mark.slow

@@ -52,6 +52,18 @@ def baseline_phase_t(engine: Engine) -> tuple[Path, dict] | None:
     past_t = base["iteration"] > 1 or base["phase"] == "done"
     if not t_phase or not past_t or not (base_dir / t_phase["last_model"]).is_file():
         return None
+    # The baseline's parameters are those of its latest call; the phase itself must end where this run's
+    # rules end it (an earlier call may have trained it with another epoch limit).
+    eers = t_phase["eers"]
+    ends_here = engine.phase_over({"eers": eers}) and not any(
+        engine.phase_over({"eers": eers[:k]}) for k in range(1, len(eers))
+    )
+    if not ends_here:
+        log.info(
+            "phase T of iteration 1 is trained: the baseline's ended after %d epochs, this run's rules differ",
+            len(eers),
+        )
+        return None
     labels = engine.path(engine.iteration_record(1)["pseudo_labels"])
     if (base_dir / base["iterations"][0]["pseudo_labels"]).read_bytes() != labels.read_bytes():
         return None
