@@ -144,6 +144,8 @@ def check_list(
         raise ValueError(f"kind={kind!r} must be 'train', 'trials' or 'auto'")
     problems: list[str] = []
     first_line: dict[str, int] = {}  # relative path → first line that names it
+    # Each distinct path is checked once: an all-pairs trial list names every file thousands of times.
+    unsafe: dict[str, bool] = {}
     listed_duration: dict[int, float] = {}
     rows = []
     for number, fields in numbered_fields(list_path):
@@ -164,7 +166,10 @@ def check_list(
                 problems.append(f"{where}: trial label {fields[0]!r} is not 0 or 1")
                 continue
             names = fields[1:]
-        bad_path = [n for n in names if os.path.isabs(n) or ".." in Path(n).parts]
+        for name in names:
+            if name not in unsafe:
+                unsafe[name] = os.path.isabs(name) or ".." in Path(name).parts
+        bad_path = [n for n in names if unsafe[n]]
         if bad_path:
             problems.append(f"{where}: path {bad_path[0]!r} must be relative to root and stay inside it")
             continue
