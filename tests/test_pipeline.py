@@ -7,13 +7,14 @@ import pytest
 from lgl_helpers.app import pipeline, planning
 from lgl_helpers.runs import read_json
 
-# Learned-number thresholds, each well inside the worst of 5 training seeds (0-4) measured with
-# `python benchmarks/ci_margins.py` (README, "Tests"). The ci corpus has 200 trials, so one EER point is
-# one trial: Stage II vs Stage I ranged from -3 to +6 points over those seeds and is not asserted here.
-STAGE1_GAIN_POINTS = 3.0  # Stage I EER below the untrained encoder's; measured 7-16 points
-STAGE2_GAIN_POINTS = 5.0  # both Stage II systems below the untrained encoder; measured 10-14 points
-NMI_GAIN = 0.03  # Stage I pseudo labels above an untrained encoder's NMI; measured 0.069-0.094
-T_LOSS_DROP = 3.0  # Stage II training loss, first to last T-phase epoch; measured 7.8-8.8
+# Learned-number thresholds, each well inside the worst of 3 training seeds (0-2) measured with
+# `python benchmarks/ci_margins.py --seeds 0 1 2` (README, "Tests"). The ci corpus has 200 trials, so one
+# EER point is one trial: Stage II vs Stage I ranged from -5 to +9 points over those seeds and is not asserted.
+STAGE1_GAIN_POINTS = 3.0  # Stage I EER below the untrained encoder's; measured 11-16 points
+STAGE2_GAIN_POINTS = 3.0  # both Stage II systems below the untrained encoder; measured 7-18 points
+NMI_GAIN = 0.03  # Stage I pseudo labels above an untrained encoder's NMI; measured 0.067-0.085
+# Stage II training loss, first to last T-phase epoch; measured 3.43-3.93 (the head starts at the centroids)
+T_LOSS_DROP = 2.0
 # Fields of report.json that may differ between two runs with the same seed.
 RUN_SPECIFIC = {"run_name", "run_dir", "wall_seconds", "timings", "figures"}
 
