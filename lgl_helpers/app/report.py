@@ -44,7 +44,7 @@ SHORT_NAMES = {"stage1": "Stage I", "baseline": "baseline", "lgl": "LGL"}
 class CompareConfig(NotebookConfig):
     """Parameters of notebook 05_compare (field names equal its parameters cell)."""
 
-    run_name: str = "demo"
+    run_name: str = "lab"
     runs_dir: str = "runs"
     bootstrap_resamples: int = bootstrap.N_RESAMPLES
     bootstrap_seed: int = bootstrap.SEED

@@ -287,7 +287,7 @@ def cluster_utterances(
 class ClusteringConfig(NotebookConfig):
     """Parameters of notebook 02_clustering_umap (field names equal its parameters cell)."""
 
-    run_name: str = "demo"
+    run_name: str = "lab"
     runs_dir: str = "runs"
     init_model: str = ""
     train_list: str = ""

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class DataSetupConfig(NotebookConfig):
     """Parameters of notebook 00 (field names equal its parameters cell)."""
 
-    run_name: str = "demo"  # folder under runs_dir
+    run_name: str = "lab"  # folder under runs_dir
     runs_dir: str = "runs"  # where run folders live (relative to the project root)
     toy_root: str = "runs/toy"  # the toy corpus, used for every data path left ""
     toy_preset: str = "default"  # toy corpus sizes: "default" (demo), "small" (CI pipeline) or "tiny" (unit tests)

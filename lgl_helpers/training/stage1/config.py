@@ -34,7 +34,7 @@ RUN_CONTROL_FIELDS = (
 class Stage1Config(NotebookConfig):
     """Parameters of notebook 01_stage1_contrastive (field names equal its parameters cell); defaults = demo profile."""
 
-    run_name: str = "demo"
+    run_name: str = "lab"
     runs_dir: str = "runs"
     train_list: str = ""
     train_root: str = ""

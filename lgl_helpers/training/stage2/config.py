@@ -62,7 +62,7 @@ class Stage2Config(NotebookConfig):
 
     mode: ClassVar[str]
 
-    run_name: str = "demo"
+    run_name: str = "lab"
     runs_dir: str = "runs"
     init_model: str = ""
     train_list: str = ""
