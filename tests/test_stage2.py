@@ -296,7 +296,7 @@ def test_tuner_starts_at_the_gate_the_engine_uses_with_a_nonzero_seed(tiny_corpu
     engine.load_or_start()
     # Many overlapping losses: auto_gate subsamples them (with its seed) and lands elsewhere for seed 0.
     rng = np.random.default_rng(3)
-    losses = np.concatenate([rng.exponential(1.0, 30_000), rng.normal(4.0, 1.5, 10_000).clip(min=0)]).astype(np.float32)
+    losses = np.concatenate([rng.exponential(1.0, 25_000), rng.normal(5.0, 1.0, 15_000).clip(min=0)]).astype(np.float32)
     _best_t_losses(engine, 1, 1, losses)
     engine.state.update(phase="L", gate=None)
     engine.commit()
