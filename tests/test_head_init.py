@@ -42,30 +42,36 @@ def test_bad_shapes_and_labels_are_named():
         class_centroids(np.zeros((2, 2)), np.array([0, 2]), 2)
 
 
-def test_phase_t_starts_from_the_centroids_of_the_stage1_embeddings(tiny_corpus, tmp_path):
+def _tiny_stage2_params(corpus, runs_dir, **overrides) -> dict:
+    """Stage II parameters on the tiny corpus, from a freshly saved narrow encoder standing in for Stage I."""
     from lgl_helpers.core.models import ECAPATDNN, save_encoder
-    from lgl_helpers.training import stage2
 
     torch.manual_seed(0)
-    init_model = save_encoder(tmp_path / "stage1.model", ECAPATDNN(16, mfa_channels=32).eval())
-    config = stage2.BaselineConfig(
+    init_model = save_encoder(runs_dir / "stage1.model", ECAPATDNN(16, mfa_channels=32).eval())
+    params = dict(
         run_name="t",
-        runs_dir=str(tmp_path),
+        runs_dir=str(runs_dir),
         init_model=str(init_model),
-        train_list=str(tiny_corpus / "lists" / "train_list.txt"),
-        train_root=str(tiny_corpus / "train"),
-        test_root=str(tiny_corpus / "test"),
-        trials=str(tiny_corpus / "lists" / "trials.txt"),
+        train_list=str(corpus / "lists" / "train_list.txt"),
+        train_root=str(corpus / "train"),
+        test_root=str(corpus / "test"),
+        trials=str(corpus / "lists" / "trials.txt"),
         n_clusters=8,
         cluster_n_iter=5,
         frames=40,
         batch_size=16,
         max_iterations=1,
-        head_init="centroids",
         workers=0,
         device="cpu",
         interactive=False,
     )
+    return params | overrides
+
+
+def test_phase_t_starts_from_the_centroids_of_the_stage1_embeddings(tiny_corpus, tmp_path):
+    from lgl_helpers.training import stage2
+
+    config = stage2.BaselineConfig(**_tiny_stage2_params(tiny_corpus, tmp_path, head_init="centroids"))
     engine = stage2.Engine(config, stage2.prepare_data(config), None)
     engine.load_or_start()
     engine.cluster_step(1)
@@ -78,32 +84,12 @@ def test_phase_t_starts_from_the_centroids_of_the_stage1_embeddings(tiny_corpus,
 
 
 def test_weight_average_is_what_an_epoch_evaluates_saves_and_resumes_from(tiny_corpus, tmp_path):
-    from lgl_helpers.core.models import ECAPATDNN, load_encoder, save_encoder
+    from lgl_helpers.core.models import ECAPATDNN, load_encoder
     from lgl_helpers.training import stage2
     from lgl_helpers.training.stage2.averaging import EncoderAverage
     from lgl_helpers.training.state import load_checkpoint
 
-    torch.manual_seed(0)
-    init_model = save_encoder(tmp_path / "stage1.model", ECAPATDNN(16, mfa_channels=32).eval())
-    params = dict(
-        run_name="t",
-        runs_dir=str(tmp_path),
-        init_model=str(init_model),
-        train_list=str(tiny_corpus / "lists" / "train_list.txt"),
-        train_root=str(tiny_corpus / "train"),
-        test_root=str(tiny_corpus / "test"),
-        trials=str(tiny_corpus / "lists" / "trials.txt"),
-        n_clusters=8,
-        cluster_n_iter=5,
-        frames=40,
-        batch_size=16,
-        max_iterations=1,
-        max_epochs_per_phase=2,
-        ema_decay=0.5,
-        workers=0,
-        device="cpu",
-        interactive=False,
-    )
+    params = _tiny_stage2_params(tiny_corpus, tmp_path, max_epochs_per_phase=2, ema_decay=0.5)
     whole = stage2.run_stage2(stage2.BaselineConfig(**params))
     stage_dir = tmp_path / "t" / "stage2_baseline"
     last = load_checkpoint(stage_dir / "iter_01" / "T" / "epoch_002.model")
