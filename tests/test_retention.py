@@ -41,3 +41,32 @@ def test_stage1_keeps_best_latest_and_every_kth_evaluated_checkpoint(tmp_path):
         "epoch_025.model",
     ]
     assert (checkpoints / "last.model").is_file() and (tmp_path / "best.model").is_file()
+
+
+def test_stage1_thins_its_checkpoints_with_the_configured_keep_every(tiny_corpus, tmp_path):
+    from lgl_helpers.training import stage1
+
+    config = stage1.Stage1Config(
+        run_name="t",
+        runs_dir=str(tmp_path),
+        train_list=str(tiny_corpus / "lists" / "train_list.txt"),
+        train_root=str(tiny_corpus / "train"),
+        test_root=str(tiny_corpus / "test"),
+        trials=str(tiny_corpus / "lists" / "trials.txt"),
+        augment=False,
+        channels=16,
+        frames=30,
+        batch_size=8,
+        epochs=3,
+        test_interval=1,
+        keep_every=2,
+        workers=0,
+        device="cpu",
+        interactive=False,
+    )
+    result = stage1.train_stage1(config)
+    kept = {int(p.stem.split("_")[1]) for p in (stage1.stage_folder(config) / "checkpoints").glob("epoch_*.model")}
+    # Every epoch is evaluated; 2 stays as the multiple of keep_every, 3 as the latest, and the best one.
+    assert kept == {2, 3, result["best_epoch"]}
+    with pytest.raises(ValueError, match=r"Stage1Config.keep_every=-1"):
+        stage1.Stage1Config(keep_every=-1).validate()

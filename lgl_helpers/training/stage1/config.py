@@ -15,6 +15,7 @@ from lgl_helpers.config import (
     check_positive,
 )
 from lgl_helpers.core.models import REFERENCE_MFA_CHANNELS
+from lgl_helpers.training.retention import DEFAULT_KEEP_EVERY
 
 STAGE_DIR = "stage1"
 # Fields that only steer one call (where to stop, how to show it) and may change when a run is resumed.
@@ -27,6 +28,7 @@ RUN_CONTROL_FIELDS = (
     "workers",
     "device",
     "bf16",
+    "keep_every",
 )
 
 
@@ -60,6 +62,7 @@ class Stage1Config(NotebookConfig):
     resume: bool = True
     allow_changed_params: bool = False
     max_steps: int = 0
+    keep_every: int = DEFAULT_KEEP_EVERY
     seed: int = 0
     interactive: bool = True
 
@@ -78,6 +81,7 @@ class Stage1Config(NotebookConfig):
         check_non_negative(self.name_of("aat_weight"), self.aat_weight)
         check_int(self.name_of("workers"), self.workers, 0)
         check_int(self.name_of("max_steps"), self.max_steps, 0, "an integer >= 0 (0 = no limit)")
+        check_int(self.name_of("keep_every"), self.keep_every, 0, "an integer >= 0 (0 = best and last only)")
 
 
 def stage_folder(config: Stage1Config) -> Path:

@@ -358,7 +358,7 @@ def train_stage1(
             config, data, models, state, epoch, lr, means, n_batches, tic, device
         )
         _save(stage_dir, models, state, params, evaluated, improved)
-        _thin_checkpoints(stage_dir, state)
+        _thin_checkpoints(stage_dir, state, config.keep_every)
         runs.atomic_write_text(stage_dir / "scores.txt", _scores_text(state.history))
         if on_epoch:
             on_epoch(record, state.history)
