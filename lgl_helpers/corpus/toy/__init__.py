@@ -10,6 +10,7 @@ same code paths on it as on the real data:
     OUT/rirs/simulated_rirs/<room type>/<room>/<rir>.wav
     OUT/lists/train_list.txt                           <speaker> <path under train/> <seconds>
     OUT/lists/trials.txt                               <1|0> <path under test/> <path under test/>
+    OUT/lists/trials_hard.txt                          the same, cross-session targets and same-sex non-targets
 
 Speech comes from a source-filter model computed frame by frame in the STFT domain:
 - per speaker (stable traits): median f0 and intonation range, vocal-tract length (scales all
@@ -30,7 +31,14 @@ byte-identical files with any number of workers.
 """
 
 from lgl_helpers.corpus.toy.config import PRESETS, ToyConfig
-from lgl_helpers.corpus.toy.layout import MANIFEST, MUSAN_CATEGORIES, is_toy_corpus, read_toy_manifest, toy_paths
+from lgl_helpers.corpus.toy.layout import (
+    MANIFEST,
+    MUSAN_CATEGORIES,
+    is_toy_corpus,
+    read_toy_manifest,
+    toy_eval_trials,
+    toy_paths,
+)
 from lgl_helpers.corpus.toy.voices import speaker_traits
 from lgl_helpers.corpus.toy.writer import generate_toy_corpus
 
@@ -43,5 +51,6 @@ __all__ = [
     "is_toy_corpus",
     "read_toy_manifest",
     "speaker_traits",
+    "toy_eval_trials",
     "toy_paths",
 ]

@@ -23,6 +23,7 @@ MUSAN_SUBSETS = {
 ROOM_TYPES = ("smallroom", "mediumroom", "largeroom")
 ROOM_RT60 = {"smallroom": (0.15, 0.35), "mediumroom": (0.3, 0.6), "largeroom": (0.5, 0.9)}
 SPLIT_CODES = {"train": 0, "test": 1, "babble": 2, "val": 3}
+HARD_TRIALS = "trials_hard.txt"  # lists/: the VoxCeleb1-H-like test list (corpus/toy/trials.py)
 VAL_ID_OFFSET = 15000  # validation speakers id15001..., beside the test speakers id10001... in test/
 
 
@@ -55,6 +56,14 @@ def session_id(seed: int, split: str, speaker: int, session: int) -> str:
 def utterance_path(config: ToyConfig, split: str, speaker: int, session: int, utterance: int) -> str:
     """Path of one utterance relative to its split root, e.g. ``id00001/aB3dE5fG7hI/00001.wav``."""
     return f"{speaker_id(split, speaker)}/{session_id(config.seed, split, speaker, session)}/{utterance + 1:05d}.wav"
+
+
+def toy_eval_trials(root: str | os.PathLike) -> dict[str, Path]:
+    """The corpus's test lists for ``eval_trials``: ``toy-O`` (``trials.txt``) and, when written,
+    ``toy-H`` (:data:`HARD_TRIALS`: cross-session targets, same-sex non-targets)."""
+    lists = Path(root).resolve() / "lists"
+    out = {"toy-O": lists / "trials.txt", "toy-H": lists / HARD_TRIALS}
+    return {name: path for name, path in out.items() if path.is_file()}
 
 
 def toy_paths(root: str | os.PathLike) -> dict[str, Path]:

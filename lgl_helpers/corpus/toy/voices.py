@@ -41,6 +41,7 @@ class SpeakerTraits:
     rate: float  # syllables per second
     notch_hz: float  # a fixed anti-resonance (sinus / nasal coupling)
     notch_db: float  # its depth
+    female: bool  # the sex drawn first, which sets the means of f0 and vocal-tract length
 
     def vector(self) -> np.ndarray:
         """(D,) float64 standardised trait vector, for the oracle check of the benchmark."""
@@ -84,6 +85,7 @@ def speaker_traits(seed: int, split: str, index: int) -> SpeakerTraits:
         rate=float(rng.uniform(2.8, 6.5)),
         notch_hz=float(np.exp(rng.uniform(np.log(2200.0), np.log(5500.0)))),
         notch_db=float(rng.uniform(4.0, 16.0)),
+        female=bool(female),
     )
 
 

@@ -19,6 +19,7 @@ from lgl_helpers.corpus.toy.channel import make_rir, make_session
 from lgl_helpers.corpus.toy.config import ToyConfig
 from lgl_helpers.corpus.toy.dsp import SAMPLE_RATE
 from lgl_helpers.corpus.toy.layout import (
+    HARD_TRIALS,
     MANIFEST,
     MUSAN_CATEGORIES,
     MUSAN_SUBSETS,
@@ -26,11 +27,12 @@ from lgl_helpers.corpus.toy.layout import (
     ROOM_TYPES,
     SPLIT_CODES,
     generator,
+    speaker_id,
     toy_paths,
     utterance_path,
 )
 from lgl_helpers.corpus.toy.sources import synthesize_music, synthesize_noise
-from lgl_helpers.corpus.toy.trials import make_trials, n_speakers
+from lgl_helpers.corpus.toy.trials import make_hard_trials, make_trials, n_speakers
 from lgl_helpers.corpus.toy.voices import speaker_traits, synthesize_speech
 from lgl_helpers.runs import progress, write_json
 
@@ -219,6 +221,12 @@ def _write_lists_and_manifest(root: Path, config: ToyConfig, records: list[tuple
     test_files = split_files("test")
     trials = make_trials(config, test_files)
     write_trials(root / "lists" / "trials.txt", trials)
+    female = {
+        speaker_id("test", k): speaker_traits(config.seed, "test", k).female for k in range(config.n_test_speakers)
+    }
+    hard_trials = make_hard_trials(config, test_files, female)
+    if hard_trials:
+        write_trials(root / "lists" / HARD_TRIALS, hard_trials)
     val_files = split_files("val")
     val_trials = make_trials(config, val_files, "val") if val_files else []
     if val_trials:
@@ -235,6 +243,8 @@ def _write_lists_and_manifest(root: Path, config: ToyConfig, records: list[tuple
         "n_target_same_session": same_session,
         "n_target_cross_session": sum(t.label for t in trials) - same_session,
         "n_nontarget": sum(1 - t.label for t in trials),
+        "n_hard_trials": len(hard_trials),
+        "n_hard_target": sum(t.label for t in hard_trials),
         "n_val_speakers": len({f[0] for f in val_files}),
         "n_val_files": len(val_files),
         "n_val_trials": len(val_trials),
