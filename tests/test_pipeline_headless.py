@@ -57,6 +57,7 @@ def test_a_run_paused_for_its_gate_waits_and_the_next_run_resumes_it(notebooks, 
     assert notebooks.calls == ["04_stage2_lgl"], "notebook 05 must not run while 04 waits for a gate"
     assert json.loads((tmp_path / "r" / "pipeline.json").read_text())["notebooks"]["04_stage2_lgl"] == record
     assert "waiting for a gate" in echoed[-1] and str(notebooks.stage_dir / "gate_overrides.json") in echoed[-1]
+    assert f"`lgl-kit gate --run-name r --runs-dir {tmp_path} --iteration 1 --value G`" in echoed[-1]
 
     notebooks.lgl_status = "done"  # the gate is set; the rerun trains phase L to the end
     state = pipeline.run_pipeline("ci", "r", runs_dir=str(tmp_path), start="04", echo=echoed.append)

@@ -12,6 +12,7 @@
     lgl-kit embed --checkpoint CKPT (FILES... | --list LIST [--root DIR]) --out emb.npy
     lgl-kit verify --checkpoint CKPT A.wav B.wav
     lgl-kit export --checkpoint CKPT --format onnx|torchscript --out FILE
+    lgl-kit gate --run-name NAME --iteration K --value G
 
 Each subcommand registers its own parser in an ``add_<name>_parser(subparsers)`` function and sets
 ``func``; :func:`main` builds the parser at call time (never at import) and returns the exit status.
@@ -26,6 +27,7 @@ import sys
 import traceback
 
 from lgl_helpers.app import doctor, pipeline
+from lgl_helpers.app.gate_cli import add_gate_parser
 from lgl_helpers.app.planning import PipelineError, parse_overrides, plan_run
 from lgl_helpers.app.reuse import add_embed_parser, add_export_parser, add_verify_parser
 from lgl_helpers.runs import read_json, run_folder
@@ -285,10 +287,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"lgl-kit run: {pipeline.INTERRUPTED_MESSAGE}", file=sys.stderr)
         return pipeline.EXIT_INTERRUPTED
-    total = sum(r.get("wall_seconds", 0.0) for r in state["notebooks"].values())
-    print(
-        f"run {args.run_name!r} finished: {run_folder(args.run_name, args.runs_dir)} ({total:.0f} s of notebook time)"
-    )
+    print(pipeline.outcome_line(state, args.run_name, args.runs_dir))
     return 0
 
 
@@ -328,9 +327,11 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from lgl_helpers.app.report import results_table
+    from lgl_helpers.app.report import results_table, run_status_lines
 
     path = run_folder(args.run_name, args.runs_dir) / "report.json"
+    for line in run_status_lines(path.parent, args.runs_dir):
+        print(line)
     if not path.is_file():
         print(f"lgl-kit report: {path} does not exist; run notebook 05_compare first", file=sys.stderr)
         return 1
@@ -390,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     subparsers = parser.add_subparsers(
-        dest="command", metavar="{toy,lists,prep,run,report,doctor,embed,verify,export}", required=True
+        dest="command", metavar="{toy,lists,prep,run,report,doctor,embed,verify,export,gate}", required=True
     )
     add_toy_parser(subparsers)
     add_lists_parser(subparsers)
@@ -401,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_embed_parser(subparsers)
     add_verify_parser(subparsers)
     add_export_parser(subparsers)
+    add_gate_parser(subparsers)
     return parser
 
 

@@ -4,8 +4,8 @@ The plan (which notebooks, with which checked parameters) comes from :mod:`lgl_h
 ``runs/<run>/pipeline.json`` records, per notebook, the parameters it ran with and whether it
 finished, so rerunning a run skips finished notebooks and resumes the interrupted one. An LGL run
 with ``pause_before_gate`` that stopped before a phase L is recorded as ``"waiting_for_gate"`` and
-ends the pipeline there; once the gate is set (notebook 04's tuner writes ``gate_overrides.json``),
-rerunning the same command continues it.
+ends the pipeline there; once the gate is set (``lgl-kit gate`` or notebook 04's tuner writes
+``gate_overrides.json``), rerunning the same command continues it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lgl_helpers.app.gate_cli import gate_command
 from lgl_helpers.app.planning import PipelineError, PlannedNotebook, notebook_parameters, plan_run, select_notebooks
 from lgl_helpers.runs import project_root, read_json, remove_stale_temp_files, run_folder, write_json
 
@@ -198,11 +199,27 @@ def run_pipeline(
             write_json(state_path, state)
             echo(
                 f"[{step.name}] waiting for a gate: the run paused before phase L of iteration {waiting['iteration']}. "
-                f"Set it with notebook 04's gate tuner (run_name = {run_name!r}: run its setup cell and section 2) "
-                f"or in {Path(waiting['stage_dir']) / 'gate_overrides.json'}, then rerun this command to continue"
+                f"Set it with `{gate_command(run_name, runs_dir, waiting['iteration'])}`, with notebook 04's gate tuner "
+                f"(run_name = {run_name!r}: run its setup cell and section 2) or in "
+                f"{Path(waiting['stage_dir']) / 'gate_overrides.json'}, then rerun this command to continue"
             )
             return state
         record.update(status="done", wall_seconds=time.time() - started, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         write_json(state_path, state)
         echo(f"[{step.name}] done in {record['wall_seconds']:.1f} s")
     return state
+
+
+def outcome_line(state: dict, run_name: str, runs_dir: str = "runs") -> str:
+    """The last line of ``lgl-kit run``: the run folder and its notebook time, and whether the run
+    finished or is paused because a notebook waits for a gate."""
+    total = sum(record.get("wall_seconds", 0.0) for record in state["notebooks"].values())
+    folder = run_folder(run_name, runs_dir)
+    waiting = [(name, r) for name, r in state["notebooks"].items() if r.get("status") == "waiting_for_gate"]
+    if not waiting:
+        return f"run {run_name!r} finished: {folder} ({total:.0f} s of notebook time)"
+    name, record = waiting[0]
+    return (
+        f"run {run_name!r} is paused: {name} waits for the gate of iteration "
+        f"{record['waiting_for_gate']['iteration']} ({folder}, {total:.0f} s of notebook time so far)"
+    )

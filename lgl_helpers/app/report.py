@@ -387,3 +387,20 @@ def report_for_run(config: CompareConfig) -> tuple[dict, Path]:
     """The report of notebook 05's config: :func:`write_report` of its run folder with its bootstrap."""
     run_dir = run_folder(config.run_name, config.runs_dir)
     return write_report(run_dir, n_resamples=config.bootstrap_resamples, seed=config.bootstrap_seed)
+
+
+def run_status_lines(run_dir: str | Path, runs_dir: str = "runs") -> list[str]:
+    """What keeps a run from being complete, one line each (``lgl-kit report`` prints them first): an LGL
+    stage paused before its gate, and every notebook that ``pipeline.json`` records as failed or interrupted."""
+    from lgl_helpers.app.gate_cli import LGL_STAGE_DIR, waiting_line
+
+    run_dir = Path(run_dir)
+    # The stage's state.json, not pipeline.json: it also knows of an interactive run, and of one resumed since.
+    waiting = waiting_line(run_dir / LGL_STAGE_DIR, run_dir.name, runs_dir)
+    lines = [waiting] if waiting else []
+    pipeline = _read(run_dir / "pipeline.json") or {"notebooks": {}}
+    for name, record in pipeline["notebooks"].items():
+        if record.get("status") in ("failed", "interrupted"):
+            error = f" ({record['error']})" if record.get("error") else ""
+            lines.append(f"notebook {name} {record['status']}{error}: rerun `lgl-kit run` with the same options")
+    return lines
