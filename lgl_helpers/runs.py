@@ -148,16 +148,20 @@ def _progress_enabled() -> bool:
 
 
 def progress(iterable: Iterable | None = None, **tqdm_kwargs):
-    """tqdm bar, disabled when output is neither a terminal nor an interactive notebook.
+    """tqdm bar when output is a terminal or an interactive notebook.
 
-    Headless runs (papermill, CI, log files) rely on the one-line-per-epoch log instead; set
-    ``LGL_PROGRESS=1`` to force the bar on or ``0`` to force it off.
+    Headless runs (papermill, CI, log files) get a :class:`~lgl_helpers.progress_log.ProgressLog`
+    with the same interface instead, a log line a minute (``LGL_PROGRESS_INTERVAL`` seconds), unless
+    the caller passes ``disable``; set ``LGL_PROGRESS=1`` to force the bar on or ``0`` to force it off.
     """
+    if "disable" not in tqdm_kwargs and not _progress_enabled():
+        from lgl_helpers.progress_log import ProgressLog
+
+        return ProgressLog(iterable, **tqdm_kwargs)
     if "ipykernel" in sys.modules and "PAPERMILL_EXECUTION" not in os.environ:
         from tqdm.auto import tqdm
     else:
         from tqdm import tqdm
-    tqdm_kwargs.setdefault("disable", not _progress_enabled())
     tqdm_kwargs.setdefault("dynamic_ncols", True)
     return tqdm(iterable, **tqdm_kwargs)
 
