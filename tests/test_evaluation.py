@@ -36,8 +36,9 @@ def test_every_file_is_embedded_once_and_each_list_gets_scores_and_metrics(tiny_
     entries = read_train_list(tiny_corpus / "lists" / "train_list.txt")
     cohort = evaluation.plan_cohort("train", 20, 5, entries, tiny_corpus / "train", seed=0)
     test = lists["toy-O"]
+    plan = evaluation.EvalPlan(test, test, lists, cohort)
     result = evaluation.final_evaluation(
-        model, tiny_corpus / "test", test, test, lists, cohort, tmp_path, tmp_path / "test_scores.txt", device="cpu"
+        model, plan, tiny_corpus / "test", tmp_path, tmp_path / "test_scores.txt", device="cpu"
     )
     n_test_files = len({p for t in test.trials + lists["toy-H"].trials for p in (t.path_a, t.path_b)})
     assert result["eval"]["n_files_embedded"] == n_test_files + 20
@@ -76,8 +77,10 @@ def test_centroids_cohort_uses_one_member_per_pseudo_label(tiny_corpus):
     labels = np.arange(len(entries)) % 3
     cohort = evaluation.plan_cohort("centroids", 0, 3, entries, tiny_corpus / "train", 0, labels)
     assert len(cohort.paths) == len(entries) and np.array_equal(cohort.pseudo_labels, labels)
-    with pytest.raises(ValueError, match="norm_top_n=4 exceeds the 3 pseudo labels among the cohort"):
-        evaluation.plan_cohort("centroids", 0, 4, entries, tiny_corpus / "train", 0, labels)
+    # a top N beyond the cohort's members takes all of them
+    assert evaluation.plan_cohort("centroids", 0, 4, entries, tiny_corpus / "train", 0, labels).top_n == 3
+    with pytest.raises(ValueError, match="norm_cohort='centroids': the cohort has 1 member"):
+        evaluation.plan_cohort("centroids", 0, 4, entries, tiny_corpus / "train", 0, np.zeros(len(entries)))
     assert evaluation.plan_cohort("none", 0, 4, entries, tiny_corpus / "train", 0) is None
 
 

@@ -19,7 +19,7 @@ REPORT = {
 
 def test_every_report_figure_is_a_plain_figure():
     figures = report_figures.report_figures(REPORT)
-    assert sorted(figures) == ["eer_by_system", "nmi_per_iteration", "stage2_eer"]
+    assert sorted(figures) == ["det", "eer_by_system", "nmi_per_iteration", "stage2_eer"]
     # no figure manager: pyplot does not know them, so nothing is shown twice or kept alive
     assert all(isinstance(fig, Figure) and fig.canvas.manager is None for fig in figures.values())
 

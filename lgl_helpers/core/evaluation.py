@@ -38,7 +38,7 @@ from lgl_helpers.core import score_norm
 from lgl_helpers.core.embed import cosine_scores, embed_files
 from lgl_helpers.core.encoder import THRESHOLD_KEY
 from lgl_helpers.core.metrics import compute_eer, compute_min_dcf, det_points, write_trial_scores
-from lgl_helpers.corpus.lists import TrainEntry, Trial, check_list, read_trials
+from lgl_helpers.corpus.lists import TrainEntry, Trial, check_list, read_train_list, read_trials
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +73,24 @@ class TrialList:
     trials: list[Trial]
 
 
-def read_trial_lists(paths: Mapping[str, Path], test_root: Path) -> dict[str, TrialList]:
+def read_trial_lists(
+    paths: Mapping[str, Path], test_root: Path, checked: Sequence[TrialList] = ()
+) -> dict[str, TrialList]:
     """Read and check each list of ``paths`` (name → file): it must exist and every file it names must
     be a usable wav under ``test_root`` (:func:`~lgl_helpers.corpus.lists.check_list`, header reads of
-    each distinct file). FileNotFoundError naming the parameter, ListCheckError naming ``file:line``."""
+    each distinct file). A file of ``checked`` (lists the stage has read and checked already) is taken
+    from there. FileNotFoundError naming the parameter, ListCheckError naming ``file:line``."""
+    known = {item.path.resolve(): item.trials for item in checked}
     out = {}
     for name, path in paths.items():
-        if not Path(path).is_file():
+        path = Path(path)
+        if path.resolve() in known:
+            out[name] = TrialList(name, path, known[path.resolve()])
+            continue
+        if not path.is_file():
             raise FileNotFoundError(f"eval_trials[{name!r}]: trial list {path} does not exist")
         check_list(path, test_root, "trials", show_progress=False)
-        out[name] = TrialList(name, Path(path), read_trials(path))
+        out[name] = TrialList(name, path, read_trials(path))
     return out
 
 
@@ -109,22 +117,21 @@ def plan_cohort(
     seed: int,
     pseudo_labels: np.ndarray | None = None,
 ) -> Cohort | None:
-    """The cohort of the ``norm_*`` parameters: ``size`` training utterances drawn with ``seed`` (0 =
-    all), None for ``kind`` ``"none"``. ``pseudo_labels``: (N,) of ``entries``, needed for
-    ``"centroids"`` (None there only for an early check). ValueError naming the parameter when the
-    list is too short or AS-norm's top N exceeds the cohort."""
+    """The cohort of the ``norm_*`` parameters: ``size`` training utterances drawn with ``seed`` (all
+    when 0 or when the list is shorter), None for ``kind`` ``"none"``. ``pseudo_labels``: (N,) of
+    ``entries``, needed for ``"centroids"`` (None there only for an early check). AS-norm's top N is
+    at most the cohort's members: a smaller cohort lowers it, with a log line."""
     if kind == "none":
         return None
     index = score_norm.sample_cohort(len(entries), size, seed)
     paths = [Path(train_root) / entries[i].path for i in index]
-    labels = None
-    n_cohort = len(index)
-    if kind == "centroids" and pseudo_labels is not None:
-        labels = np.asarray(pseudo_labels)[index]
-        n_cohort = np.unique(labels).size
-    if top_n > n_cohort:
-        what = "pseudo labels among" if labels is not None else "utterances in"
-        raise ValueError(f"norm_top_n={top_n} exceeds the {n_cohort} {what} the cohort of norm_cohort_size={size}")
+    labels = None if pseudo_labels is None or kind != "centroids" else np.asarray(pseudo_labels)[index]
+    n_members = len(index) if labels is None else int(np.unique(labels).size)
+    if top_n > n_members:
+        log.info("norm_top_n=%d but the %s cohort has %d members: AS-norm uses all of them", top_n, kind, n_members)
+        top_n = n_members
+    if top_n < score_norm.MIN_TOP_N:
+        raise ValueError(f"norm_cohort={kind!r}: the cohort has {n_members} member(s); AS-norm needs at least 2")
     return Cohort(kind, paths, top_n, labels)
 
 
@@ -195,27 +202,89 @@ def score_lists(
     return out
 
 
+@dataclass(frozen=True)
+class EvalPlan:
+    """What a stage's final evaluation scores: its ``test`` list (``trials``), its ``val`` list (for
+    ``eer_threshold``), the evaluation ``lists`` and the normalisation ``cohort`` (None: raw only)."""
+
+    test: TrialList
+    val: TrialList
+    lists: dict[str, TrialList]
+    cohort: Cohort | None
+
+
+def plan_evaluation(
+    config,
+    paths: Mapping[str, Path],
+    entries: Sequence[TrainEntry],
+    val_trials: list[Trial],
+    test_trials: list[Trial],
+    pseudo_labels: np.ndarray | None = None,
+) -> EvalPlan:
+    """The :class:`EvalPlan` of a stage's config (its ``eval_trials``, ``norm_cohort``,
+    ``norm_cohort_size``, ``norm_top_n`` and ``seed``), checked: every list read and its files'
+    headers checked, the cohort drawn from ``entries``. ``paths`` as from
+    :func:`lgl_helpers.runs.resolve_data_paths`; ``val_trials`` / ``test_trials``: the stage's lists,
+    already checked; ``pseudo_labels`` (N,) of ``entries`` for the ``"centroids"`` cohort (None in
+    the early check before any clustering). Notebooks call it before training, so that a bad list
+    or cohort stops the run before any compute; the stage calls it again at the end.
+    """
+    test = TrialList("trials", Path(paths["trials"]), test_trials)
+    val = TrialList("val_trials", Path(paths["val_trials"]), val_trials)
+    lists = read_trial_lists(list_paths(config.eval_trials, paths["trials"]), paths["test_root"], (test, val))
+    cohort = plan_cohort(
+        config.norm_cohort,
+        config.norm_cohort_size,
+        config.norm_top_n,
+        entries,
+        paths["train_root"],
+        config.seed,
+        pseudo_labels,
+    )
+    return EvalPlan(test, val, lists, cohort)
+
+
+def check_evaluation(config) -> dict[str, TrialList]:
+    """Before training: the lists and cohort of a stage's final evaluation, checked as the stage will
+    (:func:`read_trial_lists`, :func:`plan_cohort` without pseudo labels). Data paths as the stage
+    resolves them (the config's, else ``runs/<run>/data.json``). Returns the lists; raises naming the
+    list or parameter, so that notebooks 01, 03 and 04 stop before any compute."""
+    run_dir = runs.run_folder(config.run_name, config.runs_dir)
+    paths = runs.resolve_data_paths(run_dir, **{key: getattr(config, key) for key in runs.DATA_KEYS})
+    if paths["trials"] is None and not config.eval_trials:
+        return {}  # no test list at all: the stage's own checks name it
+    lists = read_trial_lists(list_paths(config.eval_trials, paths["trials"]), paths["test_root"])
+    if config.norm_cohort != "none":
+        if paths["train_list"] is None:
+            raise ValueError(
+                f"norm_cohort={config.norm_cohort!r} draws from the training list, but train_list is not set"
+            )
+        entries = read_train_list(paths["train_list"])
+        plan_cohort(config.norm_cohort, config.norm_cohort_size, config.norm_top_n, entries, paths["train_root"], 0)
+    return lists
+
+
 def final_evaluation(
     model: torch.nn.Module,
+    plan: EvalPlan,
     test_root: Path,
-    test: TrialList,
-    val: TrialList,
-    lists: Mapping[str, TrialList],
-    cohort: Cohort | None,
     stage_dir: Path,
     test_scores: Path,
     *,
     device: str | torch.device | None = None,
 ) -> dict:
-    """Embed every distinct file once, score all lists, write the score files; see the module docstring.
+    """Embed every distinct file of ``plan`` once, score all lists, write the score files; see the module
+    docstring.
 
-    ``test``: the stage's test list (its raw scores go to ``test_scores``); ``val``: the validation
-    list (its scores give ``eer_threshold``); ``lists``: the evaluation lists. Returns dict ``test``
-    and ``val`` (``eer``, ``min_dcf``, ``min_dcf_0.01``), ``eer_threshold``, and ``eval``: ``lists``
-    (name → ``trials``, ``n_trials``, ``n_target``, ``n_files``, ``scores`` (variant → file) and
-    ``metrics`` (variant → the three metrics)), ``score_norm`` (the cohort actually used),
-    ``n_files_embedded`` and ``seconds``.
+    The raw scores of ``plan.test`` go to ``test_scores``; those of ``plan.val`` give
+    ``eer_threshold``. Returns dict ``test`` and ``val`` (``eer``, ``min_dcf``, ``min_dcf_0.01``),
+    ``eer_threshold``, and ``eval``: ``lists`` (name → ``trials``, ``n_trials``, ``n_target``,
+    ``n_files``, ``scores`` (variant → file) and ``metrics`` (variant → the three metrics)),
+    ``score_norm`` (the cohort used, or None), ``n_files_embedded`` and ``seconds``.
     """
+    test, val, lists, cohort = plan.test, plan.val, plan.lists, plan.cohort
+    if cohort is not None and cohort.kind == "centroids" and cohort.pseudo_labels is None:
+        raise ValueError("norm_cohort='centroids' needs the pseudo labels of the last clustering")
     tic = time.perf_counter()
     every = {"test": test, "val": val, **{f"list {name}": item for name, item in lists.items()}}
     keys = list(dict.fromkeys(p for item in every.values() for t in item.trials for p in (t.path_a, t.path_b)))

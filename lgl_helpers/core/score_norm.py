@@ -47,10 +47,8 @@ def check_norm_parameters(
 
 def sample_cohort(n_items: int, size: int, seed: int) -> np.ndarray:
     """(K,) sorted indices of ``size`` of ``n_items`` items drawn without replacement with ``seed``;
-    all of them when ``size`` is 0. ValueError when ``size`` exceeds ``n_items``."""
-    if size > n_items:
-        raise ValueError(f"norm_cohort_size={size} is larger than the {n_items} training utterances")
-    if size == 0:
+    all of them when ``size`` is 0 or at least ``n_items`` (a small corpus has a small cohort)."""
+    if size == 0 or size >= n_items:
         return np.arange(n_items)
     return np.sort(np.random.default_rng(seed).choice(n_items, size=size, replace=False))
 
