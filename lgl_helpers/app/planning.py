@@ -87,13 +87,14 @@ def _type_name(value: Any) -> str:
 
 def check_value(notebook: str, name: str, value: Any, default: Any) -> Any:
     """Return ``value`` if it has the default's type (int accepted for float; lists and strings interchangeable
-    where the default allows both, as for ``gates``), else raise naming the parameter."""
+    where the default allows both, as for ``gates``; a mapping for a mapping, as for ``eval_trials``), else
+    raise naming the parameter."""
     if isinstance(default, bool) or isinstance(value, bool):
         if isinstance(default, bool) and isinstance(value, bool):
             return value
     elif isinstance(default, float) and isinstance(value, (int, float)):
         return float(value)
-    elif isinstance(default, (int, str, list)) and isinstance(value, type(default)):
+    elif isinstance(default, (int, str, list, dict)) and isinstance(value, type(default)):
         return value
     elif isinstance(default, list) and isinstance(value, str):
         return value  # e.g. gates = "auto"

@@ -8,7 +8,8 @@ any time without touching the models.
 
 Every system's test EER and minDCF get a speaker-bootstrap interval (:mod:`lgl_helpers.core.bootstrap`)
 from its ``test_scores.txt``; systems that scored the same trials are compared by the paired difference
-of their metrics on the same resamples (``comparisons``).
+of their metrics on the same resamples (``comparisons``). The evaluation on several trial lists, raw and
+normalised, with the DET curves, comes from :mod:`lgl_helpers.app.report_eval` (``eval``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from lgl_helpers.app import report_eval
 from lgl_helpers.config import NotebookConfig, check_int
 from lgl_helpers.core import bootstrap
+from lgl_helpers.core.evaluation import check_eval_trials
 from lgl_helpers.core.metrics import TEST_SCORES, match_trials, read_trial_scores
 from lgl_helpers.corpus.lists import Trial
 from lgl_helpers.notebook.gate_tuner import plot_loss_histogram
@@ -48,11 +51,13 @@ class CompareConfig(NotebookConfig):
     runs_dir: str = "runs"
     bootstrap_resamples: int = bootstrap.N_RESAMPLES
     bootstrap_seed: int = bootstrap.SEED
+    eval_trials: dict = field(default_factory=dict)
     interactive: bool = True
 
     def validate(self) -> None:
         check_int(self.name_of("bootstrap_resamples"), self.bootstrap_resamples, minimum=1)
         check_int(self.name_of("bootstrap_seed"), self.bootstrap_seed)
+        check_eval_trials(type(self).__name__, self.eval_trials)
 
 
 def _read(path: Path) -> dict | None:
@@ -149,7 +154,10 @@ def _add_intervals(report: dict[str, Any], scored: dict[str, tuple], n_resamples
 
 
 def collect_report(
-    run_dir: str | Path, n_resamples: int = bootstrap.N_RESAMPLES, seed: int = bootstrap.SEED
+    run_dir: str | Path,
+    n_resamples: int = bootstrap.N_RESAMPLES,
+    seed: int = bootstrap.SEED,
+    lists: list[str] | None = None,
 ) -> dict[str, Any]:
     """Gather every stage's metrics of a run into one dict (the content of ``report.json``).
 
@@ -157,7 +165,9 @@ def collect_report(
     ``min_dcf_ci``, ``min_dcf_0.01_ci`` ([lo, hi], speaker bootstrap with ``n_resamples`` and
     ``seed``), ``n_trials`` and ``n_speakers``, or ``ci_note`` saying why there is no interval;
     ``comparisons`` lists the paired differences of :data:`COMPARISONS` (``eer_diff``,
-    ``eer_diff_ci``, ...) or, in ``absent``, why one is missing; ``bootstrap`` records the scheme.
+    ``eer_diff_ci``, ...) or, in ``absent``, why one is missing; ``bootstrap`` records the scheme;
+    ``eval``: every system on the trial lists ``lists`` (None: all it scored), raw and normalised
+    (:func:`lgl_helpers.app.report_eval.collect_eval`).
     """
     run_dir = Path(run_dir)
     report: dict[str, Any] = {"run_name": run_dir.name, "run_dir": str(run_dir)}
@@ -193,6 +203,7 @@ def collect_report(
         "confidence": bootstrap.CONFIDENCE,
     }
     _add_intervals(report, scored, n_resamples, seed)
+    report["eval"] = report_eval.collect_eval(run_dir, SYSTEMS, lists, n_resamples, seed)
 
     clustering = []
     quality = _read(run_dir / "clustering" / "quality.json")
@@ -317,15 +328,17 @@ def write_report(
     figures_dir: str | Path | None = None,
     n_resamples: int = bootstrap.N_RESAMPLES,
     seed: int = bootstrap.SEED,
+    lists: list[str] | None = None,
 ) -> tuple[dict, Path]:
     """Write ``report.json``, ``report.md`` and PNG plots into the run folder; return (report, md path).
 
-    ``n_resamples`` and ``seed``: the speaker bootstrap of the intervals (:func:`collect_report`).
+    ``n_resamples`` and ``seed``: the speaker bootstrap of the intervals; ``lists``: the trial lists of
+    the evaluation tables (:func:`collect_report`).
     """
     run_dir = Path(run_dir)
     figures_dir = Path(figures_dir) if figures_dir else run_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
-    report = collect_report(run_dir, n_resamples, seed)
+    report = collect_report(run_dir, n_resamples, seed, lists)
     images = {}
     for name, fig in {**report_figures(report), **gate_evidence_figures(run_dir, report)}.items():
         path = figures_dir / f"{name}.png"
@@ -352,6 +365,7 @@ def write_report(
     if notes:
         lines += [*notes, ""]
     lines += ["## Paired differences (test trials)", "", comparisons_table(report), ""]
+    lines += eval_sections(report)
     lines += [
         "## Clustering (NMI of pseudo labels against true speakers)",
         "",
@@ -383,10 +397,23 @@ def write_report(
     return report, md_path
 
 
+def eval_sections(report: dict[str, Any]) -> list[str]:
+    """report.md's lines on the evaluation lists: systems × lists, raw vs normalised, and the notes."""
+    evaluation = report.get("eval")
+    if not evaluation or not evaluation["lists"]:
+        return []
+    lines = ["## Every evaluation list (raw cosine scores)", "", report_eval.lists_table(evaluation, SYSTEMS), ""]
+    lines += ["## Score normalisation without labels", "", report_eval.norm_table(evaluation, SYSTEMS), ""]
+    lines += [f"- {note}" for note in evaluation["notes"]] + ([""] if evaluation["notes"] else [])
+    return lines
+
+
 def report_for_run(config: CompareConfig) -> tuple[dict, Path]:
-    """The report of notebook 05's config: :func:`write_report` of its run folder with its bootstrap."""
+    """The report of notebook 05's config: :func:`write_report` of its run folder with its bootstrap and lists."""
     run_dir = run_folder(config.run_name, config.runs_dir)
-    return write_report(run_dir, n_resamples=config.bootstrap_resamples, seed=config.bootstrap_seed)
+    return write_report(
+        run_dir, n_resamples=config.bootstrap_resamples, seed=config.bootstrap_seed, lists=list(config.eval_trials)
+    )
 
 
 def run_status_lines(run_dir: str | Path, runs_dir: str = "runs") -> list[str]:

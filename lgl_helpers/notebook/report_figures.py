@@ -1,5 +1,5 @@
 """Figures of notebook 05 (the run report): test EER by system (with its interval), Stage II EER per
-epoch, NMI per iteration.
+epoch, NMI per iteration, and the DET curves of every system on each evaluated list.
 
 Each function takes the dict of :func:`lgl_helpers.app.report.collect_report` and returns a plain
 matplotlib Figure (not registered with pyplot); the report saves them as PNGs, the notebook shows them.
@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from matplotlib.figure import Figure
+from sklearn.metrics import DetCurveDisplay
+
+from lgl_helpers.core.score_norm import METHOD_LABELS
 
 SYSTEM_KEYS = ("stage1", "baseline", "lgl")
 STAGE2_COLORS = (("baseline", "#dd8452"), ("lgl", "#55a868"))
+SYSTEM_COLORS = {"stage1": "#4c72b0", "baseline": "#dd8452", "lgl": "#55a868"}
+SYSTEM_NAMES = {"stage1": "Stage I", "baseline": "baseline", "lgl": "LGL"}
+DET_STYLES = {"raw": "-", "asnorm": "--"}  # mean subtraction is in the tables, not drawn: the plot stays legible
 
 
 def plot_eer_by_system(report: dict[str, Any]) -> Figure:
@@ -89,10 +96,39 @@ def plot_nmi(report: dict[str, Any]) -> Figure:
     return fig
 
 
+def plot_det(report: dict[str, Any]) -> Figure:
+    """DET curves (probit axes, scikit-learn's :class:`~sklearn.metrics.DetCurveDisplay`): one panel per
+    evaluated list, every system on it, raw scores solid and AS-norm dashed; the diagonal marks
+    FPR = FNR, where each curve crosses it at its EER."""
+    det = (report.get("eval") or {}).get("det") or {}
+    names = list(det) or ["no lists"]
+    fig = Figure(figsize=(4.2 * len(names), 4.2))
+    axes = np.atleast_1d(fig.subplots(1, len(names)))
+    for ax, name in zip(axes, names):
+        curves = det.get(name, {})
+        for key in SYSTEM_KEYS:
+            for variant, style in DET_STYLES.items():
+                points = curves.get(key, {}).get(variant)
+                if points is None:
+                    continue
+                label = SYSTEM_NAMES[key] + ("" if variant == "raw" else f", {METHOD_LABELS[variant]}")
+                display = DetCurveDisplay(fpr=np.asarray(points["fpr"]), fnr=np.asarray(points["fnr"]))
+                display.plot(ax=ax, name=label, color=SYSTEM_COLORS[key], linestyle=style)
+        ax.plot([-3, 3], [-3, 3], color="#999999", linewidth=0.8, linestyle=":")
+        ax.set(xlabel="false accept rate", ylabel="false reject rate", title=f"DET: {name}")
+        if not curves:
+            ax.text(0, 0, "no per-trial scores of several lists", ha="center", va="center")
+        elif ax.get_legend() is not None:
+            ax.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 def report_figures(report: dict[str, Any]) -> dict[str, Figure]:
-    """The report's figures by file stem: ``eer_by_system``, ``nmi_per_iteration``, ``stage2_eer``."""
+    """The report's figures by file stem: ``det``, ``eer_by_system``, ``nmi_per_iteration``, ``stage2_eer``."""
     return {
         "eer_by_system": plot_eer_by_system(report),
         "nmi_per_iteration": plot_nmi(report),
         "stage2_eer": plot_stage2_curves(report),
+        "det": plot_det(report),
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lgl_helpers import runs
@@ -14,7 +14,9 @@ from lgl_helpers.config import (
     check_non_negative,
     check_positive,
 )
+from lgl_helpers.core.evaluation import check_eval_trials
 from lgl_helpers.core.models import REFERENCE_MFA_CHANNELS
+from lgl_helpers.core.score_norm import check_norm_parameters
 from lgl_helpers.training.retention import DEFAULT_KEEP_EVERY
 
 STAGE_DIR = "stage1"
@@ -29,6 +31,11 @@ RUN_CONTROL_FIELDS = (
     "device",
     "bf16",
     "keep_every",
+    # the final evaluation's lists and normalisation: they change no training result
+    "eval_trials",
+    "norm_cohort",
+    "norm_cohort_size",
+    "norm_top_n",
 )
 
 
@@ -43,6 +50,10 @@ class Stage1Config(NotebookConfig):
     test_root: str = ""
     trials: str = ""
     val_trials: str = ""
+    eval_trials: dict = field(default_factory=dict)
+    norm_cohort: str = "train"
+    norm_cohort_size: int = 600
+    norm_top_n: int = 100
     musan_root: str = ""
     rir_root: str = ""
     augment: bool = True
@@ -82,6 +93,10 @@ class Stage1Config(NotebookConfig):
         check_int(self.name_of("workers"), self.workers, 0)
         check_int(self.name_of("max_steps"), self.max_steps, 0, "an integer >= 0 (0 = no limit)")
         check_int(self.name_of("keep_every"), self.keep_every, 0, "an integer >= 0 (0 = best and last only)")
+        owner = type(self).__name__
+        check_eval_trials(owner, self.eval_trials)
+        # Stage I runs before any clustering: no pseudo-label centroids to normalise with yet
+        check_norm_parameters(owner, self.norm_cohort, self.norm_cohort_size, self.norm_top_n, ("none", "train"))
 
 
 def stage_folder(config: Stage1Config) -> Path:

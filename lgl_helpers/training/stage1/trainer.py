@@ -16,6 +16,7 @@ import torch
 from lgl_helpers import runs
 from lgl_helpers.core.data import make_loader
 from lgl_helpers.core.embed import evaluate_trials
+from lgl_helpers.core.evaluation import final_evaluation, plan_evaluation, store_threshold
 from lgl_helpers.core.losses import AATDiscriminator, ContrastiveLoss
 from lgl_helpers.core.metrics import TEST_SCORES, write_trial_scores
 from lgl_helpers.core.models import ECAPATDNN, REFERENCE_MFA_CHANNELS, load_encoder
@@ -254,18 +255,21 @@ def _finish_epoch(
     return record, evaluated, improved
 
 
-def _final_metrics(stage_dir: Path, data: Stage1Data, state: _State, started: float, device) -> dict:
-    """``metrics.json``: the best epoch's encoder on the test trials, against the untrained one; its
-    per-trial scores in ``test_scores.txt`` (:func:`~lgl_helpers.core.metrics.write_trial_scores`)."""
+def _final_metrics(
+    config: Stage1Config, stage_dir: Path, data: Stage1Data, state: _State, started: float, device
+) -> dict:
+    """``metrics.json``: the best epoch's encoder on the test trials, against the untrained one, and on
+    every list of ``eval_trials``, raw and normalised, in one embedding pass
+    (:func:`~lgl_helpers.core.evaluation.final_evaluation`): per-trial scores in ``test_scores.txt``
+    and ``eval/``; the validation list's ``eer_threshold`` is added to ``best.model``."""
     best_path = stage_dir / "best.model"
     scores_path = stage_dir / TEST_SCORES
-    # With val = test the best epoch's scores were kept when it was evaluated; a run resumed from before
-    # scores were kept has none and evaluates once.
-    if data.same_val_test and scores_path.is_file():
-        test = {k: state.best[k] for k in ("eer", "min_dcf", "min_dcf_0.01")}
-    else:
-        test, scores = _evaluate(load_encoder(best_path), data.test_trials, data.paths["test_root"], device)
-        write_trial_scores(scores_path, data.test_trials, scores)
+    plan = plan_evaluation(config, data.paths, data.entries, data.val_trials, data.test_trials)
+    result = final_evaluation(
+        load_encoder(best_path), plan, data.paths["test_root"], stage_dir, scores_path, device=device
+    )
+    store_threshold(best_path, result["eer_threshold"])
+    test = result["test"]
     untrained = state.untrained["test"]
     metrics = {
         **test,
@@ -282,6 +286,8 @@ def _final_metrics(stage_dir: Path, data: Stage1Data, state: _State, started: fl
         "trials": str(data.paths["trials"]),
         "val_trials": str(data.paths["val_trials"]),
         "val_is_test": data.same_val_test,
+        "eer_threshold": result["eer_threshold"],
+        "eval": result["eval"],
     }
     runs.write_json(stage_dir / "metrics.json", metrics)
     log.info(
@@ -367,7 +373,7 @@ def train_stage1(
     if not completed or state.best is None:
         result.update(epochs_run=state.epoch, wall_seconds=state.wall_seconds)
         return result
-    result.update(_final_metrics(stage_dir, data, state, started, device))
+    result.update(_final_metrics(config, stage_dir, data, state, started, device))
     return result
 
 

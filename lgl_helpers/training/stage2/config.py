@@ -18,7 +18,9 @@ from lgl_helpers.config import (
     check_non_negative,
     check_positive,
 )
+from lgl_helpers.core.evaluation import check_eval_trials
 from lgl_helpers.core.gate import REFERENCE_EER_DECIMALS
+from lgl_helpers.core.score_norm import check_norm_parameters
 from lgl_helpers.training.retention import DEFAULT_KEEP_EVERY
 from lgl_helpers.training.stage2.head_init import HEAD_INITS
 
@@ -70,6 +72,10 @@ class Stage2Config(NotebookConfig):
     test_root: str = ""
     trials: str = ""
     val_trials: str = ""
+    eval_trials: dict = field(default_factory=dict)
+    norm_cohort: str = "train"
+    norm_cohort_size: int = 600
+    norm_top_n: int = 100
     musan_root: str = ""
     rir_root: str = ""
     augment: bool = True
@@ -129,6 +135,14 @@ class Stage2Config(NotebookConfig):
         check_int(self.name_of("patience"), self.patience, 1)
         check_int(self.name_of("keep_every"), self.keep_every, 0, "an integer >= 0 (0 = best and last only)")
         check_int(self.name_of("workers"), self.workers, 0)
+        owner = type(self).__name__
+        check_eval_trials(owner, self.eval_trials)
+        check_norm_parameters(owner, self.norm_cohort, self.norm_cohort_size, self.norm_top_n)
+        if self.norm_cohort == "centroids" and self.norm_top_n > self.n_clusters:
+            raise ValueError(
+                f"{self.name_of('norm_top_n')}={self.norm_top_n} must be at most n_clusters={self.n_clusters} "
+                "(the centroids cohort has one member per pseudo label)"
+            )
 
     @property
     def eer_decimals(self) -> int | None:

@@ -22,10 +22,10 @@ from lgl_helpers import runs
 from lgl_helpers.clustering import cluster
 from lgl_helpers.clustering.pseudo_labels import read_pseudo_labels
 from lgl_helpers.core import gate as gate_rules
-from lgl_helpers.core.embed import evaluate_trials
+from lgl_helpers.core.evaluation import final_evaluation, plan_evaluation, store_threshold
 from lgl_helpers.core.gate_evidence import gate_evidence
 from lgl_helpers.core.losses import AAMSoftmax
-from lgl_helpers.core.metrics import TEST_SCORES, write_trial_scores
+from lgl_helpers.core.metrics import TEST_SCORES
 from lgl_helpers.core.models import CHECKPOINT_KEYS, ECAPATDNN, load_encoder, save_encoder
 from lgl_helpers.training.stage2.config import FIXED_FIELDS, Stage2Config, stage_folder
 from lgl_helpers.training.stage2.executor import train_phase
@@ -373,20 +373,24 @@ class Engine:
         return save_encoder(self.path("best.model"), encoder, extra)
 
     def final_metrics(self) -> dict:
-        """``metrics.json``: the best encoder on the test trials; its per-trial scores in ``test_scores.txt``."""
+        """``metrics.json``: the best encoder on the test trials and on every list of ``eval_trials``, raw
+        and normalised, in one embedding pass (:func:`~lgl_helpers.core.evaluation.final_evaluation`):
+        per-trial scores in ``test_scores.txt`` and ``eval/``; the validation list's ``eer_threshold``
+        is added to ``best.model``."""
         best = self.state["best"]
-        self.write_best_model()
+        best_path = self.write_best_model()
         # Evaluated even when the validation list holds the test trials: the epochs' evaluations keep
         # their EERs only, and the report's intervals need the scores of every trial.
-        result = evaluate_trials(
-            load_encoder(self.path("best.model")),
-            self.data.test_trials,
-            self.data.paths["test_root"],
-            device=self.device,
-            show_progress=False,
+        cfg, data = self.config, self.data
+        # The centroids cohort takes the pseudo labels of the run's last clustering.
+        labels = self.pseudo_labels(len(self.state["iterations"])) if cfg.norm_cohort == "centroids" else None
+        plan = plan_evaluation(cfg, data.paths, data.entries, data.val_trials, data.test_trials, labels)
+        scores_path = self.path(TEST_SCORES)
+        result = final_evaluation(
+            load_encoder(best_path), plan, data.paths["test_root"], self.stage_dir, scores_path, device=self.device
         )
-        test = {k: float(result[k]) for k in ("eer", "min_dcf", "min_dcf_0.01")}
-        scores_path = write_trial_scores(self.path(TEST_SCORES), self.data.test_trials, result["scores"])
+        store_threshold(best_path, result["eer_threshold"])
+        test = result["test"]
         iterations = []
         for item in self.state["iterations"]:
             t, l_phase = item["phases"].get("T", {}), item["phases"].get("L", {})
@@ -412,6 +416,8 @@ class Engine:
             "best": {k: best[k] for k in ("iteration", "phase", "epoch")} | {"val_eer": best["eer"]},
             "best_checkpoint": str(self.path("best.model")),
             "test_scores": str(scores_path),
+            "eer_threshold": result["eer_threshold"],
+            "eval": result["eval"],
             "stage1_eer": stage1_eer(self.config),
             "iterations": iterations,
             "gate_evidence": [item["gate_evidence"] for item in self.state["iterations"] if item.get("gate_evidence")],
