@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from lgl_helpers.core import distributed
+
 log = logging.getLogger(__name__)
 
 
@@ -33,6 +35,8 @@ _TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 def _atomic_write(path: str | os.PathLike, write_fn, mode: str) -> Path:
     path = Path(path)
+    if not distributed.is_main():
+        return path  # one writer per run: rank 0 (lgl_helpers.core.distributed)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
@@ -196,7 +200,8 @@ def open_run(run_dir: str | os.PathLike, config: Any, name: str) -> Path:
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(run_dir)
+    if distributed.is_main():
+        remove_stale_temp_files(run_dir)
     write_json(run_dir / f"{name}_params.json", {"params": config, "environment": environment_info()})
     return run_dir
 
@@ -215,7 +220,10 @@ def add_file_log(run_dir: str | os.PathLike, name: str) -> Path:
     path = Path(run_dir) / f"{name}.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger("lgl_helpers")
-    root.setLevel(logging.INFO)
+    # The other ranks of a distributed run report only errors: rank 0 already logs every warning they would repeat.
+    root.setLevel(logging.INFO if distributed.is_main() else logging.ERROR)
+    if not distributed.is_main():
+        path = Path(run_dir) / f"{name}.rank{distributed.rank()}.log"
     formatter = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     # One run log at a time: a later run in the same process (tests, a notebook rerun) must not
     # keep writing into an earlier run's file.

@@ -16,7 +16,7 @@ from lgl_helpers.core.models import ECAPATDNN, load_encoder, save_encoder
 from lgl_helpers.corpus.lists import read_train_list
 from lgl_helpers.notebook import gate_tuner
 from lgl_helpers.training import stage2
-from lgl_helpers.training.executor import stage2_epoch
+from lgl_helpers.training.executor import EncoderWithHead, stage2_epoch
 from lgl_helpers.training.stage2 import executor as stage2_executor
 from lgl_helpers.training.stage2.statefile import gate_losses_record
 
@@ -131,7 +131,7 @@ def test_batches_where_no_sample_passes_are_skipped_without_nan(tiny_corpus):
     encoder, head = ECAPATDNN(16), AAMSoftmax(3)
     optimizer = torch.optim.Adam(list(encoder.parameters()) + list(head.parameters()), lr=1e-3)
     weights = [p.detach().clone() for p in encoder.parameters()] + [head.weight.detach().clone()]
-    stats, arrays = stage2_epoch(encoder, head, optimizer, loader, 0.0, torch.device("cpu"), "gate 0")
+    stats, arrays = stage2_epoch(EncoderWithHead(encoder, head), optimizer, loader, 0.0, torch.device("cpu"), "gate 0")
     assert stats["skipped_batches"] == len(loader) and stats["n_selected"] == 0
     assert stats["loss"] == 0.0 and stats["fraction_selected"] == 0.0
     assert not arrays["selected"].any() and np.isfinite(arrays["per_sample_loss"]).all()

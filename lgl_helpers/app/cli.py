@@ -13,6 +13,7 @@
     lgl-kit verify --checkpoint CKPT A.wav B.wav
     lgl-kit export --checkpoint CKPT --format onnx|torchscript --out FILE
     lgl-kit gate --run-name NAME --iteration K --value G
+    lgl-kit train stage1|stage2 --params FILE [--mode baseline|lgl]   (also under torchrun)
 
 Each subcommand registers its own parser in an ``add_<name>_parser(subparsers)`` function and sets
 ``func``; :func:`main` builds the parser at call time (never at import) and returns the exit status.
@@ -30,6 +31,7 @@ from lgl_helpers.app import doctor, pipeline
 from lgl_helpers.app.gate_cli import add_gate_parser
 from lgl_helpers.app.planning import PipelineError, parse_overrides, plan_run
 from lgl_helpers.app.reuse import add_embed_parser, add_export_parser, add_verify_parser
+from lgl_helpers.app.train_cli import add_train_parser
 from lgl_helpers.runs import read_json, run_folder
 
 EXIT_ERROR = 1
@@ -403,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_verify_parser(subparsers)
     add_export_parser(subparsers)
     add_gate_parser(subparsers)
+    add_train_parser(subparsers)
     return parser
 
 

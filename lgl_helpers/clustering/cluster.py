@@ -50,6 +50,7 @@ from lgl_helpers.clustering.kmeans import (
 from lgl_helpers.clustering.pseudo_labels import read_pseudo_labels, relative_paths, write_pseudo_labels
 from lgl_helpers.clustering.quality import clustering_quality
 from lgl_helpers.config import NotebookConfig, check_int, check_n_clusters, check_non_negative, check_positive
+from lgl_helpers.core import distributed
 from lgl_helpers.corpus.lists import TrainEntry, check_list, read_train_list
 from lgl_helpers.runs import atomic_save_npy, read_json, resolve_data_paths, resolve_path, run_folder, write_json
 
@@ -196,8 +197,10 @@ def cluster_utterances(
     reuse: bool = True,
     reuse_from: Sequence[str | os.PathLike] = (),
     show_progress: bool = True,
-) -> ClusteringResult:
+) -> ClusteringResult | None:
     """One clustering pass: embed every entry, k-means, assign, write ``out_dir`` files (module docstring).
+
+    Returns None on the ranks other than 0 of a distributed run (they take part in the embedding only).
 
     encoder: an ECAPA-TDNN module or a checkpoint path (any layout ``models.load_encoder`` reads).
     entries: the training list; ``train_root`` / entry.path is each wav, batched by entry.duration.
@@ -235,13 +238,17 @@ def cluster_utterances(
     }
     fingerprint = {**meta, "kmeans": settings}
     folders = [Path(f) for f in reuse_from if Path(f).resolve() != out_dir.resolve()]
-    if reuse:
+    # In a distributed run rank 0 decides what can be reused and clusters; the other ranks only
+    # embed their share of the list when it must be embedded, and get None.
+    main = distributed.is_main()
+    reused = emb = None
+    if reuse and main:
         reused = _reuse_clustering(out_dir, folders, fingerprint, entries, checkpoint)
-        if reused is not None:
-            return reused
-    emb = _reuse_embeddings(out_dir, folders, meta) if reuse else None
+        if reused is None:
+            emb = _reuse_embeddings(out_dir, folders, meta)
     reused_embeddings = emb is not None
-    if not reused_embeddings:
+    must_embed = distributed.broadcast(reused is None and emb is None)
+    if must_embed:
         start = time.perf_counter()
         kwargs = {} if batch_seconds is None else {"batch_seconds": batch_seconds}
         emb = embed_files(
@@ -257,6 +264,10 @@ def cluster_utterances(
         log.info("embedded %d utterances in %.1f s", emb.shape[0], time.perf_counter() - start)
         atomic_save_npy(out_dir / "embeddings.npy", emb)
         write_json(out_dir / "embeddings.json", {**meta, "checkpoint": checkpoint})
+    if not main:
+        return None
+    if reused is not None:
+        return reused
     # Renormalising is idempotent and guards against embeddings saved by an older embedder.
     emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     pseudo_labels, centroids = kmeans_pseudo_labels(

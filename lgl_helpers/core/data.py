@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from lgl_helpers.core import distributed
 from lgl_helpers.core.audio import SAMPLE_RATE, check_wav, read_wav
 from lgl_helpers.core.augment import (
     STAGE1_POLICY,
@@ -335,26 +336,50 @@ class EpochSampler(Sampler):
     """Indices in an order shuffled from (seed, epoch), each as an (index, seed, epoch) key for the dataset.
 
     Call :meth:`set_epoch` before iterating; the sampler lives in the main process, so this works with
-    persistent workers too.
+    persistent workers too. In a distributed run (``world_size > 1``) the order is the same on every
+    rank and rank r takes its share of each global batch of ``global_batch`` items (the r-th slice), so
+    W ranks × ``global_batch / W`` see exactly the batches one process with ``global_batch`` sees; the
+    last incomplete global batch is left out, as ``drop_last`` does in one process.
     """
 
-    def __init__(self, n_items: int, seed: int = 0, shuffle: bool = True):
+    def __init__(
+        self,
+        n_items: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        global_batch: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.n_items = int(n_items)
         self.seed = int(seed)
         self.shuffle = shuffle
         self.epoch = 0
+        self.rank, self.world_size = int(rank), int(world_size)
+        if self.world_size > 1 and (global_batch is None or global_batch % self.world_size):
+            raise ValueError(f"global_batch={global_batch} must be a multiple of world_size={self.world_size}")
+        self.global_batch = global_batch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def _positions(self) -> np.ndarray:
+        """Which places of the epoch's global order this rank takes."""
+        if self.world_size == 1:
+            return np.arange(self.n_items)
+        share = self.global_batch // self.world_size
+        n_batches = self.n_items // self.global_batch
+        starts = np.arange(n_batches)[:, None] * self.global_batch + self.rank * share
+        return (starts + np.arange(share)[None, :]).reshape(-1)
+
     def __len__(self) -> int:
-        return self.n_items
+        return len(self._positions())
 
     def __iter__(self):
         order = np.arange(self.n_items)
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n_items)
-        return iter([(int(i), self.seed, self.epoch) for i in order])
+        return iter([(int(i), self.seed, self.epoch) for i in order[self._positions()]])
 
 
 def _seed_worker(seed: int, worker_id: int) -> None:
@@ -376,8 +401,10 @@ def make_loader(
 ) -> DataLoader:
     """DataLoader over a Stage I or Stage II dataset with an :class:`EpochSampler` (``loader.sampler.set_epoch(e)``).
 
-    Per-worker seeding, ``persistent_workers`` when ``workers > 0``, pinned memory when ``device`` is
-    CUDA, and (for training) ``drop_last`` so every batch has ``batch_size`` items.
+    ``batch_size`` is the global batch: in a distributed run each rank's loader gives its
+    ``batch_size / world_size`` share of it. Per-worker seeding, ``persistent_workers`` when
+    ``workers > 0``, pinned memory when ``device`` is CUDA, and (for training) ``drop_last`` so every
+    batch has the same size.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be positive")
@@ -387,16 +414,22 @@ def make_loader(
         raise ValueError(
             f"batch_size={batch_size} is larger than the {len(dataset)} utterances of the training list: no full batch"
         )
+    local_batch = distributed.per_rank_batch(batch_size)
+    if distributed.world_size() > 1 and not drop_last:
+        raise ValueError("a distributed loader keeps whole global batches only (drop_last=True)")
+    sampler = EpochSampler(len(dataset), seed, shuffle, batch_size, distributed.rank(), distributed.world_size())
     device = torch.device(device)
+    # Worker seeds differ per rank (rank 0 keeps the one-process seed).
+    worker_seed = seed + 7919 * distributed.rank()
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), seed, shuffle),
+        batch_size=local_batch,
+        sampler=sampler,
         num_workers=workers,
         collate_fn=dataset.collate,
         pin_memory=device.type == "cuda",
         drop_last=drop_last,
         persistent_workers=workers > 0,
-        worker_init_fn=partial(_seed_worker, seed) if workers > 0 else None,
+        worker_init_fn=partial(_seed_worker, worker_seed) if workers > 0 else None,
         prefetch_factor=2 if workers > 0 else None,
     )

@@ -10,20 +10,22 @@ while the current one runs. Clustering (Stage II) uses the same embedder.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lgl_helpers.core import distributed
 from lgl_helpers.core.audio import SAMPLE_RATE, check_wav, read_wav
 from lgl_helpers.core.metrics import compute_eer, compute_min_dcf
+from lgl_helpers.core.models import EMB_DIM
 from lgl_helpers.corpus.lists import Trial
 from lgl_helpers.runs import get_device, progress
 
@@ -73,25 +75,41 @@ def _read_ahead(pool: ThreadPoolExecutor, batches: list[np.ndarray], read):
         yield head, [f.result() for f in futures]
 
 
-@contextmanager
+@contextlib.contextmanager
 def _float32_convolutions():
-    """Full float32 cuDNN convolutions inside the block, the previous setting restored after it.
+    """Full float32 cuDNN convolutions and matmuls inside the block, the previous settings restored after it.
 
-    cuDNN runs float32 convolutions in TF32 by default, and GPU embeddings then differ from the CPU
-    (reference) ones by ~1e-4; in float32 they agree to ~1e-7, at no measured cost here.
+    cuDNN runs float32 convolutions in TF32 by default (and training turns TF32 matmuls on), and GPU
+    embeddings then differ from the CPU (reference) ones by ~1e-4; in float32 they agree to ~1e-7.
     """
-    previous = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
+    previous = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32 = previous
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return get_device("auto")
     return device if isinstance(device, torch.device) else get_device(str(device))
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast_context(precision: str, device: torch.device):
+    """The forward passes' numeric context: exact float32 (``fp32``) or bfloat16 autocast (``bf16``).
+
+    bf16 autocast runs on CUDA and on CPUs (where it pays only with AVX-512 BF16 / AMX); the
+    parameters and the optimizer stay float32 either way.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def embed_files(
@@ -103,6 +121,7 @@ def embed_files(
     max_seconds: float | None = None,
     lengths: Sequence[int] | None = None,
     show_progress: bool = True,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Embed each file at full length (or its first ``max_seconds``).
 
@@ -112,16 +131,18 @@ def embed_files(
     ``lengths``: (N,) samples per file known beforehand (a training list's durations), used only to
     group files of similar length; None reads every wav header first. Each file is still read whole,
     so a wrong length changes how full its batch is, never its embedding, and is logged.
-    The model runs in eval mode, with full float32 convolutions on CUDA (no TF32), and gets its
-    training flag and device back afterwards.
+    The model runs in eval mode, with full float32 convolutions on CUDA (no TF32) unless
+    ``precision="bf16"``, and gets its training flag and device back afterwards. In a distributed run
+    each rank embeds a share of the files (similar total duration) and every rank gets all rows.
     """
     if batch_seconds <= 0:
         raise ValueError(f"batch_seconds={batch_seconds} must be positive")
     if max_seconds is not None and max_seconds <= 0:
         raise ValueError(f"max_seconds={max_seconds} must be positive or None")
+    autocast_context(precision, torch.device("cpu"))  # checks the name before any file is read
     paths = [Path(p) for p in paths]
     if not paths:
-        return np.zeros((0, 192), dtype=np.float32)
+        return np.zeros((0, EMB_DIM), dtype=np.float32)
     crop = None if max_seconds is None else int(round(max_seconds * SAMPLE_RATE))
     if lengths is None:
         lengths = [check_wav(p).frames for p in paths]
@@ -129,11 +150,46 @@ def embed_files(
         raise ValueError(f"lengths has {len(lengths)} entries for {len(paths)} paths")
     if crop is not None:
         lengths = [min(int(n), crop) for n in lengths]
-    batches = length_batches(lengths, int(batch_seconds * SAMPLE_RATE))
+    lengths = [int(n) for n in lengths]
     target = _resolve_device(device)
+    budget = int(batch_seconds * SAMPLE_RATE)
+    if not distributed.active():
+        return _embed_here(model, paths, lengths, crop, budget, target, show_progress, precision)
+    # Dealing the files out in length order gives every rank about the same amount of audio.
+    by_length = np.argsort(lengths, kind="stable")
+    mine = by_length[distributed.shard(len(paths))]
+    part = _embed_here(
+        model,
+        [paths[i] for i in mine],
+        [lengths[i] for i in mine],
+        crop,
+        budget,
+        target,
+        show_progress and distributed.is_main(),
+        precision,
+    )
+    emb = np.empty((len(paths), part.shape[1]), dtype=np.float32)
+    emb[by_length] = distributed.gather_shards(part, len(paths))
+    return emb
+
+
+def _embed_here(
+    model: torch.nn.Module,
+    paths: list[Path],
+    lengths: list[int],
+    crop: int | None,
+    budget: int,
+    target: torch.device,
+    show_progress: bool,
+    precision: str,
+) -> np.ndarray:
+    """This process's part of :func:`embed_files`: emb (len(paths), 192), rows in ``paths`` order."""
+    if not paths:
+        return np.zeros((0, EMB_DIM), dtype=np.float32)
+    emb = None
+    batches = length_batches(lengths, budget)
     first_param = next(model.parameters())
     home, was_training = first_param.device, model.training
-    emb = None
     model.to(target).eval()
     bar_kwargs = {"desc": "embed", "total": len(paths), "unit": "file"}
     if not show_progress:
@@ -150,7 +206,8 @@ def embed_files(
     try:
         with (
             torch.inference_mode(),
-            _float32_convolutions(),
+            _float32_convolutions() if precision == "fp32" else contextlib.nullcontext(),
+            autocast_context(precision, target),
             progress(**bar_kwargs) as bar,
             ThreadPoolExecutor(READ_THREADS) as pool,
         ):
@@ -202,6 +259,7 @@ def evaluate_trials(
     batch_seconds: float = 240.0,
     max_seconds: float | None = None,
     show_progress: bool = True,
+    precision: str = "fp32",
 ) -> dict:
     """Score a trial list: embed every distinct file once (``root`` / path), cosine-score each trial.
 
@@ -223,6 +281,7 @@ def evaluate_trials(
         batch_seconds=batch_seconds,
         max_seconds=max_seconds,
         show_progress=show_progress,
+        precision=precision,
     )
     index_a = np.array([index[t.path_a] for t in trials])
     index_b = np.array([index[t.path_b] for t in trials])

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lgl_helpers.core import distributed
+
 
 class ContrastiveLoss(nn.Module):
     """Supervised-contrastive style loss over two views with a learnable scale ``w`` and offset ``b``.
@@ -31,17 +33,27 @@ class ContrastiveLoss(nn.Module):
         self.b = nn.Parameter(torch.tensor(float(init_b)))
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """features: (B, 2, D) → (loss scalar tensor, top-1 % of the positive among the other 2B-1 similarities)."""
+        """features: (B, 2, D) → (loss scalar tensor, top-1 % of the positive among the other 2B-1 similarities).
+
+        In a distributed run ``features`` is this rank's share b of the global batch; every rank's
+        embeddings are gathered (with their gradients) as negatives, and the loss is the mean over
+        this rank's 2b rows, so the average over ranks (what DDP's gradient averaging optimises) is
+        the loss of the whole batch in one process.
+        """
         if features.dim() != 3 or features.shape[1] != 2:
             raise ValueError(f"features must be (batch, 2 views, dim), got shape {tuple(features.shape)}")
-        batch = features.shape[0]
+        local = features.shape[0]
+        views = F.normalize(features, dim=2)
+        view0 = distributed.all_gather_with_grad(views[:, 0])  # (B, D), rank order
+        view1 = distributed.all_gather_with_grad(views[:, 1])
+        batch = view0.shape[0]
         n = 2 * batch
-        emb = F.normalize(torch.cat(torch.unbind(features, dim=1), dim=0), dim=1)  # (2B, D): view 0 then view 1
-        logits = (emb @ emb.t()) * self.w + self.b
-        self_mask = torch.eye(n, dtype=torch.bool, device=features.device)
-        logits = logits.masked_fill(self_mask, float("-inf"))
-        index = torch.arange(n, device=features.device)
-        positive = (index + batch) % n
+        emb = torch.cat([view0, view1], dim=0)  # (2B, D): view 0 then view 1
+        rows = torch.arange(local, device=features.device) + distributed.rank() * local
+        rows = torch.cat([rows, rows + batch])  # this rank's rows of the 2B
+        logits = (emb[rows] @ emb.t()) * self.w + self.b  # (2b, 2B)
+        logits = logits.masked_fill(F.one_hot(rows, n).bool(), float("-inf"))  # no self-similarity
+        positive = (rows + batch) % n
         loss = F.cross_entropy(logits, positive)
         with torch.no_grad():
             top1 = (logits.argmax(dim=1) == positive).float().mean().item() * 100.0

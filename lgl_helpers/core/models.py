@@ -235,7 +235,8 @@ class ECAPATDNN(nn.Module):
         if wave.dim() != 2:
             raise ValueError(f"wave must be (batch, samples), got shape {tuple(wave.shape)}")
         mask = n_valid = None
-        with torch.no_grad():
+        # The log-mel front end stays float32 under a bf16 autocast: its log of small powers would lose digits.
+        with torch.no_grad(), torch.autocast(wave.device.type, enabled=False):
             if lengths is None:
                 x = self._log_mel(wave)
             else:

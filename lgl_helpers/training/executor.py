@@ -6,26 +6,55 @@ to save); the functions here only run the batches and report the epoch's statist
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from lgl_helpers import runs
+from lgl_helpers.core import distributed
 from lgl_helpers.core.data import stage1_views, stage2_inputs
+from lgl_helpers.core.embed import autocast_context
 from lgl_helpers.core.losses import AAMSoftmax, AATDiscriminator, ContrastiveLoss, grad_reverse
 from lgl_helpers.core.models import ECAPATDNN
 
 STAGE1_SUMS = ("loss", "contrastive_loss", "top1", "aat_loss", "disc_loss", "disc_acc")
 
 
+def enable_tf32(device: torch.device) -> None:
+    """TF32 matmuls and cuDNN convolutions for training on CUDA GPUs (Ampere and later), several times
+    faster than float32 at the precision of the gradients' noise; evaluation turns them off again
+    (:func:`lgl_helpers.core.embed.embed_files`)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+class ThreeViews(nn.Module):
+    """The encoder on views A, S and P, each its own forward pass (own BatchNorm batch) as in the
+    reference, inside one module call so that DDP sees one forward per backward."""
+
+    def __init__(self, encoder: ECAPATDNN):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, view_a, view_s, view_p) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each view (B, T) → its embeddings (B, 192)."""
+        return tuple(self.encoder(v) for v in (view_a, view_s, view_p))
+
+
 @dataclass
 class Stage1Models:
-    """Stage I's trained parts: encoder, contrastive loss (w, b), AAT discriminator and their optimizers."""
+    """Stage I's trained parts: encoder, contrastive loss (w, b), AAT discriminator and their optimizers.
+
+    ``views``, ``contrastive`` and ``discriminator`` are what a step calls: the same modules, under
+    DDP in a distributed run (:func:`parallelise`); the plain ones are saved and evaluated.
+    """
 
     encoder: ECAPATDNN
     loss_fn: ContrastiveLoss
@@ -33,6 +62,20 @@ class Stage1Models:
     optimizer: torch.optim.Optimizer
     aat_optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.StepLR
+    views: nn.Module | None = None
+    contrastive: nn.Module | None = None
+    discriminator: nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        self.views = self.views or ThreeViews(self.encoder)
+        self.contrastive = self.contrastive or self.loss_fn
+        self.discriminator = self.discriminator or self.aat
+
+    def parallelise(self, device: torch.device, sync_batchnorm: bool = False) -> None:
+        """Put the step's modules under DDP (nothing changes in one process)."""
+        self.views = distributed.wrap(ThreeViews(self.encoder), device, sync_batchnorm)
+        self.contrastive = distributed.wrap(self.loss_fn, device)
+        self.discriminator = distributed.wrap(self.aat, device, sync_batchnorm)
 
     def train(self) -> None:
         for module in (self.encoder, self.loss_fn, self.aat):
@@ -44,25 +87,25 @@ def stage1_step(models: Stage1Models, batch: dict, aat_weight: float, device, au
 
     batch: from :class:`lgl_helpers.core.data.Stage1Dataset`; views A, S, P are (B, T) waveforms and
     their embeddings (B, 192). The discriminator sees pairs (2B, 384): [A, S] labelled 1 (same
-    augmentation) and [A, P] labelled 0.
+    augmentation) and [A, P] labelled 0. In a distributed run B is this rank's share of the batch.
     """
     view_a, view_s, view_p = stage1_views(batch, device)
     with autocast():
-        emb_a, emb_s, emb_p = (models.encoder(v).float() for v in (view_a, view_s, view_p))  # each (B, 192)
+        emb_a, emb_s, emb_p = (emb.float() for emb in models.views(view_a, view_s, view_p))  # each (B, 192)
     batch_size = emb_a.shape[0]
     labels = torch.cat([torch.ones(batch_size), torch.zeros(batch_size)]).long().to(device)
     pairs = torch.cat([torch.cat([emb_a, emb_s], 1), torch.cat([emb_a, emb_p], 1)], 0)  # (2B, 384)
 
     # 1. discriminator: same augmentation [A, S] → 1, different [A, P] → 0, on detached embeddings
-    disc_logits = models.aat(pairs.detach())
+    disc_logits = models.discriminator(pairs.detach())
     disc_loss = F.cross_entropy(disc_logits, labels)
     models.aat_optimizer.zero_grad(set_to_none=True)
     disc_loss.backward()
     models.aat_optimizer.step()
 
     # 2. encoder: contrastive on (A, P) + aat_weight · discriminator CE through gradient reversal
-    aat_loss = F.cross_entropy(models.aat(grad_reverse(pairs)), labels)
-    contrastive, top1 = models.loss_fn(torch.stack([emb_a, emb_p], dim=1))
+    aat_loss = F.cross_entropy(models.discriminator(grad_reverse(pairs)), labels)
+    contrastive, top1 = models.contrastive(torch.stack([emb_a, emb_p], dim=1))
     loss = contrastive + aat_weight * aat_loss
     models.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -79,14 +122,21 @@ def stage1_step(models: Stage1Models, batch: dict, aat_weight: float, device, au
 
 
 def stage1_epoch(
-    models: Stage1Models, loader, aat_weight: float, device, bf16: bool, desc: str, max_batches: int | None = None
+    models: Stage1Models,
+    loader,
+    aat_weight: float,
+    device,
+    precision: str,
+    desc: str,
+    max_batches: int | None = None,
 ) -> tuple[dict, int, bool]:
     """One Stage I epoch of at most ``max_batches`` batches (None: the whole loader).
 
     Returns (the mean of each of :data:`STAGE1_SUMS` over the batches, the number of batches, whether
-    the epoch was completed). ``bf16``: the encoder's forward pass in bfloat16 autocast (CUDA only).
+    the epoch was completed). ``precision``: the encoder's forward pass in float32 or bfloat16 autocast
+    (:func:`lgl_helpers.core.embed.autocast_context`).
     """
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    autocast = partial(autocast_context, precision, torch.device(device))
     models.train()
     sums = dict.fromkeys(STAGE1_SUMS, 0.0)
     n_batches = 0
@@ -109,54 +159,90 @@ def stage1_epoch(
         )
     bar.close()
     means = {key: value / n_batches for key, value in sums.items()} if n_batches else sums
+    # Each rank saw its share of every batch: the epoch's statistics are the mean over ranks.
+    means = {key: distributed.all_reduce_sum(value) / distributed.world_size() for key, value in means.items()}
     return means, n_batches, completed
 
 
+class EncoderWithHead(nn.Module):
+    """Encoder and AAM head as one module: ``(wave (B, T), labels (B,), gate)`` → :class:`AAMOutput`,
+    one forward per backward for DDP."""
+
+    def __init__(self, encoder: ECAPATDNN, head: AAMSoftmax):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, wave: torch.Tensor, labels: torch.Tensor, gate: float):
+        emb = self.encoder(wave)
+        # The margin's cosines near 1 need float32 (bfloat16 keeps 3 digits): the head is outside any autocast.
+        with torch.autocast(wave.device.type, enabled=False):
+            return self.head(emb.float(), labels, gate)
+
+
 def stage2_epoch(
-    encoder: ECAPATDNN,
-    head: AAMSoftmax,
+    model: nn.Module,
     optimizer,
     loader,
     gate: float,
     device,
     desc: str,
     after_step: Callable[[], None] | None = None,
+    precision: str = "fp32",
 ) -> tuple[dict, dict]:
     """One Stage II epoch with loss gate ``gate`` (``inf`` = no gate, phase T); ``after_step`` runs
     after every optimizer step (the weight average's update).
 
-    Returns (stats, per-sample arrays): arrays ``index`` (n,) int64 training-list index,
-    ``per_sample_loss`` (n,) float32 and ``selected`` (n,) bool. A batch in which no sample passes
-    the gate is counted in ``skipped_batches`` and makes no update.
+    ``model``: :class:`EncoderWithHead`, under DDP in a distributed run. Returns (stats, per-sample
+    arrays): arrays ``index`` (n,) int64 training-list index, ``per_sample_loss`` (n,) float32 and
+    ``selected`` (n,) bool, of every rank's samples. A batch in which no sample passes the gate is
+    counted in ``skipped_batches`` and makes no update. Under DDP the gate's count is global: the
+    loss is the mean over the samples every rank selected, so ranks that select nothing still take
+    part in the gradient all-reduce (a rank that skipped it would stall the others), and a batch is
+    skipped only when no rank selected anything.
     """
-    encoder.train()
-    head.train()
+    model.train()
     index, losses, selected = [], [], []
     sum_loss = sum_correct = 0.0
     n_selected_total = n_samples = skipped = 0
+    world = distributed.world_size()
+    autocast = partial(autocast_context, precision, torch.device(device))
     bar = runs.progress(loader, desc=desc, total=len(loader), unit="batch", leave=False)
     for batch in bar:
         wave, labels = stage2_inputs(batch, device)
-        out = head(encoder(wave), labels, gate)  # encoder: (B, T) → (B, 192)
+        with autocast():
+            out = model(wave, labels, gate)  # encoder: (B, T) → (B, 192)
         index.append(batch["index"].numpy())
         losses.append(out.per_sample.float().cpu().numpy())
         selected.append(out.selected.cpu().numpy())
         n_samples += labels.shape[0]
-        if out.n_selected == 0:
+        n_selected_all = distributed.all_reduce_sum(out.n_selected)
+        if n_selected_all == 0:
             skipped += 1
+            if distributed.active():
+                out.loss.backward()  # zero gradients, so that every rank's DDP all-reduce stays in step
             continue
+        # out.loss is the mean over this rank's selected samples; DDP averages gradients over ranks.
+        loss = out.loss if world == 1 else out.loss * (max(out.n_selected, 1) * world / n_selected_all)
         optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         optimizer.step()
         if after_step is not None:
             after_step()
         n_selected_total += out.n_selected
         sum_loss += float(out.loss.detach()) * out.n_selected
         sum_correct += out.accuracy * out.n_selected
-        bar.set_postfix(loss=f"{sum_loss / n_selected_total:.3f}", acc=f"{sum_correct / n_selected_total:.1f}")
+        bar.set_postfix(
+            loss=f"{sum_loss / max(n_selected_total, 1):.3f}", acc=f"{sum_correct / max(n_selected_total, 1):.1f}"
+        )
     bar.close()
     if n_samples == 0:
         raise ValueError("the Stage II loader gave no batch: batch_size is larger than the training list")
+    n_samples, n_selected_total = (
+        int(distributed.all_reduce_sum(n_samples)),
+        int(distributed.all_reduce_sum(n_selected_total)),
+    )
+    sum_loss, sum_correct = distributed.all_reduce_sum(sum_loss), distributed.all_reduce_sum(sum_correct)
     stats = {
         "loss": sum_loss / n_selected_total if n_selected_total else 0.0,
         "accuracy": sum_correct / n_selected_total if n_selected_total else 0.0,
@@ -170,4 +256,4 @@ def stage2_epoch(
         "per_sample_loss": np.concatenate(losses).astype(np.float32),
         "selected": np.concatenate(selected).astype(bool),
     }
-    return stats, arrays
+    return stats, distributed.gather_concat(arrays)

@@ -9,11 +9,13 @@ from lgl_helpers import runs
 from lgl_helpers.config import (
     NotebookConfig,
     check_channels,
+    check_choice,
     check_fraction,
     check_int,
     check_non_negative,
     check_positive,
 )
+from lgl_helpers.core.embed import PRECISIONS
 from lgl_helpers.core.evaluation import check_eval_trials
 from lgl_helpers.core.models import REFERENCE_MFA_CHANNELS
 from lgl_helpers.core.score_norm import check_norm_parameters
@@ -29,7 +31,9 @@ RUN_CONTROL_FIELDS = (
     "interactive",
     "workers",
     "device",
-    "bf16",
+    "precision",
+    "nproc",
+    "sync_batchnorm",
     "keep_every",
     # the final evaluation's lists and normalisation: they change no training result
     "eval_trials",
@@ -69,7 +73,9 @@ class Stage1Config(NotebookConfig):
     aat_weight: float = 3.0
     workers: int = 1
     device: str = "auto"
-    bf16: bool = False
+    precision: str = "fp32"
+    nproc: int = 1
+    sync_batchnorm: bool = False
     resume: bool = True
     allow_changed_params: bool = False
     max_steps: int = 0
@@ -91,6 +97,8 @@ class Stage1Config(NotebookConfig):
         check_int(self.name_of("test_interval"), self.test_interval, 1)
         check_non_negative(self.name_of("aat_weight"), self.aat_weight)
         check_int(self.name_of("workers"), self.workers, 0)
+        check_choice(self.name_of("precision"), self.precision, PRECISIONS)
+        check_int(self.name_of("nproc"), self.nproc, 1)
         check_int(self.name_of("max_steps"), self.max_steps, 0, "an integer >= 0 (0 = no limit)")
         check_int(self.name_of("keep_every"), self.keep_every, 0, "an integer >= 0 (0 = best and last only)")
         owner = type(self).__name__

@@ -14,14 +14,15 @@ import numpy as np
 import torch
 
 from lgl_helpers import runs
+from lgl_helpers.core import distributed
 from lgl_helpers.core.data import make_loader
 from lgl_helpers.core.embed import evaluate_trials
 from lgl_helpers.core.evaluation import final_evaluation, plan_evaluation, store_threshold
 from lgl_helpers.core.losses import AATDiscriminator, ContrastiveLoss
 from lgl_helpers.core.metrics import TEST_SCORES, write_trial_scores
 from lgl_helpers.core.models import ECAPATDNN, REFERENCE_MFA_CHANNELS, load_encoder
-from lgl_helpers.training import retention
-from lgl_helpers.training.executor import Stage1Models, stage1_epoch
+from lgl_helpers.training import launch, retention
+from lgl_helpers.training.executor import Stage1Models, enable_tf32, stage1_epoch
 from lgl_helpers.training.stage1.config import RUN_CONTROL_FIELDS, STAGE_DIR, Stage1Config, stage_folder
 from lgl_helpers.training.stage1.inputs import Stage1Data, prepare_data
 from lgl_helpers.training.state import check_resume, load_checkpoint, module_state, restore_rng, save_checkpoint
@@ -141,7 +142,7 @@ def _resume_or_start(config: Stage1Config, stage_dir: Path, params: dict, models
         )
         log.info("resuming Stage I from %s (epoch %d done)", last, state.epoch)
         return state
-    if not config.resume:
+    if not config.resume and distributed.is_main():
         earlier = [stage_dir / name for name in ("best.model", "metrics.json", "scores.txt", TEST_SCORES)]
         stale = sorted(ckpt_dir.glob("*.model")) + [path for path in earlier if path.is_file()]
         if stale:
@@ -318,17 +319,18 @@ def train_stage1(
     Returns the content of ``metrics.json`` plus ``history``, ``completed`` (False when ``max_steps``
     stopped the call; the running epoch is then not saved, as after an interruption) and ``stage_dir``.
     """
+    if config.nproc > 1 and not distributed.launched():
+        return _train_under_torchrun(config, on_epoch)
     started = time.perf_counter()
+    device = distributed.init(config.device)
+    enable_tf32(device)
     stage_dir = stage_folder(config)
     runs.add_file_log(stage_dir, STAGE_DIR)
     data = data if data is not None else prepare_data(config)
-    device = runs.get_device(config.device)
-    use_bf16 = config.bf16 and device.type == "cuda"
-    if config.bf16 and not use_bf16:
-        log.info("bf16=True applies to CUDA only; training in float32 on %s", device)
     params = _resolved_params(config, data)
     models = _build(config, device)
     state = _resume_or_start(config, stage_dir, params, models)
+    models.parallelise(device, config.sync_batchnorm)
     runs.open_run(stage_dir, params, STAGE_DIR)
 
     if state.untrained is None:
@@ -352,7 +354,7 @@ def train_stage1(
             loader,
             config.aat_weight,
             device,
-            use_bf16,
+            config.precision,
             f"stage1 epoch {epoch}/{config.epochs}",
             max_batches=config.max_steps - steps_done if config.max_steps else None,
         )
@@ -363,8 +365,9 @@ def train_stage1(
         record, evaluated, improved = _finish_epoch(
             config, data, models, state, epoch, lr, means, n_batches, tic, device
         )
-        _save(stage_dir, models, state, params, evaluated, improved)
-        _thin_checkpoints(stage_dir, state, config.keep_every)
+        if distributed.is_main():
+            _save(stage_dir, models, state, params, evaluated, improved)
+            _thin_checkpoints(stage_dir, state, config.keep_every)
         runs.atomic_write_text(stage_dir / "scores.txt", _scores_text(state.history))
         if on_epoch:
             on_epoch(record, state.history)
@@ -373,7 +376,26 @@ def train_stage1(
     if not completed or state.best is None:
         result.update(epochs_run=state.epoch, wall_seconds=state.wall_seconds)
         return result
+    distributed.barrier()  # every rank reads best.model, which rank 0 wrote
     result.update(_final_metrics(config, stage_dir, data, state, started, device))
+    return result
+
+
+def _train_under_torchrun(config: Stage1Config, on_epoch: Callable | None) -> dict:
+    """``train_stage1`` on ``config.nproc`` local ranks; the result read back from the stage's files."""
+    stage_dir = stage_folder(config)
+    launch.run_under_torchrun(STAGE_DIR, config, stage_dir)
+    history = load_checkpoint(stage_dir / "checkpoints" / "last.model")["history"]
+    if on_epoch:
+        for i, record in enumerate(history):
+            on_epoch(record, history[: i + 1])
+    result = {"completed": False, "stage_dir": str(stage_dir), "history": history}
+    metrics_file = stage_dir / "metrics.json"
+    metrics = runs.read_json(metrics_file) if metrics_file.is_file() else {}
+    if history[-1]["epoch"] == config.epochs and metrics.get("epochs_run") == config.epochs:
+        result.update(metrics, completed=True)
+    else:
+        result.update(epochs_run=history[-1]["epoch"])
     return result
 
 

@@ -12,12 +12,14 @@ from lgl_helpers.config import (
     NotebookConfig,
     check,
     check_channels,
+    check_choice,
     check_gate,
     check_int,
     check_n_clusters,
     check_non_negative,
     check_positive,
 )
+from lgl_helpers.core.embed import PRECISIONS
 from lgl_helpers.core.evaluation import check_eval_trials
 from lgl_helpers.core.gate import REFERENCE_EER_DECIMALS
 from lgl_helpers.core.score_norm import check_norm_parameters
@@ -101,6 +103,9 @@ class Stage2Config(NotebookConfig):
     allow_changed_params: bool = False
     workers: int = 2
     device: str = "auto"
+    precision: str = "fp32"
+    nproc: int = 1
+    sync_batchnorm: bool = False
     seed: int = 0
     interactive: bool = True
 
@@ -135,6 +140,8 @@ class Stage2Config(NotebookConfig):
         check_int(self.name_of("patience"), self.patience, 1)
         check_int(self.name_of("keep_every"), self.keep_every, 0, "an integer >= 0 (0 = best and last only)")
         check_int(self.name_of("workers"), self.workers, 0)
+        check_choice(self.name_of("precision"), self.precision, PRECISIONS)
+        check_int(self.name_of("nproc"), self.nproc, 1)
         owner = type(self).__name__
         check_eval_trials(owner, self.eval_trials)
         check_norm_parameters(owner, self.norm_cohort, self.norm_cohort_size, self.norm_top_n)

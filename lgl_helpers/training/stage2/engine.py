@@ -21,12 +21,14 @@ import torch
 from lgl_helpers import runs
 from lgl_helpers.clustering import cluster
 from lgl_helpers.clustering.pseudo_labels import read_pseudo_labels
+from lgl_helpers.core import distributed
 from lgl_helpers.core import gate as gate_rules
 from lgl_helpers.core.evaluation import final_evaluation, plan_evaluation, store_threshold
 from lgl_helpers.core.gate_evidence import gate_evidence
 from lgl_helpers.core.losses import AAMSoftmax
 from lgl_helpers.core.metrics import TEST_SCORES
 from lgl_helpers.core.models import CHECKPOINT_KEYS, ECAPATDNN, load_encoder, save_encoder
+from lgl_helpers.training import launch
 from lgl_helpers.training.stage2.config import FIXED_FIELDS, Stage2Config, stage_folder
 from lgl_helpers.training.stage2.executor import train_phase
 from lgl_helpers.training.stage2.gates import resolve_gate
@@ -59,7 +61,7 @@ class Engine:
         self.data = data
         self.on_epoch = on_epoch
         self.stage_dir = stage_folder(config)
-        self.device = runs.get_device(config.device)
+        self.device = distributed.init(config.device)
         self.speakers = data.speakers
         stage1 = load_encoder(data.init_model)
         self.stage1_channels, self.mfa_channels = stage1.channels, stage1.mfa_channels
@@ -71,11 +73,17 @@ class Engine:
         return self.stage_dir / rel
 
     def commit(self) -> None:
-        """Write state.json (atomic): everything written before it is part of the run."""
+        """Write state.json (atomic): everything written before it is part of the run.
+
+        In a distributed run rank 0 writes and every rank waits here, so that all of them see the
+        files the state names. Their states stay equal without being sent: every decision is made
+        from gathered (equal) numbers; only the clustering's record comes from rank 0.
+        """
         now = time.perf_counter()
         self.state["wall_seconds"] += now - self.last_commit
         self.last_commit = now
         runs.write_json(self.path("state.json"), self.state)
+        distributed.barrier()
 
     def iteration_record(self, iteration: int) -> dict:
         return self.state["iterations"][iteration - 1]
@@ -96,7 +104,10 @@ class Engine:
     # -- steps --------------------------------------------------------------------------------
     def load_or_start(self) -> None:
         params = fixed_params(self.config, self.data)
-        state = read_state(self.stage_dir) if self.config.resume else None
+        # Rank 0's reading, so that no rank reads a state.json rank 0 has already rewritten.
+        state = distributed.broadcast(
+            read_state(self.stage_dir) if self.config.resume and distributed.is_main() else None
+        )
         if state is None:
             if not self.config.resume and self.stage_dir.is_dir():
                 self._remove_previous()
@@ -124,7 +135,7 @@ class Engine:
         stale = [self.path(name) for name in ("state.json", "metrics.json", "best.model", "scores.txt", GATE_OVERRIDES)]
         stale = [p for p in stale if p.is_file()] + sorted(self.stage_dir.glob("iter_*/*/*.model"))
         stale += sorted(self.stage_dir.glob("iter_*/*/*.npz"))
-        if stale:
+        if stale and distributed.is_main():
             log.warning("resume=False: removing %d file(s) of an earlier run in %s", len(stale), self.stage_dir)
             for path in stale:
                 path.unlink()
@@ -156,7 +167,16 @@ class Engine:
             reuse_from=cluster.clustering_folders(runs.run_folder(cfg.run_name, cfg.runs_dir)),
             show_progress=True,
         )
-        record = {
+        # Rank 0 clustered (the other ranks embedded their share of the list): its record is every rank's.
+        record = distributed.broadcast(None if result is None else self._cluster_record(iteration, model_path, result))
+        del self.state["iterations"][iteration - 1 :]
+        self.state["iterations"].append(record)
+        self.state.update(phase="T", epoch=0, gate=None)
+        self.commit()
+
+    def _cluster_record(self, iteration: int, model_path, result) -> dict:
+        iter_dir = f"iter_{iteration:02d}"
+        return {
             "iteration": iteration,
             "channels": self.channels_for(iteration),
             "cluster_model": str(model_path),
@@ -169,10 +189,6 @@ class Engine:
             "gate_source": None,
             "phases": {},
         }
-        del self.state["iterations"][iteration - 1 :]
-        self.state["iterations"].append(record)
-        self.state.update(phase="T", epoch=0, gate=None)
-        self.commit()
 
     def pseudo_labels(self, iteration: int) -> np.ndarray:
         return read_pseudo_labels(
@@ -379,6 +395,7 @@ class Engine:
         is added to ``best.model``."""
         best = self.state["best"]
         best_path = self.write_best_model()
+        distributed.barrier()  # every rank evaluates best.model, which rank 0 wrote
         # Evaluated even when the validation list holds the test trials: the epochs' evaluations keep
         # their EERs only, and the report's intervals need the scores of every trial.
         cfg, data = self.config, self.data
@@ -465,6 +482,9 @@ def run_stage2(
     ``{"status": "paused_before_gate", "iteration": k}`` when ``pause_before_gate`` stopped before
     phase L of iteration k (call again to continue); both with ``stage_dir`` and ``state``.
     """
+    if config.nproc > 1 and not distributed.launched():
+        return _run_under_torchrun(config, on_epoch)
+    distributed.init(config.device)
     data = data if data is not None else prepare_data(config)
     stage_dir = stage_folder(config)
     runs.add_file_log(stage_dir, stage_dir.name)
@@ -488,4 +508,20 @@ def run_stage2(
         metrics["min_dcf"],
     )
     out.update(metrics)
+    return out
+
+
+def _run_under_torchrun(config: Stage2Config, on_epoch: Callable | None) -> dict:
+    """``run_stage2`` on ``config.nproc`` local ranks; the result read back from the stage's files."""
+    stage_dir = stage_folder(config)
+    launch.run_under_torchrun("stage2", config, stage_dir)
+    state = read_state(stage_dir)
+    if on_epoch:
+        for record in state["history"]:
+            on_epoch(record, state)
+    out = {"status": state["status"], "stage_dir": str(stage_dir), "state": state}
+    if state["status"] == "done":
+        out.update(runs.read_json(stage_dir / "metrics.json"))
+    else:
+        out["iteration"] = state["iteration"]
     return out

@@ -18,12 +18,13 @@ import torch
 
 from lgl_helpers import runs
 from lgl_helpers.clustering.quality import majority_agreement
+from lgl_helpers.core import distributed
 from lgl_helpers.core import gate as gate_rules
 from lgl_helpers.core.data import Stage2Dataset, make_loader
 from lgl_helpers.core.embed import evaluate_trials
 from lgl_helpers.core.gate_evidence import gate_evidence
 from lgl_helpers.training import retention
-from lgl_helpers.training.executor import stage2_epoch
+from lgl_helpers.training.executor import EncoderWithHead, stage2_epoch
 from lgl_helpers.training.stage2.averaging import EncoderAverage
 from lgl_helpers.training.stage2.statefile import npz_bytes, scores_text
 from lgl_helpers.training.state import encoder_and_head, load_checkpoint, module_state, restore_rng, save_checkpoint
@@ -72,6 +73,7 @@ def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: d
         check_files=False,
     )
     loader = make_loader(dataset, cfg.batch_size, cfg.workers, cfg.seed, engine.device)
+    model = distributed.wrap(EncoderWithHead(encoder, head), engine.device, cfg.sync_batchnorm)
     # Each (iteration, phase, epoch) gets its own data order and augmentation draws.
     phase_offset = {"T": 0, "L": 5_000}[phase]
     while not engine.phase_over(info) and not engine.at_epoch_cap():
@@ -79,14 +81,14 @@ def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: d
         tic = time.perf_counter()
         loader.sampler.set_epoch(iteration * 10_000 + phase_offset + epoch)
         stats, arrays = stage2_epoch(
-            encoder,
-            head,
+            model,
             optimizer,
             loader,
             gate,
             engine.device,
             f"iter {iteration} {phase} epoch {epoch}",
             after_step=averaged.update,
+            precision=cfg.precision,
         )
         if reliable is not None:
             arrays["reliable"] = reliable[arrays["index"]]
@@ -197,7 +199,7 @@ def save_epoch(
     runs.atomic_write_text(engine.path("scores.txt"), scores_text(engine.state["history"]))
     engine.commit()
     # Files the state no longer points at go only after the commit.
-    for rel in stale:
+    for rel in stale if distributed.is_main() else ():
         if engine.path(rel).is_file():
             engine.path(rel).unlink()
     log.info(

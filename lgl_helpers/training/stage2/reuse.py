@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lgl_helpers import runs
+from lgl_helpers.core import distributed
 from lgl_helpers.training.stage2.config import FIXED_FIELDS
 from lgl_helpers.training.stage2.statefile import read_state, scores_text
 
@@ -83,7 +84,7 @@ def reuse_baseline_phase_t(engine: Engine, info: dict) -> bool:
     t_phase = base["iterations"][0]["phases"]["T"]
     records = [r for r in base["history"] if r["iteration"] == 1 and r["phase"] == "T"]
     for rel in {t_phase["best_model"], t_phase["last_model"], *(r["losses"] for r in records if r["losses"])}:
-        if (base_dir / rel).is_file():
+        if (base_dir / rel).is_file() and distributed.is_main():
             _link(base_dir / rel, engine.path(rel))
     info.update({key: value for key, value in t_phase.items()})
     engine.state["history"].extend(dict(r) for r in records)
