@@ -296,3 +296,15 @@ def resolve_data_paths(
     if paths["val_trials"] is None:
         paths["val_trials"] = paths["trials"]
     return paths
+
+
+EVAL_TRIALS_KEY = "eval_trials"  # data.json: name → test list that notebook 00 prepared (the toy corpus's)
+
+
+def data_eval_trials(run_dir: str | os.PathLike) -> dict[str, Path]:
+    """The evaluation lists notebook 00 wrote to ``run_dir/data.json`` (name → file; empty when none), what a
+    stage evaluates when its ``eval_trials`` is left ``{}``."""
+    data_file = Path(run_dir) / "data.json"
+    if not data_file.is_file():
+        return {}
+    return {name: resolve_path(path) for name, path in read_json(data_file).get(EVAL_TRIALS_KEY, {}).items()}

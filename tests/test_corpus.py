@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ast
 import json
+from types import SimpleNamespace
 
 import pytest
 
 from lgl_helpers import runs
+from lgl_helpers.core import evaluation
 from lgl_helpers.corpus import data_setup as corpus
 from lgl_helpers.corpus.data_setup import DataSetupConfig
 from lgl_helpers.corpus.lists import ListCheckError, read_train_list
@@ -95,12 +97,39 @@ def test_prepare_lists_copies_checked_lists_and_writes_data_json(tiny_corpus, tm
     assert setup["checks"]["train"]["lines"] == 48 and setup["checks"]["trials"]["trials"] == 60
     assert not setup["built_train_list"]
     data = json.loads((run_dir / "data.json").read_text())
-    assert list(data) == list(runs.DATA_KEYS)
+    assert list(data) == [*runs.DATA_KEYS, runs.EVAL_TRIALS_KEY]
     assert data["train_list"] == str((run_dir / "lists" / "train_list.txt").resolve())
     assert data["trials"] == data["val_trials"] == str((run_dir / "lists" / "trials.txt").resolve())
     assert data["train_root"] == str(tiny_corpus / "train") and data["rir_root"] == str(tiny_corpus / "rirs")
     assert (run_dir / "lists" / "train_list.txt").read_text() == (tiny_corpus / "lists" / "train_list.txt").read_text()
     assert runs.resolve_data_paths(run_dir)["musan_root"] == tiny_corpus / "musan_split"
+
+
+def test_the_toy_corpus_s_test_lists_become_the_run_s_evaluation_lists(tiny_corpus, tmp_path):
+    """Its O list is the run's test list, its H list is checked and copied: stages with eval_trials = {}
+    evaluate both, wherever the run folder lives."""
+    run_dir = tmp_path / "runs" / "r"
+    setup = corpus.prepare_lists(corpus.resolve_data_setup(_config(tiny_corpus)), run_dir, show_progress=False)
+    lists = run_dir.resolve() / "lists"
+    expected = {"toy-O": lists / "trials.txt", "toy-H": lists / "trials_hard.txt"}
+    assert setup["eval_trials"] == expected and runs.data_eval_trials(run_dir) == expected
+    assert setup["checks"]["toy-H"]["trials"] > 0
+    assert (lists / "trials_hard.txt").read_text() == (tiny_corpus / "lists" / "trials_hard.txt").read_text()
+    stage = SimpleNamespace(eval_trials={}, run_name="r", runs_dir=str(tmp_path / "runs"))
+    assert evaluation.list_paths(stage, lists / "trials.txt") == expected
+    stage.eval_trials = {"mine": str(lists / "trials.txt")}
+    assert evaluation.list_paths(stage, lists / "trials.txt") == {"mine": lists / "trials.txt"}
+
+
+def test_a_test_list_of_another_corpus_has_no_prepared_evaluation_lists(tiny_corpus, tmp_path):
+    own = tmp_path / "trials.txt"
+    own.write_text((tiny_corpus / "lists" / "trials.txt").read_text())
+    setup = corpus.prepare_lists(
+        dict(toy_paths(tiny_corpus), trials=own, val_trials=own), tmp_path / "run", show_progress=False
+    )
+    assert setup["eval_trials"] == {} and runs.data_eval_trials(tmp_path / "run") == {}
+    stage = SimpleNamespace(eval_trials={}, run_name="run", runs_dir=str(tmp_path))
+    assert evaluation.list_paths(stage, own) == {"test": own}
 
 
 def test_prepare_lists_builds_a_missing_train_list(tiny_corpus, tmp_path):
@@ -110,7 +139,8 @@ def test_prepare_lists_builds_a_missing_train_list(tiny_corpus, tmp_path):
     assert (tmp_path / "run" / "lists" / "train_list.txt").read_text() == (
         tiny_corpus / "lists" / "train_list.txt"
     ).read_text()
-    assert sorted(p.name for p in (tmp_path / "run" / "lists").iterdir()) == ["train_list.txt", "trials.txt"]
+    names = sorted(p.name for p in (tmp_path / "run" / "lists").iterdir())
+    assert names == ["train_list.txt", "trials.txt", "trials_hard.txt"]
 
 
 def test_prepare_lists_writes_nothing_when_a_list_is_bad(tiny_corpus, tmp_path):

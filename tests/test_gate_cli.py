@@ -119,7 +119,6 @@ def test_a_paused_pipeline_run_resumes_with_the_gate_set_by_lgl_kit_gate(tiny_co
         "train_root": tiny_corpus / "train",
         "test_root": tiny_corpus / "test",
         "trials": tiny_corpus / "lists" / "trials.txt",
-        "eval_trials": "{}",  # the ci profile's lists are the toy_small corpus's, not this one's
         "n_clusters": 8,
         "cluster_n_iter": 5,
         "frames": 40,

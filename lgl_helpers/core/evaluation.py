@@ -57,11 +57,14 @@ def check_eval_trials(owner: str, value) -> None:
         check(f"{name}[{key!r}]", path, isinstance(path, (str, os.PathLike)) and str(path) != "", "a trial-list path")
 
 
-def list_paths(eval_trials: Mapping[str, str], trials: Path) -> dict[str, Path]:
-    """name → resolved path of each list to evaluate: ``eval_trials``, or ``{"test": trials}`` when empty."""
-    if not eval_trials:
-        return {DEFAULT_LIST: Path(trials)}
-    return {name: runs.resolve_path(path) for name, path in eval_trials.items()}
+def list_paths(config, trials: Path) -> dict[str, Path]:
+    """name → resolved path of each list a stage's ``config`` evaluates: its ``eval_trials``; when empty,
+    the lists notebook 00 set up (``runs.data_eval_trials``: the toy corpus's ``toy-O`` and ``toy-H``),
+    else ``{"test": trials}``."""
+    if config.eval_trials:
+        return {name: runs.resolve_path(path) for name, path in config.eval_trials.items()}
+    prepared = runs.data_eval_trials(runs.run_folder(config.run_name, config.runs_dir))
+    return prepared or {DEFAULT_LIST: Path(trials)}
 
 
 @dataclass(frozen=True)
@@ -231,7 +234,7 @@ def plan_evaluation(
     """
     test = TrialList("trials", Path(paths["trials"]), test_trials)
     val = TrialList("val_trials", Path(paths["val_trials"]), val_trials)
-    lists = read_trial_lists(list_paths(config.eval_trials, paths["trials"]), paths["test_root"], (test, val))
+    lists = read_trial_lists(list_paths(config, paths["trials"]), paths["test_root"], (test, val))
     cohort = plan_cohort(
         config.norm_cohort,
         config.norm_cohort_size,
@@ -253,7 +256,7 @@ def check_evaluation(config) -> dict[str, TrialList]:
     paths = runs.resolve_data_paths(run_dir, **{key: getattr(config, key) for key in runs.DATA_KEYS})
     if paths["trials"] is None and not config.eval_trials:
         return {}  # no test list at all: the stage's own checks name it
-    lists = read_trial_lists(list_paths(config.eval_trials, paths["trials"]), paths["test_root"])
+    lists = read_trial_lists(list_paths(config, paths["trials"]), paths["test_root"])
     if config.norm_cohort != "none":
         if paths["train_list"] is None:
             raise ValueError(

@@ -152,6 +152,11 @@ def prepare_lists(paths: dict[str, Path | None], run_dir: str | os.PathLike, *, 
         checks["val_trials"] = lists.check_list(
             paths["val_trials"], paths["test_root"], "trials", show_progress=show_progress
         )
+    extra_lists = {
+        name: path for name, path in toy_test_lists(paths).items() if path.resolve() != Path(paths["trials"]).resolve()
+    }
+    for name, path in extra_lists.items():
+        checks[name] = lists.check_list(path, paths["test_root"], "trials", show_progress=show_progress)
 
     out = {key: (Path(value).resolve() if value is not None else None) for key, value in paths.items()}
     folder = run_dir.resolve() / "lists"
@@ -163,8 +168,21 @@ def prepare_lists(paths: dict[str, Path | None], run_dir: str | os.PathLike, *, 
     out["val_trials"] = out["trials"]
     if separate_val:
         out["val_trials"] = runs.atomic_write_text(folder / "val_trials.txt", Path(paths["val_trials"]).read_text())
-    runs.write_json(run_dir / "data.json", {key: out[key] for key in runs.DATA_KEYS})
-    return {"paths": out, "checks": checks, "built_train_list": built}
+    eval_trials = {name: out["trials"] for name in toy_test_lists(paths) if name not in extra_lists}
+    eval_trials |= {name: runs.atomic_write_text(folder / p.name, p.read_text()) for name, p in extra_lists.items()}
+    data = {key: out[key] for key in runs.DATA_KEYS} | {runs.EVAL_TRIALS_KEY: eval_trials}
+    runs.write_json(run_dir / "data.json", data)
+    return {"paths": out, "checks": checks, "built_train_list": built, "eval_trials": eval_trials}
+
+
+def toy_test_lists(paths: dict[str, Path | None]) -> dict[str, Path]:
+    """The toy corpus's test lists (``toy-O``, ``toy-H``) when the test list of ``paths`` is the toy corpus's
+    own, else none: what the stages evaluate when their ``eval_trials`` is left ``{}``."""
+    root = Path(paths["test_root"]).resolve().parent
+    own = toy.toy_eval_trials(root)
+    if own.get("toy-O") is None or own["toy-O"].resolve() != Path(paths["trials"]).resolve():
+        return {}
+    return own
 
 
 def summarize_train_list(entries: list[lists.TrainEntry]) -> dict:
