@@ -215,6 +215,23 @@ def test_missing_data_root_stops_doctor_and_run_before_any_notebook(capsys, tmp_
     assert errors[0] in _run_refused(tmp_path, overrides, "does not exist")
 
 
+def test_missing_evaluation_list_stops_doctor_and_run_before_any_notebook(capsys, tmp_path, tiny_data):
+    missing = tmp_path / "hard.txt"
+    overrides = {**tiny_data, "03_stage2_baseline.eval_trials": {"Vox1-H": str(missing)}}
+    status, lines = _doctor(
+        capsys,
+        tmp_path,
+        {**overrides, "03_stage2_baseline.eval_trials": json.dumps(overrides["03_stage2_baseline.eval_trials"])},
+    )
+    errors = _errors(lines)
+    assert status == 1 and errors == [
+        f"error eval_trials['Vox1-H']: {missing} does not exist (used by 03_stage2_baseline): "
+        "correct 03_stage2_baseline.eval_trials in the profile or with "
+        """--set 03_stage2_baseline.eval_trials='{"NAME": "PATH", ...}'"""
+    ], lines
+    assert errors[0] in _run_refused(tmp_path, overrides, "does not exist")
+
+
 @pytest.mark.parametrize(
     "overrides, notebook, message",
     [

@@ -3,7 +3,7 @@
 * Configuration: each notebook's config dataclass is built from its planned parameters, so its field
   validation runs as the notebook's first cell would run it; the runs folder has room for the
   checkpoints the run keeps.
-* Data: every data root and list the notebooks read exists and is readable; each training notebook's
+* Data: every data root and list the notebooks read (``eval_trials`` included) exists and is readable; each training notebook's
   configuration fits its training list (the stage's own ``check_inputs`` without reading wav headers,
   which the stage itself does before building any model: n_clusters and batch_size against the number
   of utterances, the crop of ``frames`` against the longest listed duration); the checkpoint a notebook
@@ -229,10 +229,15 @@ def _setup_base(config, run_dir: Path, uses: _Uses) -> tuple[_Base | None, list[
     return _Base(paths, origin, created), checks
 
 
+def _eval_list_key(name: str) -> str:
+    """The key of one list of ``eval_trials`` in the report, e.g. ``eval_trials['Vox1-H']``."""
+    return f"eval_trials[{name!r}]"
+
+
 def _path_problem(key: str, path: Path) -> str | None:
     if not path.exists():
         return "does not exist"
-    if key in LIST_KEYS and not path.is_file():
+    if (key in LIST_KEYS or key.startswith("eval_trials[")) and not path.is_file():
         return "is not a file"
     if key in ("train_root", "test_root") and not path.is_dir():
         return "is not a folder"
@@ -247,7 +252,8 @@ def _fix(key: str, origins: set[str], run_dir: Path) -> str:
     if "toy" in origins:
         return "the toy corpus is incomplete: delete its folder and let notebook 00 generate it again"
     parameter = next(iter(origins)) if len(origins) == 1 else key
-    return f"correct {parameter} in the profile or with --set {parameter}=PATH"
+    value = """'{"NAME": "PATH", ...}'""" if parameter.endswith("eval_trials") else "PATH"
+    return f"correct {parameter} in the profile or with --set {parameter}={value}"
 
 
 def _path_check(key: str, path: Path, use: _Use, run_dir: Path) -> Check:
@@ -341,6 +347,8 @@ def data_checks(values: dict[str, dict], configs: dict[str, Any], run_dir: Path)
             else:  # from the base; a val_trials it does not give defaults to the stage's own trials
                 origin = base.origin.get(key, f"{name}.trials")
             uses.add(key, path, name, origin, pending=not own.get(key) and key in base.created)
+        for list_name, path in getattr(config, "eval_trials", {}).items():
+            uses.add(_eval_list_key(list_name), resolve_path(path), name, f"{name}.eval_trials")
         if known:
             stages[name] = paths
     path_checks = {pair: _path_check(*pair, use, run_dir) for pair, use in uses.items()}
