@@ -336,7 +336,9 @@ class EpochSampler(Sampler):
     """Indices in an order shuffled from (seed, epoch), each as an (index, seed, epoch) key for the dataset.
 
     Call :meth:`set_epoch` before iterating; the sampler lives in the main process, so this works with
-    persistent workers too. In a distributed run (``world_size > 1``) the order is the same on every
+    persistent workers too. ``set_epoch(e, skip_batches=k)`` leaves out the epoch's first k global
+    batches (an epoch resumed from a mid-epoch checkpoint): items are a pure function of (seed, epoch,
+    index), so the rest of the epoch is what an uninterrupted run sees. In a distributed run (``world_size > 1``) the order is the same on every
     rank and rank r takes its share of each global batch of ``global_batch`` items (the r-th slice), so
     W ranks × ``global_batch / W`` see exactly the batches one process with ``global_batch`` sees; the
     last incomplete global batch is left out, as ``drop_last`` does in one process.
@@ -359,17 +361,24 @@ class EpochSampler(Sampler):
         if self.world_size > 1 and (global_batch is None or global_batch % self.world_size):
             raise ValueError(f"global_batch={global_batch} must be a multiple of world_size={self.world_size}")
         self.global_batch = global_batch
+        self.skip_batches = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        if skip_batches and self.global_batch is None:
+            raise ValueError("skip_batches needs the sampler's global_batch")
+        if skip_batches < 0:
+            raise ValueError(f"skip_batches={skip_batches} must be >= 0")
         self.epoch = int(epoch)
+        self.skip_batches = int(skip_batches)
 
     def _positions(self) -> np.ndarray:
-        """Which places of the epoch's global order this rank takes."""
+        """Which places of the epoch's global order this rank takes (after the skipped global batches)."""
+        skipped = self.skip_batches * (self.global_batch or 0)
         if self.world_size == 1:
-            return np.arange(self.n_items)
+            return np.arange(skipped, self.n_items)
         share = self.global_batch // self.world_size
         n_batches = self.n_items // self.global_batch
-        starts = np.arange(n_batches)[:, None] * self.global_batch + self.rank * share
+        starts = np.arange(self.skip_batches, n_batches)[:, None] * self.global_batch + self.rank * share
         return (starts + np.arange(share)[None, :]).reshape(-1)
 
     def __len__(self) -> int:

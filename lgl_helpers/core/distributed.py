@@ -75,7 +75,9 @@ def init(device_name: str) -> torch.device:
     if not active():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
+        # On GPUs the small CPU collectives (counts, flags, gathered objects) go through gloo, the tensors through NCCL.
+        backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=TIMEOUT)
         log.info("rank %d of %d on %s", rank(), world_size(), device)
     return device
 
@@ -117,6 +119,27 @@ def all_reduce_sum(value: float | int) -> float:
     total = torch.tensor(float(value), dtype=torch.float64)
     sys.modules["torch.distributed"].all_reduce(total)
     return float(total)
+
+
+def any_rank(flags: list[bool]) -> list[bool]:
+    """Each flag OR-ed over ranks, in one collective (the same list on every rank)."""
+    if not active():
+        return [bool(flag) for flag in flags]
+    import torch
+
+    values = torch.tensor([float(bool(flag)) for flag in flags], dtype=torch.float64)
+    dist = sys.modules["torch.distributed"]
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return [bool(value) for value in values.tolist()]
+
+
+def gather_objects(obj) -> list:
+    """Every rank's ``obj`` (any picklable object), in rank order, on all ranks."""
+    if not active():
+        return [obj]
+    parts = [None] * world_size()
+    sys.modules["torch.distributed"].all_gather_object(parts, obj)
+    return parts
 
 
 def broadcast(obj):

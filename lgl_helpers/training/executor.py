@@ -1,7 +1,8 @@
 """One pass over a loader for each stage: the batch steps of Stage I and Stage II.
 
 The stages' modules decide what an epoch is for (which models, which gate, when to evaluate, what
-to save); the functions here only run the batches and report the epoch's statistics.
+to save); the functions here only run the batches and report the epoch's statistics. With a
+:class:`MidEpoch` they also write mid-epoch checkpoints and continue an epoch from one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from lgl_helpers.core.data import stage1_views, stage2_inputs
 from lgl_helpers.core.embed import autocast_context
 from lgl_helpers.core.losses import AAMSoftmax, AATDiscriminator, ContrastiveLoss, grad_reverse
 from lgl_helpers.core.models import ECAPATDNN
+from lgl_helpers.training.state import restore_rng
+from lgl_helpers.training.step_checkpoints import StepCheckpoints
 
 STAGE1_SUMS = ("loss", "contrastive_loss", "top1", "aat_loss", "disc_loss", "disc_acc")
 
@@ -82,6 +85,37 @@ class Stage1Models:
             module.train()
 
 
+@dataclass
+class MidEpoch:
+    """An epoch's mid-epoch checkpoints: ``checkpoints`` says when, ``write(partial)`` writes one.
+
+    ``write`` runs on every rank with the same ``partial`` (the epoch's running totals, gathered over
+    ranks, and ``batches`` done) and writes the checkpoint on rank 0, the RNG states captured then.
+    ``resume``: the ``partial`` of the checkpoint this epoch continues from, with its ``rng``; the
+    caller has set the sampler to skip its ``batches``. ``where`` names the epoch in log lines.
+    """
+
+    checkpoints: StepCheckpoints
+    write: Callable[[dict], None]
+    where: str
+    resume: dict | None = None
+
+
+def _batches(loader, mid: MidEpoch | None):
+    """The loader's iterator, made before a resumed epoch's RNG states are restored: making it draws
+    from torch's generator, as it did at the start of the interrupted epoch."""
+    iterator = iter(loader)
+    if mid is not None and mid.resume is not None:
+        restore_rng(mid.resume["rng"])
+    return iterator
+
+
+def _carried(value):
+    """A resumed epoch's running total on this rank: rank 0 carries the total gathered over ranks, the
+    others start at 0, so that the epoch's final all-reduce counts it once."""
+    return value if distributed.is_main() else type(value)(0)
+
+
 def stage1_step(models: Stage1Models, batch: dict, aat_weight: float, device, autocast) -> dict:
     """One Stage I batch: the discriminator's update, then the encoder's. Returns the batch's statistics.
 
@@ -129,22 +163,30 @@ def stage1_epoch(
     precision: str,
     desc: str,
     max_batches: int | None = None,
+    mid: MidEpoch | None = None,
 ) -> tuple[dict, int, bool]:
-    """One Stage I epoch of at most ``max_batches`` batches (None: the whole loader).
+    """One Stage I epoch of at most ``max_batches`` batches in this call (None: the whole loader).
 
-    Returns (the mean of each of :data:`STAGE1_SUMS` over the batches, the number of batches, whether
-    the epoch was completed). ``precision``: the encoder's forward pass in float32 or bfloat16 autocast
-    (:func:`lgl_helpers.core.embed.autocast_context`).
+    Returns (the mean of each of :data:`STAGE1_SUMS` over the epoch's batches, the number of the
+    epoch's batches done, resumed ones included, whether the epoch was completed). ``precision``: the
+    encoder's forward pass in float32 or bfloat16 autocast (:func:`lgl_helpers.core.embed.autocast_context`).
+    ``mid``: mid-epoch checkpoints (their ``partial``: ``batches`` and the ``sums`` so far).
     """
     autocast = partial(autocast_context, precision, torch.device(device))
     models.train()
-    sums = dict.fromkeys(STAGE1_SUMS, 0.0)
-    n_batches = 0
+    resume = mid.resume if mid is not None else None
+    start = resume["batches"] if resume else 0
+    sums = {key: _carried(float(resume["sums"][key])) if resume else 0.0 for key in STAGE1_SUMS}
+    n_batches = start
     completed = True
     tic = time.perf_counter()
-    bar = runs.progress(loader, desc=desc, total=len(loader), unit="batch", leave=False)
+
+    def running() -> dict:
+        return {"batches": n_batches, "sums": {key: distributed.all_reduce_sum(value) for key, value in sums.items()}}
+
+    bar = runs.progress(_batches(loader, mid), desc=desc, total=len(loader), unit="batch", leave=False)
     for batch in bar:
-        if max_batches is not None and n_batches >= max_batches:
+        if max_batches is not None and n_batches - start >= max_batches:
             completed = False
             break
         stats = stage1_step(models, batch, aat_weight, device, autocast)
@@ -155,8 +197,10 @@ def stage1_epoch(
             loss=f"{sums['loss'] / n_batches:.3f}",
             top1=f"{sums['top1'] / n_batches:.1f}",
             aat=f"{sums['aat_loss'] / n_batches:.3f}",
-            sps=f"{n_batches * stats['batch_size'] / (time.perf_counter() - tic):.0f}",
+            sps=f"{(n_batches - start) * stats['batch_size'] / (time.perf_counter() - tic):.0f}",
         )
+        if mid is not None:
+            mid.checkpoints.after_batch(mid.where, n_batches, lambda: mid.write(running()))
     bar.close()
     means = {key: value / n_batches for key, value in sums.items()} if n_batches else sums
     # Each rank saw its share of every batch: the epoch's statistics are the mean over ranks.
@@ -189,6 +233,7 @@ def stage2_epoch(
     desc: str,
     after_step: Callable[[], None] | None = None,
     precision: str = "fp32",
+    mid: MidEpoch | None = None,
 ) -> tuple[dict, dict]:
     """One Stage II epoch with loss gate ``gate`` (``inf`` = no gate, phase T); ``after_step`` runs
     after every optimizer step (the weight average's update).
@@ -200,14 +245,42 @@ def stage2_epoch(
     loss is the mean over the samples every rank selected, so ranks that select nothing still take
     part in the gradient all-reduce (a rank that skipped it would stall the others), and a batch is
     skipped only when no rank selected anything.
+
+    ``mid``: mid-epoch checkpoints; their ``partial`` holds ``batches``, the running sums and counts
+    (over ranks) and ``arrays``, each rank's per-sample arrays so far as tensors (one dict per rank).
     """
     model.train()
-    index, losses, selected = [], [], []
-    sum_loss = sum_correct = 0.0
-    n_selected_total = n_samples = skipped = 0
     world = distributed.world_size()
+    resume = mid.resume if mid is not None else None
+    index, losses, selected = _resumed_arrays(resume)
+    if resume:
+        n_batches, skipped = resume["batches"], resume["skipped_batches"]
+        sum_loss, sum_correct = _carried(float(resume["sum_loss"])), _carried(float(resume["sum_correct"]))
+        n_selected_total, n_samples = _carried(int(resume["n_selected"])), _carried(int(resume["n_samples"]))
+    else:
+        n_batches = skipped = n_selected_total = n_samples = 0
+        sum_loss = sum_correct = 0.0
+
+    def running() -> dict:
+        parts = distributed.gather_objects(
+            {
+                "index": np.concatenate(index),
+                "per_sample_loss": np.concatenate(losses),
+                "selected": np.concatenate(selected),
+            }
+        )
+        return {
+            "batches": n_batches,
+            "skipped_batches": skipped,
+            "sum_loss": distributed.all_reduce_sum(sum_loss),
+            "sum_correct": distributed.all_reduce_sum(sum_correct),
+            "n_selected": int(distributed.all_reduce_sum(n_selected_total)),
+            "n_samples": int(distributed.all_reduce_sum(n_samples)),
+            "arrays": [{key: torch.from_numpy(value) for key, value in part.items()} for part in parts],
+        }
+
     autocast = partial(autocast_context, precision, torch.device(device))
-    bar = runs.progress(loader, desc=desc, total=len(loader), unit="batch", leave=False)
+    bar = runs.progress(_batches(loader, mid), desc=desc, total=len(loader), unit="batch", leave=False)
     for batch in bar:
         wave, labels = stage2_inputs(batch, device)
         with autocast():
@@ -216,27 +289,30 @@ def stage2_epoch(
         losses.append(out.per_sample.float().cpu().numpy())
         selected.append(out.selected.cpu().numpy())
         n_samples += labels.shape[0]
+        n_batches += 1
         n_selected_all = distributed.all_reduce_sum(out.n_selected)
         if n_selected_all == 0:
             skipped += 1
             if distributed.active():
                 out.loss.backward()  # zero gradients, so that every rank's DDP all-reduce stays in step
-            continue
-        # out.loss is the mean over this rank's selected samples; DDP averages gradients over ranks.
-        loss = out.loss if world == 1 else out.loss * (max(out.n_selected, 1) * world / n_selected_all)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if after_step is not None:
-            after_step()
-        n_selected_total += out.n_selected
-        sum_loss += float(out.loss.detach()) * out.n_selected
-        sum_correct += out.accuracy * out.n_selected
-        bar.set_postfix(
-            loss=f"{sum_loss / max(n_selected_total, 1):.3f}", acc=f"{sum_correct / max(n_selected_total, 1):.1f}"
-        )
+        else:
+            # out.loss is the mean over this rank's selected samples; DDP averages gradients over ranks.
+            loss = out.loss if world == 1 else out.loss * (max(out.n_selected, 1) * world / n_selected_all)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if after_step is not None:
+                after_step()
+            n_selected_total += out.n_selected
+            sum_loss += float(out.loss.detach()) * out.n_selected
+            sum_correct += out.accuracy * out.n_selected
+            bar.set_postfix(
+                loss=f"{sum_loss / max(n_selected_total, 1):.3f}", acc=f"{sum_correct / max(n_selected_total, 1):.1f}"
+            )
+        if mid is not None:
+            mid.checkpoints.after_batch(mid.where, n_batches, lambda: mid.write(running()))
     bar.close()
-    if n_samples == 0:
+    if n_batches == 0:
         raise ValueError("the Stage II loader gave no batch: batch_size is larger than the training list")
     n_samples, n_selected_total = (
         int(distributed.all_reduce_sum(n_samples)),
@@ -257,3 +333,20 @@ def stage2_epoch(
         "selected": np.concatenate(selected).astype(bool),
     }
     return stats, distributed.gather_concat(arrays)
+
+
+def _resumed_arrays(resume: dict | None) -> tuple[list, list, list]:
+    """This rank's per-sample arrays (index, per_sample_loss, selected) of a resumed epoch's batches so far.
+
+    With the world size of the checkpoint every rank takes its own part back, so the epoch's record
+    is in the order of an uninterrupted run; with another world size rank 0 takes them all.
+    """
+    if resume is None:
+        return [], [], []
+    parts = resume["arrays"]
+    if len(parts) == distributed.world_size():
+        mine = [parts[distributed.rank()]]
+    else:
+        mine = parts if distributed.is_main() else []
+    dtypes = {"index": np.int64, "per_sample_loss": np.float32, "selected": bool}
+    return tuple([part[key].numpy() for part in mine] or [np.zeros(0, dtype)] for key, dtype in dtypes.items())

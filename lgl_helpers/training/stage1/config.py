@@ -20,6 +20,7 @@ from lgl_helpers.core.evaluation import check_eval_trials
 from lgl_helpers.core.models import REFERENCE_MFA_CHANNELS
 from lgl_helpers.core.score_norm import check_norm_parameters
 from lgl_helpers.training.retention import DEFAULT_KEEP_EVERY
+from lgl_helpers.training.step_checkpoints import DEFAULT_MINUTES
 
 STAGE_DIR = "stage1"
 # Fields that only steer one call (where to stop, how to show it) and may change when a run is resumed.
@@ -35,6 +36,7 @@ RUN_CONTROL_FIELDS = (
     "nproc",
     "sync_batchnorm",
     "keep_every",
+    "checkpoint_minutes",
     # the final evaluation's lists and normalisation: they change no training result
     "eval_trials",
     "norm_cohort",
@@ -80,6 +82,7 @@ class Stage1Config(NotebookConfig):
     allow_changed_params: bool = False
     max_steps: int = 0
     keep_every: int = DEFAULT_KEEP_EVERY
+    checkpoint_minutes: float = DEFAULT_MINUTES
     seed: int = 0
     interactive: bool = True
 
@@ -101,6 +104,11 @@ class Stage1Config(NotebookConfig):
         check_int(self.name_of("nproc"), self.nproc, 1)
         check_int(self.name_of("max_steps"), self.max_steps, 0, "an integer >= 0 (0 = no limit)")
         check_int(self.name_of("keep_every"), self.keep_every, 0, "an integer >= 0 (0 = best and last only)")
+        check_non_negative(
+            self.name_of("checkpoint_minutes"),
+            self.checkpoint_minutes,
+            "a number of minutes >= 0 (0 = no mid-epoch checkpoints)",
+        )
         owner = type(self).__name__
         check_eval_trials(owner, self.eval_trials)
         # Stage I runs before any clustering: no pseudo-label centroids to normalise with yet

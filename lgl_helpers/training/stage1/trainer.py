@@ -22,10 +22,11 @@ from lgl_helpers.core.losses import AATDiscriminator, ContrastiveLoss
 from lgl_helpers.core.metrics import TEST_SCORES, write_trial_scores
 from lgl_helpers.core.models import ECAPATDNN, REFERENCE_MFA_CHANNELS, load_encoder
 from lgl_helpers.training import launch, retention
-from lgl_helpers.training.executor import Stage1Models, enable_tf32, stage1_epoch
+from lgl_helpers.training.executor import MidEpoch, Stage1Models, enable_tf32, stage1_epoch
 from lgl_helpers.training.stage1.config import RUN_CONTROL_FIELDS, STAGE_DIR, Stage1Config, stage_folder
 from lgl_helpers.training.stage1.inputs import Stage1Data, prepare_data
 from lgl_helpers.training.state import check_resume, load_checkpoint, module_state, restore_rng, save_checkpoint
+from lgl_helpers.training.step_checkpoints import StepCheckpoints
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,11 @@ def _epoch_path(stage_dir: Path, epoch: int) -> Path:
     return stage_dir / "checkpoints" / f"epoch_{epoch:03d}.model"
 
 
+# Written inside an epoch (every checkpoint_minutes, on SIGTERM): last.model plus the epoch's partial
+# progress; removed once the epoch's own checkpoint is written.
+MID_EPOCH = "mid_epoch.model"
+
+
 # ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
@@ -67,6 +73,8 @@ class _State:
     best: dict | None = None
     untrained: dict | None = None
     wall_seconds: float = 0.0
+    # The running epoch's progress from a mid-epoch checkpoint (with its "rng"), until that epoch resumes.
+    partial: dict | None = None
 
 
 def _evaluate(model, trials, root, device) -> tuple[dict, np.ndarray]:
@@ -114,22 +122,37 @@ def _build(config: Stage1Config, device) -> Stage1Models:
     return Stage1Models(encoder, loss_fn, aat, optimizer, aat_optimizer, scheduler)
 
 
+def _resume_point(ckpt_dir: Path) -> Path | None:
+    """The checkpoint a resumed run starts from: a mid-epoch one of the epoch after ``last.model``'s, else ``last.model``.
+
+    A mid-epoch checkpoint of an epoch that is saved already (the run stopped before removing it) is
+    ignored; the next epoch's checkpoints replace it.
+    """
+    last, mid = ckpt_dir / "last.model", ckpt_dir / MID_EPOCH
+    if mid.is_file():
+        done = load_checkpoint(last)["epoch"] if last.is_file() else 0
+        if load_checkpoint(mid)["epoch"] == done:
+            return mid
+    return last if last.is_file() else None
+
+
 def _resume_or_start(config: Stage1Config, stage_dir: Path, params: dict, models: Stage1Models) -> _State:
-    """Load ``checkpoints/last.model`` into ``models`` when resuming (after the resume policy's check),
-    or, with ``resume=False``, remove an earlier run's files. Returns where the run stands."""
+    """Load the resume point (``checkpoints/last.model``, or a mid-epoch checkpoint after it) into
+    ``models`` when resuming (after the resume policy's check), or, with ``resume=False``, remove an
+    earlier run's files. Returns where the run stands."""
     ckpt_dir = stage_dir / "checkpoints"
-    last = ckpt_dir / "last.model"
-    if config.resume and last.is_file():
-        ckpt = load_checkpoint(last)
+    point = _resume_point(ckpt_dir) if config.resume else None
+    if point is not None:
+        ckpt = load_checkpoint(point)
         for width in ("channels", "mfa_channels"):
             saved = int(ckpt.get(width, REFERENCE_MFA_CHANNELS))
             if saved != getattr(config, width):
                 raise ValueError(
-                    f"{last}: checkpoint has {width}={saved} but {width}={getattr(config, width)}; "
+                    f"{point}: checkpoint has {width}={saved} but {width}={getattr(config, width)}; "
                     f"use the same {width} or resume=False to start over"
                 )
         fixed = [k for k in params if k not in RUN_CONTROL_FIELDS]
-        check_resume(last, ckpt["params"], params, fixed, config.allow_changed_params)
+        check_resume(point, ckpt["params"], params, fixed, config.allow_changed_params)
         models.encoder.load_state_dict(ckpt["encoder"])
         models.loss_fn.load_state_dict(ckpt["loss"])
         models.aat.load_state_dict(ckpt["aat"])
@@ -137,10 +160,14 @@ def _resume_or_start(config: Stage1Config, stage_dir: Path, params: dict, models
         models.aat_optimizer.load_state_dict(ckpt["aat_optimizer"])
         models.scheduler.load_state_dict(ckpt["scheduler"])
         restore_rng(ckpt["rng"])
+        partial = {**ckpt["partial"], "rng": ckpt["rng"]} if "partial" in ckpt else None
         state = _State(
-            ckpt["epoch"], list(ckpt["history"]), ckpt["best"], ckpt["untrained"], float(ckpt["wall_seconds"])
+            ckpt["epoch"], list(ckpt["history"]), ckpt["best"], ckpt["untrained"], float(ckpt["wall_seconds"]), partial
         )
-        log.info("resuming Stage I from %s (epoch %d done)", last, state.epoch)
+        if partial is None:
+            log.info("resuming Stage I from %s (epoch %d done)", point, state.epoch)
+        else:
+            log.info("resuming Stage I from %s: epoch %d at batch %d", point, partial["epoch"], partial["batches"] + 1)
         return state
     if not config.resume and distributed.is_main():
         earlier = [stage_dir / name for name in ("best.model", "metrics.json", "scores.txt", TEST_SCORES)]
@@ -152,10 +179,9 @@ def _resume_or_start(config: Stage1Config, stage_dir: Path, params: dict, models
     return _State()
 
 
-def _save(stage_dir: Path, models: Stage1Models, state: _State, params: dict, evaluated: bool, improved: bool) -> None:
-    """The epoch's checkpoint: ``epoch_XXX.model`` when evaluated, ``best.model`` when improved, always ``last.model``."""
-    last = stage_dir / "checkpoints" / "last.model"
-    extra = {
+def _checkpoint_extra(models: Stage1Models, state: _State, params: dict) -> dict:
+    """Everything but the encoder a resume needs after ``state.epoch`` epochs (save_checkpoint adds the RNG states)."""
+    return {
         "stage": STAGE_DIR,
         "loss": module_state(models.loss_fn),
         "aat": module_state(models.aat),
@@ -169,13 +195,27 @@ def _save(stage_dir: Path, models: Stage1Models, state: _State, params: dict, ev
         "untrained": state.untrained,
         "wall_seconds": state.wall_seconds,
     }
+
+
+def _save(stage_dir: Path, models: Stage1Models, state: _State, params: dict, evaluated: bool, improved: bool) -> None:
+    """The epoch's checkpoint: ``epoch_XXX.model`` when evaluated, ``best.model`` when improved, always
+    ``last.model``; the epoch's mid-epoch checkpoint goes after them."""
+    last = stage_dir / "checkpoints" / "last.model"
     first = _epoch_path(stage_dir, state.epoch) if evaluated else last
-    save_checkpoint(first, models.encoder, extra)
+    save_checkpoint(first, models.encoder, _checkpoint_extra(models, state, params))
     payload = first.read_bytes()
     if improved:
         runs.atomic_write_bytes(stage_dir / "best.model", payload)
     if first != last:
         runs.atomic_write_bytes(last, payload)  # last.model is written after the others: a complete resume point
+    (stage_dir / "checkpoints" / MID_EPOCH).unlink(missing_ok=True)
+
+
+def _save_mid_epoch(stage_dir: Path, models: Stage1Models, state: _State, params: dict, partial: dict) -> None:
+    """``checkpoints/mid_epoch.model`` (rank 0): the models inside epoch ``partial["epoch"]``, after ``partial["batches"]``."""
+    if distributed.is_main():
+        extra = {**_checkpoint_extra(models, state, params), "partial": partial}
+        save_checkpoint(stage_dir / "checkpoints" / MID_EPOCH, models.encoder, extra)
 
 
 def _thin_checkpoints(stage_dir: Path, state: _State, keep_every: int = retention.DEFAULT_KEEP_EVERY) -> None:
@@ -341,36 +381,49 @@ def train_stage1(
     loader = None
     steps_done = 0
     completed = True
-    for epoch in range(state.epoch + 1, config.epochs + 1):
-        if config.max_steps and steps_done >= config.max_steps:
-            completed = False
-            break
-        loader = loader or make_loader(data.dataset, config.batch_size, config.workers, config.seed, device)
-        loader.sampler.set_epoch(epoch)
-        lr = models.optimizer.param_groups[0]["lr"]
-        tic = time.perf_counter()
-        means, n_batches, completed = stage1_epoch(
-            models,
-            loader,
-            config.aat_weight,
-            device,
-            config.precision,
-            f"stage1 epoch {epoch}/{config.epochs}",
-            max_batches=config.max_steps - steps_done if config.max_steps else None,
-        )
-        steps_done += n_batches
-        if not completed:
-            log.info("max_steps=%d reached during epoch %d: stopping; the epoch is not saved", config.max_steps, epoch)
-            break
-        record, evaluated, improved = _finish_epoch(
-            config, data, models, state, epoch, lr, means, n_batches, tic, device
-        )
-        if distributed.is_main():
-            _save(stage_dir, models, state, params, evaluated, improved)
-            _thin_checkpoints(stage_dir, state, config.keep_every)
-        runs.atomic_write_text(stage_dir / "scores.txt", _scores_text(state.history))
-        if on_epoch:
-            on_epoch(record, state.history)
+    with StepCheckpoints(config.checkpoint_minutes) as checkpoints:
+        for epoch in range(state.epoch + 1, config.epochs + 1):
+            if config.max_steps and steps_done >= config.max_steps:
+                completed = False
+                break
+            resume, state.partial = state.partial, None
+            loader = loader or make_loader(data.dataset, config.batch_size, config.workers, config.seed, device)
+            loader.sampler.set_epoch(epoch, skip_batches=resume["batches"] if resume else 0)
+            lr = models.optimizer.param_groups[0]["lr"]
+            # A resumed epoch's time counts from its start before the interruption.
+            tic = time.perf_counter() - (resume["seconds"] if resume else 0.0)
+            checkpoints.epoch_started()
+
+            def write(running: dict, epoch=epoch, tic=tic) -> None:
+                partial = {**running, "epoch": epoch, "seconds": time.perf_counter() - tic}
+                _save_mid_epoch(stage_dir, models, state, params, partial)
+
+            means, n_batches, completed = stage1_epoch(
+                models,
+                loader,
+                config.aat_weight,
+                device,
+                config.precision,
+                f"stage1 epoch {epoch}/{config.epochs}",
+                max_batches=config.max_steps - steps_done if config.max_steps else None,
+                mid=MidEpoch(checkpoints, write, f"epoch {epoch}", resume),
+            )
+            steps_done += n_batches - (resume["batches"] if resume else 0)
+            if not completed:
+                log.info(
+                    "max_steps=%d reached during epoch %d: stopping; the epoch is not saved", config.max_steps, epoch
+                )
+                break
+            record, evaluated, improved = _finish_epoch(
+                config, data, models, state, epoch, lr, means, n_batches, tic, device
+            )
+            if distributed.is_main():
+                _save(stage_dir, models, state, params, evaluated, improved)
+                _thin_checkpoints(stage_dir, state, config.keep_every)
+            runs.atomic_write_text(stage_dir / "scores.txt", _scores_text(state.history))
+            if on_epoch:
+                on_epoch(record, state.history)
+            checkpoints.after_epoch(f"epoch {epoch}")
 
     result = {"completed": completed, "stage_dir": str(stage_dir), "history": state.history}
     if not completed or state.best is None:

@@ -25,6 +25,7 @@ from lgl_helpers.core.gate import REFERENCE_EER_DECIMALS
 from lgl_helpers.core.score_norm import check_norm_parameters
 from lgl_helpers.training.retention import DEFAULT_KEEP_EVERY
 from lgl_helpers.training.stage2.head_init import HEAD_INITS
+from lgl_helpers.training.step_checkpoints import DEFAULT_MINUTES
 
 REFERENCE_GATES = [1, 3, 3, 5, 6]
 REFERENCE_MAX_EPOCHS = 100  # Stage2/main_train.py --max_epoch: all epochs of a run, T and L of every iteration
@@ -99,6 +100,7 @@ class Stage2Config(NotebookConfig):
     patience: int = 3
     compare_raw_eer: bool = False
     keep_every: int = DEFAULT_KEEP_EVERY
+    checkpoint_minutes: float = DEFAULT_MINUTES
     resume: bool = True
     allow_changed_params: bool = False
     workers: int = 2
@@ -139,6 +141,11 @@ class Stage2Config(NotebookConfig):
         check_int(self.name_of("min_evals"), self.min_evals, 1)
         check_int(self.name_of("patience"), self.patience, 1)
         check_int(self.name_of("keep_every"), self.keep_every, 0, "an integer >= 0 (0 = best and last only)")
+        check_non_negative(
+            self.name_of("checkpoint_minutes"),
+            self.checkpoint_minutes,
+            "a number of minutes >= 0 (0 = no mid-epoch checkpoints)",
+        )
         check_int(self.name_of("workers"), self.workers, 0)
         check_choice(self.name_of("precision"), self.precision, PRECISIONS)
         check_int(self.name_of("nproc"), self.nproc, 1)

@@ -46,6 +46,7 @@ from lgl_helpers.training.stage2.statefile import (
     stage1_eer,
 )
 from lgl_helpers.training.state import check_resume, encoder_and_head, load_checkpoint
+from lgl_helpers.training.step_checkpoints import StepCheckpoints
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,9 @@ log = logging.getLogger(__name__)
 class Engine:
     """One Stage II run: its config, validated data, the state dict and the stage folder.
 
-    ``on_epoch(record, state)`` is called after every committed epoch.
+    ``on_epoch(record, state)`` is called after every committed epoch. ``checkpoints`` decides when
+    an epoch writes a mid-epoch checkpoint; :func:`run_stage2` enters it (the SIGTERM handler) around
+    :meth:`run`.
     """
 
     def __init__(self, config: Stage2Config, data: Stage2Data, on_epoch: Callable | None):
@@ -67,6 +70,7 @@ class Engine:
         self.stage1_channels, self.mfa_channels = stage1.channels, stage1.mfa_channels
         self.last_commit = time.perf_counter()
         self.state: dict = {}
+        self.checkpoints = StepCheckpoints(config.checkpoint_minutes)
 
     # -- bookkeeping ------------------------------------------------------------------------
     def path(self, rel: str) -> Path:
@@ -360,6 +364,7 @@ class Engine:
             iteration, phase = self.state["iteration"], self.state["phase"]
             if phase == "cluster":
                 self.cluster_step(iteration)
+                self.checkpoints.after_epoch(f"the clustering of iteration {iteration}")
                 continue
             if (
                 phase == "L"
@@ -491,7 +496,8 @@ def run_stage2(
     runs.open_run(stage_dir, fixed_params(config, data), stage_dir.name)
     engine = Engine(config, data, on_epoch)
     engine.load_or_start()
-    status = engine.run()
+    with engine.checkpoints:
+        status = engine.run()
     out = {"status": status, "stage_dir": str(stage_dir), "state": engine.state}
     if status != "done":
         out["iteration"] = engine.state["iteration"]

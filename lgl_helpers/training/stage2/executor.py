@@ -2,7 +2,9 @@
 
 Each (iteration, phase, epoch) has its own data order and augmentation draws (the sampler's epoch),
 and every epoch ends with a commit, so an interrupted phase resumes after its last saved epoch with
-the same numbers as an uninterrupted run. A phase keeps the checkpoints of its best and its latest
+the same numbers as an uninterrupted run; inside an epoch, mid-epoch checkpoints (every
+``checkpoint_minutes`` and on SIGTERM, :mod:`lgl_helpers.training.step_checkpoints`) let it continue
+at the next batch. A phase keeps the checkpoints of its best and its latest
 epoch; the per-sample loss records of the best and latest epoch of every phase and of every
 ``keep_every``-th epoch of the run (:mod:`lgl_helpers.training.retention`).
 """
@@ -24,7 +26,7 @@ from lgl_helpers.core.data import Stage2Dataset, make_loader
 from lgl_helpers.core.embed import evaluate_trials
 from lgl_helpers.core.gate_evidence import gate_evidence
 from lgl_helpers.training import retention
-from lgl_helpers.training.executor import EncoderWithHead, stage2_epoch
+from lgl_helpers.training.executor import EncoderWithHead, MidEpoch, stage2_epoch
 from lgl_helpers.training.stage2.averaging import EncoderAverage
 from lgl_helpers.training.stage2.statefile import npz_bytes, scores_text
 from lgl_helpers.training.state import encoder_and_head, load_checkpoint, module_state, restore_rng, save_checkpoint
@@ -33,6 +35,21 @@ if TYPE_CHECKING:
     from lgl_helpers.training.stage2.engine import Engine
 
 log = logging.getLogger(__name__)
+
+# A phase's mid-epoch checkpoint (iter_XX/<phase>/mid_epoch.model): the running epoch's models and
+# progress; removed once that epoch is committed.
+MID_EPOCH = "mid_epoch.model"
+
+
+def _mid_epoch(engine: Engine, rel_dir: str, epoch: int) -> dict | None:
+    """The phase's mid-epoch checkpoint when it belongs to ``epoch``, the next one of the committed state."""
+    path = engine.path(f"{rel_dir}/{MID_EPOCH}")
+    if not path.is_file():
+        return None
+    ckpt = load_checkpoint(path)
+    partial = ckpt["partial"]
+    # A checkpoint of an epoch committed since (the run stopped before removing it) is left for the next one to replace.
+    return ckpt if (partial["epoch"], partial["epochs_done"]) == (epoch, engine.epochs_done()) else None
 
 
 def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: dict) -> None:
@@ -44,8 +61,18 @@ def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: d
     A new phase starts from :meth:`Engine.build_models` and :meth:`Engine.start_optimizer_state`.
     """
     cfg = engine.config
-    ckpt = None
-    if info["eers"]:
+    rel_dir = f"iter_{iteration:02d}/{phase}"
+    ckpt = _mid_epoch(engine, rel_dir, len(info["eers"]) + 1)
+    resume = None
+    if ckpt is not None:
+        # Inside an epoch: its models, optimizer and average at the checkpoint, its progress, its RNG states.
+        resume = {**ckpt["partial"], "rng": ckpt["rng"]}
+        encoder, head = encoder_and_head(ckpt, cfg.n_clusters)
+        engine.last_commit -= resume["seconds"]  # the epoch's time before the interruption counts in wall_seconds
+        log.info(
+            "iteration %d %s: resuming epoch %d at batch %d", iteration, phase, resume["epoch"], resume["batches"] + 1
+        )
+    elif info["eers"]:
         # Resume after the last committed epoch: its model, head, optimizer and RNG state.
         ckpt = load_checkpoint(engine.path(info["last_model"]))
         encoder, head = encoder_and_head(ckpt, cfg.n_clusters)
@@ -78,8 +105,25 @@ def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: d
     phase_offset = {"T": 0, "L": 5_000}[phase]
     while not engine.phase_over(info) and not engine.at_epoch_cap():
         epoch = len(info["eers"]) + 1
-        tic = time.perf_counter()
-        loader.sampler.set_epoch(iteration * 10_000 + phase_offset + epoch)
+        # A resumed epoch's time counts from its start before the interruption.
+        tic = time.perf_counter() - (resume["seconds"] if resume else 0.0)
+        loader.sampler.set_epoch(
+            iteration * 10_000 + phase_offset + epoch, skip_batches=resume["batches"] if resume else 0
+        )
+        engine.checkpoints.epoch_started()
+
+        def write(running: dict, epoch=epoch, tic=tic) -> None:
+            if distributed.is_main():
+                partial = {
+                    **running,
+                    "epoch": epoch,
+                    "epochs_done": engine.epochs_done(),
+                    "seconds": time.perf_counter() - tic,
+                }
+                extra = checkpoint_extra(engine, iteration, phase, epoch, gate, averaged, head, optimizer)
+                save_checkpoint(engine.path(f"{rel_dir}/{MID_EPOCH}"), averaged.model, {**extra, "partial": partial})
+
+        where = f"iteration {iteration} {phase} epoch {epoch}"
         stats, arrays = stage2_epoch(
             model,
             optimizer,
@@ -89,7 +133,9 @@ def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: d
             f"iter {iteration} {phase} epoch {epoch}",
             after_step=averaged.update,
             precision=cfg.precision,
+            mid=MidEpoch(engine.checkpoints, write, where, resume),
         )
+        resume = None
         if reliable is not None:
             arrays["reliable"] = reliable[arrays["index"]]
         result = evaluate_trials(
@@ -117,6 +163,24 @@ def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: d
         )
         if engine.on_epoch:
             engine.on_epoch(engine.state["history"][-1], engine.state)
+        engine.checkpoints.after_epoch(where)
+
+
+def checkpoint_extra(engine: Engine, iteration, phase, epoch, gate, averaged, head, optimizer) -> dict:
+    """What a Stage II checkpoint holds besides the encoder (save_checkpoint adds the RNG states):
+    the head, Adam's state, the weight average's and where in the run it was written."""
+    return {
+        "stage": "stage2",
+        "mode": engine.config.mode,
+        "iteration": iteration,
+        "phase": phase,
+        "epoch": epoch,
+        "gate": None if math.isinf(gate) else gate,
+        "head": module_state(head),
+        "optimizer": optimizer.state_dict(),
+        "n_clusters": engine.config.n_clusters,
+        **averaged.state(),
+    }
 
 
 def save_epoch(
@@ -133,18 +197,7 @@ def save_epoch(
     rel_dir = f"iter_{iteration:02d}/{phase}"
     model_rel = f"{rel_dir}/epoch_{epoch:03d}.model"
     losses_rel = f"{rel_dir}/losses_epoch_{epoch:03d}.npz"
-    extra = {
-        "stage": "stage2",
-        "mode": engine.config.mode,
-        "iteration": iteration,
-        "phase": phase,
-        "epoch": epoch,
-        "gate": None if math.isinf(gate) else gate,
-        "head": module_state(head),
-        "optimizer": optimizer.state_dict(),
-        "n_clusters": engine.config.n_clusters,
-        **averaged.state(),
-    }
+    extra = checkpoint_extra(engine, iteration, phase, epoch, gate, averaged, head, optimizer)
     save_checkpoint(engine.path(model_rel), averaged.model, extra)
     runs.atomic_write_bytes(engine.path(losses_rel), npz_bytes(arrays))
     previous_best = info["best_eer"]
@@ -195,7 +248,7 @@ def save_epoch(
             "epoch": epoch,
             "model": model_rel,
         }
-    stale |= set(thin_loss_records(engine.state, engine.config.keep_every))
+    stale |= set(thin_loss_records(engine.state, engine.config.keep_every)) | {f"{rel_dir}/{MID_EPOCH}"}
     runs.atomic_write_text(engine.path("scores.txt"), scores_text(engine.state["history"]))
     engine.commit()
     # Files the state no longer points at go only after the commit.
