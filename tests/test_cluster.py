@@ -511,3 +511,156 @@ def test_stage1_encoder_gives_clearly_better_pseudo_labels_than_an_untrained_one
     nmi_trained, nmi_untrained = mean_nmi(trained.emb), mean_nmi(untrained.emb)
     print(f"MARGIN stage1_nmi_gain {nmi_trained - nmi_untrained:.3f}")
     assert nmi_trained > nmi_untrained + NMI_MARGIN
+
+
+# --- notebook 02's untrained-encoder baseline ---------------------------------------------------------
+
+
+def test_untrained_sample_k_scales_with_the_sample_and_bad_values_name_the_parameter(tiny_corpus, tmp_path):
+    assert cluster.sample_n_clusters(6000, 20000, 1_092_009) == 110  # the full profile on VoxCeleb2
+    assert cluster.sample_n_clusters(8, 20, 48) == 3 and cluster.sample_n_clusters(8, 2, 48) == 2  # at least 2
+    index = cluster.sample_index(48, 20, seed=0)
+    assert index.dtype == np.int64 and np.unique(index).size == 20 and np.all(np.diff(index) > 0)
+    np.testing.assert_array_equal(cluster.sample_index(48, 20, seed=0), index)
+    for bad in (-2, 1, 2.5):
+        with pytest.raises(ValueError, match=rf"untrained_sample={bad}.*must be -1 \(every utterance\), 0"):
+            cluster.ClusteringConfig(untrained_sample=bad)
+    checkpoint = tmp_path / "c.model"
+    checkpoint.write_bytes(b"x")
+    too_many = cluster.ClusteringConfig(
+        run_name="r",
+        runs_dir=str(tmp_path),
+        init_model=str(checkpoint),
+        train_list=str(tiny_corpus / "lists" / "train_list.txt"),
+        train_root=str(tiny_corpus / "train"),
+        untrained_sample=49,
+    )
+    with pytest.raises(ValueError, match=r"untrained_sample=49 is larger than the number of utterances N=48"):
+        cluster.resolve_inputs(too_many)
+
+
+@pytest.fixture(scope="module")
+def trained_clustering(tiny_corpus, toy_entries, tmp_path_factory):
+    """(checkpoint, result): an encoder initialised exactly as the untrained baseline of seed 0 (C=16),
+    clustered over the whole tiny list with k = 8; equal weights make both sides of a comparison equal."""
+    folder = tmp_path_factory.mktemp("trained")
+    seed_everything(0)
+    checkpoint = models.save_encoder(folder / "encoder.model", models.ECAPATDNN(16))
+    result = cluster.cluster_utterances(
+        checkpoint, toy_entries, tiny_corpus / "train", 8, folder / "clustering", seed=0, show_progress=False
+    )
+    return checkpoint, result
+
+
+def _notebook02(tiny_corpus, toy_entries, tmp_path, checkpoint, untrained_sample):
+    cfg = cluster.ClusteringConfig(n_clusters=8, cluster_seed=0, untrained_sample=untrained_sample, device="cpu")
+    run_dir = tmp_path / "run"
+    inputs = cluster.ClusteringInputs(
+        run_dir,
+        run_dir / "clustering",
+        checkpoint,
+        tiny_corpus / "lists" / "train_list.txt",
+        tiny_corpus / "train",
+        toy_entries,
+    )
+    return cfg, inputs
+
+
+def test_untrained_baseline_on_every_utterance_is_todays_second_pass(
+    tiny_corpus, toy_entries, tmp_path, trained_clustering
+):
+    checkpoint, result = trained_clustering
+    cfg, inputs = _notebook02(tiny_corpus, toy_entries, tmp_path, checkpoint, -1)
+    baseline = cluster.compare_untrained(cfg, inputs, result)
+    # Notebook 02 before untrained_sample: the untrained encoder over the whole list, into clustering/untrained.
+    before = cluster.cluster_utterances(
+        cluster.untrained_encoder(checkpoint, 0),
+        toy_entries,
+        inputs.train_root,
+        8,
+        tmp_path / "before",
+        seed=0,
+        use_gpu=False,
+        show_progress=False,
+    )
+    assert not baseline.on_sample and baseline.n_clusters == 8 and baseline.trained is result.quality
+    assert baseline.untrained["nmi"] == before.quality["nmi"]
+    np.testing.assert_array_equal(
+        pseudo_labels.read_pseudo_labels(inputs.out_dir / "untrained" / "pseudo_labels.txt", toy_entries),
+        before.pseudo_labels,
+    )
+    saved = json.loads(quality.write_quality(inputs.out_dir, result.quality, baseline).read_text())
+    assert set(saved) == set(result.quality) | {"untrained_nmi", "untrained_purity"}  # the keys written before
+    assert (saved["untrained_nmi"], saved["untrained_purity"]) == (before.quality["nmi"], before.quality["purity"])
+    assert quality.describe_untrained(saved) == f"untrained encoder {before.quality['nmi']:.4f}"
+
+
+def test_untrained_baseline_on_a_sample_compares_the_same_utterances_with_the_same_k(
+    tiny_corpus, toy_entries, tmp_path, trained_clustering, monkeypatch
+):
+    checkpoint, result = trained_clustering
+    embedded = []
+
+    def counting_embed_files(encoder, paths, **kwargs):
+        embedded.append(list(paths))
+        return real_embed_files(encoder, paths, **kwargs)
+
+    real_embed_files = embed.embed_files
+    monkeypatch.setattr(embed, "embed_files", counting_embed_files)
+    cfg, inputs = _notebook02(tiny_corpus, toy_entries, tmp_path, checkpoint, 20)
+    baseline = cluster.compare_untrained(cfg, inputs, result)
+
+    index = cluster.sample_index(48, 20, seed=cfg.seed)
+    sample = [toy_entries[i] for i in index]
+    np.testing.assert_array_equal(baseline.index, index)
+    assert baseline.on_sample and baseline.n_clusters == 3  # round(8 × 20 / 48)
+    assert embedded == [[inputs.train_root / e.path for e in sample]]  # only the sample; the trained side reused
+    labels = pseudo_labels.read_pseudo_labels(inputs.out_dir / "untrained" / "pseudo_labels.txt", sample, 3)
+    assert baseline.untrained["n_utterances"] == baseline.trained["n_utterances"] == 20
+    assert baseline.untrained["nmi"] == pytest.approx(normalized_mutual_info_score([e.speaker for e in sample], labels))
+    # Equal weights on both sides: the same utterances and k give the same clustering, hence the same figures.
+    assert baseline.trained["nmi"] == pytest.approx(baseline.untrained["nmi"])
+    assert baseline.trained["purity"] == pytest.approx(baseline.untrained["purity"])
+
+    saved = json.loads(quality.write_quality(inputs.out_dir, result.quality, baseline).read_text())
+    assert saved["nmi"] == result.quality["nmi"] and saved["untrained_nmi"] == baseline.untrained["nmi"]
+    assert saved["untrained_sample"] == {
+        "n_utterances": 20,
+        "n_total": 48,
+        "n_clusters": 3,
+        "seed": 0,
+        "trained_nmi": baseline.trained["nmi"],
+        "trained_purity": baseline.trained["purity"],
+    }
+    assert quality.describe_untrained(saved) == (
+        f"untrained encoder {baseline.untrained['nmi']:.4f} against trained {baseline.trained['nmi']:.4f} "
+        "on a sample of 20 utterances, k = 3"
+    )
+    table = clustering_view.format_quality(clustering_view.quality_columns(result.quality, baseline))
+    assert table.splitlines()[0].split() == ["trained", "trained,", "sample", "untrained,", "sample"]
+    assert table.splitlines()[1].split() == ["utterances", "48", "20", "20"]
+
+
+def test_untrained_sample_zero_skips_the_comparison_and_the_report_still_builds(
+    tiny_corpus, toy_entries, tmp_path, trained_clustering
+):
+    from lgl_helpers.app import report
+
+    checkpoint, result = trained_clustering
+    cfg, inputs = _notebook02(tiny_corpus, toy_entries, tmp_path, checkpoint, 0)
+    assert cluster.compare_untrained(cfg, inputs, result) is None
+    assert not (inputs.out_dir / "untrained").exists()
+    saved = json.loads(quality.write_quality(inputs.out_dir, result.quality, None).read_text())
+    assert saved["untrained_nmi"] is None and saved["untrained_purity"] is None and "untrained_sample" not in saved
+    assert quality.describe_untrained(saved) == "untrained-encoder comparison skipped"
+    table = clustering_view.format_quality(clustering_view.quality_columns(result.quality, None))
+    assert table.splitlines()[1].split() == ["utterances", "48", "skipped"]
+    summary, md_path = report.write_report(inputs.run_dir, n_resamples=10)
+    assert summary["clustering"][0] == {
+        "mode": "stage1",
+        "iteration": 0,
+        "nmi": result.quality["nmi"],
+        "untrained_nmi": None,
+        "untrained_sample": None,
+    }
+    assert md_path.is_file()

@@ -51,6 +51,7 @@ def test_notebook02_writes_pseudo_labels_quality_and_figures(tiny_corpus, tmp_pa
     quality = json.loads((out / "quality.json").read_text())
     assert quality["nmi"] == pytest.approx(normalized_mutual_info_score([e.speaker for e in entries], labels))
     assert 0 < quality["nmi"] <= 1 and quality["untrained_nmi"] == pytest.approx(quality["nmi"])
+    assert "untrained_sample" not in quality  # untrained_sample = -1: every utterance, as before the option
     assert quality["purity"] == pytest.approx(majority_agreement(labels, [e.speaker for e in entries]).mean())
     assert quality["kmeans"]["n_iter"] == 10 and quality["checkpoint"] == str(checkpoint)
     assert np.load(out / "embeddings.npy").shape == (len(entries), 192)

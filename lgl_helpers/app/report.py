@@ -209,7 +209,14 @@ def collect_report(
     quality = _read(run_dir / "clustering" / "quality.json")
     if quality is not None:
         clustering.append(
-            {"mode": "stage1", "iteration": 0, "nmi": quality.get("nmi"), "untrained_nmi": quality.get("untrained_nmi")}
+            {
+                "mode": "stage1",
+                "iteration": 0,
+                "nmi": quality.get("nmi"),
+                # None when skipped; on a sample, untrained_sample holds its size, k and the trained NMI on it
+                "untrained_nmi": quality.get("untrained_nmi"),
+                "untrained_sample": quality.get("untrained_sample"),
+            }
         )
     for key in ("baseline", "lgl"):
         for item in (report.get(key) or {}).get("iterations", []):

@@ -16,6 +16,10 @@ Files of one clustering, all written atomically into ``out_dir``:
 - ``pseudo_labels.txt``: one ``<relative wav path> <cluster id>`` a line, in training-list order, cluster
   ids in ``[0, n_clusters)``. Written last, so its presence means the clustering finished.
 
+Notebook 02 also clusters with an untrained encoder as a floor (:func:`compare_untrained`), on every
+utterance or, to spare a second full pass, on a seeded random sample with k scaled to it, the trained
+encoder's embeddings of the same utterances clustered with the same k beside it.
+
 Work is done once per run folder: a finished clustering with the same fingerprint in ``out_dir`` or in
 another clustering folder of the run (:func:`clustering_folders`: notebook 02's ``clustering/``, each
 Stage II mode's ``iter_XX/``) is reused whole, its files hard-linked (or copied) into ``out_dir``; with
@@ -28,6 +32,7 @@ The speaker ids of the training list are used here only to measure quality, neve
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -48,8 +53,8 @@ from lgl_helpers.clustering.kmeans import (
     resolve_use_gpu,
 )
 from lgl_helpers.clustering.pseudo_labels import read_pseudo_labels, relative_paths, write_pseudo_labels
-from lgl_helpers.clustering.quality import clustering_quality
-from lgl_helpers.config import NotebookConfig, check_int, check_n_clusters, check_non_negative, check_positive
+from lgl_helpers.clustering.quality import UntrainedBaseline, clustering_quality
+from lgl_helpers.config import NotebookConfig, check, check_int, check_n_clusters, check_non_negative, check_positive
 from lgl_helpers.core import distributed
 from lgl_helpers.corpus.lists import TrainEntry, check_list, read_train_list
 from lgl_helpers.runs import atomic_save_npy, read_json, resolve_data_paths, resolve_path, run_folder, write_json
@@ -310,6 +315,7 @@ class ClusteringConfig(NotebookConfig):
     cluster_seed: int = REFERENCE_SEED
     batch_seconds: float = 240.0
     umap_sample: int = 2000
+    untrained_sample: int = -1
     highlight_cluster: int = -1
     n_impure: int = 8
     device: str = "auto"
@@ -324,6 +330,7 @@ class ClusteringConfig(NotebookConfig):
         check_int("cluster_seed", self.cluster_seed, 0)
         check_positive("batch_seconds", self.batch_seconds)
         check_int("umap_sample", self.umap_sample, 5)
+        check_untrained_sample(self.untrained_sample)
         check_int("highlight_cluster", self.highlight_cluster, -1, "a cluster id or -1 (the most impure cluster)")
         check_int("n_impure", self.n_impure, 0)
 
@@ -357,7 +364,8 @@ def check_inputs(cfg: ClusteringConfig, paths: dict, *, audio: bool = True) -> l
     exist, the list be well formed and hold at least ``n_clusters`` utterances; with ``audio`` every
     listed wav must also be usable (:func:`lgl_helpers.corpus.lists.check_list`, header reads, problems as
     ``file:line``), so a bad file is refused before any embedding. ``lgl-kit doctor`` calls this with
-    ``audio=False``. Raises ValueError / FileNotFoundError naming the parameter, file or line.
+    ``audio=False``. ``untrained_sample`` must not exceed the list either. Raises ValueError /
+    FileNotFoundError naming the parameter, file or line.
     """
     run_dir = run_folder(cfg.run_name, cfg.runs_dir)
     for name in ("train_list", "train_root"):
@@ -369,6 +377,7 @@ def check_inputs(cfg: ClusteringConfig, paths: dict, *, audio: bool = True) -> l
             raise FileNotFoundError(f"{name}={getattr(cfg, name)!r}: {paths[name]} does not exist")
     entries = read_train_list(paths["train_list"])
     check_n_clusters(cfg.n_clusters, len(entries), source=str(paths["train_list"]))
+    check_untrained_sample(cfg.untrained_sample, len(entries), source=str(paths["train_list"]))
     if audio:
         check_list(paths["train_list"], paths["train_root"], "train")
     return entries
@@ -391,15 +400,20 @@ def resolve_inputs(cfg: ClusteringConfig) -> ClusteringInputs:
 
 
 def cluster_from_config(
-    cfg: ClusteringConfig, inputs: ClusteringInputs, encoder=None, out_dir: str | os.PathLike | None = None
+    cfg: ClusteringConfig,
+    inputs: ClusteringInputs,
+    encoder=None,
+    out_dir: str | os.PathLike | None = None,
+    n_clusters: int | None = None,
 ) -> ClusteringResult:
     """:func:`cluster_utterances` with the notebook's settings; ``encoder`` None = ``inputs.init_model``,
-    ``out_dir`` None = ``inputs.out_dir``. A matching clustering anywhere in the run folder is reused."""
+    ``out_dir`` None = ``inputs.out_dir``, ``n_clusters`` None = ``cfg.n_clusters``. A matching clustering
+    anywhere in the run folder is reused."""
     return cluster_utterances(
         inputs.init_model if encoder is None else encoder,
         inputs.entries,
         inputs.train_root,
-        cfg.n_clusters,
+        cfg.n_clusters if n_clusters is None else n_clusters,
         inputs.out_dir if out_dir is None else out_dir,
         n_iter=cfg.cluster_n_iter,
         seed=cfg.cluster_seed,
@@ -420,3 +434,71 @@ def untrained_encoder(checkpoint: str | os.PathLike, seed: int):
     trained = models.load_encoder(checkpoint)
     seed_everything(seed)
     return models.ECAPATDNN(trained.channels, trained.mfa_channels).eval()
+
+
+def check_untrained_sample(value, n_items: int | None = None, source: str = "") -> int:
+    """``untrained_sample``: -1 (every utterance), 0 (no comparison) or a sample of 2 to ``n_items``
+    utterances (k-means needs at least two clusters, hence two utterances)."""
+    rule = "-1 (every utterance), 0 (no untrained-encoder comparison) or a number of utterances >= 2"
+    check_int("untrained_sample", value, -1, rule)
+    check("untrained_sample", value, value != 1, rule)
+    if n_items is not None and value > n_items:
+        where = f" in {source}" if source else ""
+        raise ValueError(f"untrained_sample={value} is larger than the number of utterances N={n_items}{where}")
+    return int(value)
+
+
+def sample_n_clusters(n_clusters: int, n_sample: int, n_total: int) -> int:
+    """k for a sample of ``n_sample`` of ``n_total`` utterances: ``n_clusters`` scaled to it (rounded), at least 2."""
+    return max(2, round(n_clusters * n_sample / n_total))
+
+
+def sample_index(n_total: int, n_sample: int, seed: int) -> np.ndarray:
+    """(n_sample,) int64: distinct positions in ``[0, n_total)``, drawn with ``seed``, sorted (list order)."""
+    return np.sort(np.random.default_rng(seed).choice(n_total, size=n_sample, replace=False)).astype(np.int64)
+
+
+def compare_untrained(
+    cfg: ClusteringConfig, inputs: ClusteringInputs, result: ClusteringResult
+) -> UntrainedBaseline | None:
+    """Notebook 02's floor: :func:`untrained_encoder` (``cfg.seed``) clustered into ``out_dir/untrained``.
+
+    result: the trained encoder's clustering of every utterance (``result.emb`` (N, 192) in list order).
+    ``cfg.untrained_sample`` -1 (or N) clusters every utterance with ``cfg.n_clusters``; 0 returns None
+    and writes nothing; S < N embeds only S utterances drawn with ``cfg.seed`` (:func:`sample_index`),
+    clusters them with k = :func:`sample_n_clusters` and the same other k-means settings, and clusters
+    the trained encoder's embeddings of the same S utterances (taken from ``result``, not embedded
+    again) with the same k: NMI depends on the number of utterances and on k, so only that pair compares.
+    """
+    n_total = len(inputs.entries)
+    size = check_untrained_sample(cfg.untrained_sample, n_total)
+    if size == 0:
+        log.info("untrained-encoder comparison skipped (untrained_sample = 0)")
+        return None
+    encoder = untrained_encoder(inputs.init_model, cfg.seed)
+    out_dir = inputs.out_dir / "untrained"
+    if size in (-1, n_total):
+        untrained = cluster_from_config(cfg, inputs, encoder=encoder, out_dir=out_dir)
+        return UntrainedBaseline(np.arange(n_total), n_total, cfg.n_clusters, None, result.quality, untrained.quality)
+    index = sample_index(n_total, size, cfg.seed)
+    k = sample_n_clusters(cfg.n_clusters, size, n_total)
+    sample = dataclasses.replace(inputs, entries=[inputs.entries[i] for i in index])
+    untrained = cluster_from_config(cfg, sample, encoder=encoder, out_dir=out_dir, n_clusters=k)
+    labels, _ = kmeans_pseudo_labels(
+        result.emb[index],
+        k,
+        n_iter=cfg.cluster_n_iter,
+        seed=cfg.cluster_seed,
+        max_points_per_centroid=cfg.cluster_max_points_per_centroid,
+        use_gpu=cfg.use_gpu,
+    )
+    trained = clustering_quality(labels, sample.speakers, k)
+    log.info(
+        "on a sample of %d of %d utterances, k = %d: NMI %.4f trained, %.4f untrained",
+        size,
+        n_total,
+        k,
+        trained["nmi"],
+        untrained.quality["nmi"],
+    )
+    return UntrainedBaseline(index, n_total, k, cfg.seed, trained, untrained.quality)

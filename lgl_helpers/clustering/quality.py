@@ -1,7 +1,8 @@
 """How good pseudo labels are, measured against the true speakers (for reports only, never for training).
 
 NMI, purity and inverse purity, merged and split speakers, cluster sizes, per-cluster summaries and
-the most impure clusters; :func:`majority_agreement` tells Stage II which pseudo labels are right,
+the most impure clusters, and an untrained encoder's quality as a baseline (:class:`UntrainedBaseline`,
+written by :func:`write_quality`); :func:`majority_agreement` tells Stage II which pseudo labels are right,
 for the gate tuner's precision figures.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -152,10 +154,62 @@ def most_impure_clusters(
     return rows[:n]
 
 
-def write_quality(out_dir: str | os.PathLike, quality: dict, untrained_quality: dict | None = None) -> Path:
-    """Write ``out_dir/quality.json``: ``quality`` plus ``untrained_nmi`` / ``untrained_purity`` when given."""
+@dataclass
+class UntrainedBaseline:
+    """An untrained encoder's clustering quality next to the trained encoder's, on the same utterances and k.
+
+    index: (S,) int64, the compared utterances' sorted positions in the training list of ``n_total``
+    (S = ``n_total``: every utterance); ``n_clusters``: k of both clusterings; ``seed``: the sample's
+    seed (None for every utterance); ``trained`` / ``untrained``: :func:`clustering_quality` dicts on
+    those S utterances.
+    """
+
+    index: np.ndarray
+    n_total: int
+    n_clusters: int
+    seed: int | None
+    trained: dict
+    untrained: dict
+
+    @property
+    def on_sample(self) -> bool:
+        return self.index.size < self.n_total
+
+
+def write_quality(out_dir: str | os.PathLike, quality: dict, untrained: UntrainedBaseline | None = None) -> Path:
+    """Write ``out_dir/quality.json``: ``quality`` (the trained encoder on every utterance) plus the baseline.
+
+    ``untrained_nmi`` / ``untrained_purity``: the untrained encoder's, both null when ``untrained`` is
+    None (comparison skipped). On a sample also ``untrained_sample``: ``n_utterances`` (S), ``n_total``,
+    ``n_clusters`` (its k), ``seed``, and ``trained_nmi`` / ``trained_purity`` of the trained encoder on
+    the same S utterances with the same k, the figures the untrained ones compare with.
+    """
     record = dict(quality)
-    if untrained_quality is not None:
-        record["untrained_nmi"] = untrained_quality["nmi"]
-        record["untrained_purity"] = untrained_quality["purity"]
+    record["untrained_nmi"] = None if untrained is None else untrained.untrained["nmi"]
+    record["untrained_purity"] = None if untrained is None else untrained.untrained["purity"]
+    if untrained is not None and untrained.on_sample:
+        record["untrained_sample"] = {
+            "n_utterances": int(untrained.index.size),
+            "n_total": untrained.n_total,
+            "n_clusters": untrained.n_clusters,
+            "seed": untrained.seed,
+            "trained_nmi": untrained.trained["nmi"],
+            "trained_purity": untrained.trained["purity"],
+        }
     return write_json(Path(out_dir) / "quality.json", record)
+
+
+def describe_untrained(record: dict) -> str:
+    """The untrained-encoder baseline of a ``quality.json`` record (:func:`write_quality`) in a phrase:
+    ``untrained encoder 0.4221``, its NMI on a sample next to the trained encoder's on it, or skipped."""
+    if "untrained_nmi" not in record:
+        return "no untrained-encoder comparison recorded"
+    if record["untrained_nmi"] is None:
+        return "untrained-encoder comparison skipped"
+    sample = record.get("untrained_sample")
+    if sample is None:
+        return f"untrained encoder {record['untrained_nmi']:.4f}"
+    return (
+        f"untrained encoder {record['untrained_nmi']:.4f} against trained {sample['trained_nmi']:.4f} "
+        f"on a sample of {sample['n_utterances']} utterances, k = {sample['n_clusters']}"
+    )

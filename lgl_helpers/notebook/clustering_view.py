@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from lgl_helpers.clustering.pseudo_labels import check_labels
-from lgl_helpers.clustering.quality import MIN_MEMBERS, cluster_summary
+from lgl_helpers.clustering.quality import MIN_MEMBERS, UntrainedBaseline, cluster_summary
 from lgl_helpers.runs import atomic_write_bytes
 
 
@@ -32,6 +32,7 @@ def format_cluster_table(rows: Sequence[dict], max_speakers: int = 6) -> str:
 
 
 _QUALITY_ROWS = (
+    ("n_utterances", "utterances", "{}"),
     ("nmi", "NMI", "{:.4f}"),
     ("purity", "purity", "{:.4f}"),
     ("inverse_purity", "inverse purity", "{:.4f}"),
@@ -44,14 +45,29 @@ _QUALITY_ROWS = (
 )
 
 
-def format_quality(columns: dict[str, dict]) -> str:
-    """Plain-text table of :func:`clustering_quality` dicts side by side, e.g. ``{"Stage I": q1, "untrained": q0}``."""
+def quality_columns(quality: dict, untrained: UntrainedBaseline | None) -> dict[str, dict | None]:
+    """:func:`format_quality`'s columns for notebook 02: the trained encoder on every utterance, then the
+    untrained encoder (None: skipped); on a sample, the trained encoder on the same sample before it."""
+    if untrained is None:
+        return {"trained": quality, "untrained": None}
+    if not untrained.on_sample:
+        return {"trained": quality, "untrained": untrained.untrained}
+    return {"trained": quality, "trained, sample": untrained.trained, "untrained, sample": untrained.untrained}
+
+
+def format_quality(columns: dict[str, dict | None]) -> str:
+    """Plain-text table of :func:`clustering_quality` dicts side by side, e.g. ``{"Stage I": q1, "untrained": q0}``;
+    a None column reads "skipped"."""
     names = list(columns)
     width = max(len(label) for _, label, _ in _QUALITY_ROWS)
-    lines = [" " * width + "".join(f"  {name:>12}" for name in names)]
-    for key, label, fmt in _QUALITY_ROWS + (("cluster_size", "cluster size min/median/max", None),):
+    widths = [max(12, len(name)) for name in names]
+    lines = [" " * width + "".join(f"  {name:>{w}}" for name, w in zip(names, widths))]
+    for row, (key, label, fmt) in enumerate(_QUALITY_ROWS + (("cluster_size", "cluster size min/median/max", None),)):
         cells = []
         for name in names:
+            if columns[name] is None:
+                cells.append("skipped" if row == 0 else "")
+                continue
             value = columns[name].get(key)
             if value is None:
                 cells.append("–")
@@ -59,7 +75,7 @@ def format_quality(columns: dict[str, dict]) -> str:
                 cells.append(f"{value['min']}/{value['median']:g}/{value['max']}")
             else:
                 cells.append(fmt.format(value))
-        lines.append(f"{label:<{width}}" + "".join(f"  {cell:>12}" for cell in cells))
+        lines.append((f"{label:<{width}}" + "".join(f"  {cell:>{w}}" for cell, w in zip(cells, widths))).rstrip())
     return "\n".join(lines)
 
 
