@@ -77,22 +77,67 @@ def _require_writable(folder: Path) -> None:
         ) from None
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """While active, SIGTERM raises KeyboardInterrupt, so ``kill`` ends a run the way Ctrl-C does
-    (state recorded, kernel shut down) instead of killing the process on the spot."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be installed from the main thread
-        return
+# Seconds a signalled kernel gets to write its checkpoint and stop (a batch and one checkpoint; SLURM
+# waits KillWait, 30 s by default, or what --signal asked for) before it is shut down.
+KERNEL_GRACE_S = 25.0
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+class KernelStop:
+    """SIGTERM while a notebook runs (a scheduler ending the job, ``kill``) is forwarded to its kernel.
+
+    The kernel lives in a session of its own, so it would not see the signal, and killing the runner
+    at once would leave it training on, orphaned. Forwarded, the signal reaches the stage's handler
+    (:mod:`lgl_helpers.training.step_checkpoints`): the stage writes a mid-epoch checkpoint and stops,
+    the cell fails and papermill shuts the kernel down. A kernel still running ``grace_s`` later, a
+    second SIGTERM, or SIGTERM before any kernel started raises KeyboardInterrupt in the runner, which
+    shuts the kernel down too. ``kernel_manager_class`` is what papermill starts kernels with, so
+    that their process ids are known (``pids``).
+    """
+
+    def __init__(self, grace_s: float = KERNEL_GRACE_S):
+        from jupyter_client.manager import AsyncKernelManager
+
+        self.grace_s = grace_s
+        self.pids: list[int] = []
+        self.forwarded = False
+        self._timer: threading.Timer | None = None
+        pids = self.pids  # the class below appends to it
+
+        class TrackedKernelManager(AsyncKernelManager):
+            started_pids = pids  # every kernel it starts adds its process id here
+
+            async def start_kernel(self, **kwargs):
+                await super().start_kernel(**kwargs)
+                self.started_pids.append(self.provisioner.pid)
+
+        self.kernel_manager_class = TrackedKernelManager
+
+    def _on_sigterm(self, signum, frame) -> None:
+        if self.forwarded or not self.pids:
+            raise KeyboardInterrupt(f"signal {signum}")
+        self.forwarded = True
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):  # a kernel that has exited already
+                os.kill(pid, signal.SIGTERM)
+        # A real SIGINT to the main thread (Ctrl-C's path) interrupts the wait papermill is blocked in.
+        main = threading.main_thread().ident
+        self._timer = threading.Timer(self.grace_s, signal.pthread_kill, (main, signal.SIGINT))
+        self._timer.daemon = True
+        self._timer.start()
+
+    @contextlib.contextmanager
+    def handling_sigterm(self):
+        """While active, SIGTERM goes to the kernel (main thread only: signal handlers can be installed nowhere else)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            if self._timer is not None:
+                self._timer.cancel()
 
 
 def waiting_gate(step: PlannedNotebook) -> dict | None:
@@ -125,7 +170,8 @@ def run_pipeline(
     A notebook whose recorded parameters equal the planned ones and that finished is skipped unless
     ``force``; when one reruns, every later notebook reruns too (its inputs may have changed).
     Ctrl-C or SIGTERM during a notebook records it as "interrupted" (rerun like a failed one) and
-    re-raises KeyboardInterrupt. A notebook whose run paused for a gate (:func:`waiting_gate`) is
+    re-raises KeyboardInterrupt; SIGTERM is first forwarded to the kernel, whose training stage writes
+    a checkpoint and stops (:class:`KernelStop`). A notebook whose run paused for a gate (:func:`waiting_gate`) is
     recorded as "waiting_for_gate" with that gate's iteration and stage folder, and the later
     notebooks do not run; a rerun resumes it. An unwritable run folder raises PipelineError before any notebook runs.
     """
@@ -164,8 +210,9 @@ def run_pipeline(
         state["notebooks"][step.name] = record
         write_json(state_path, state)
         started = time.time()
+        stop = KernelStop()
         try:
-            with _sigterm_as_interrupt():
+            with stop.handling_sigterm():
                 papermill.execute_notebook(
                     str(step.source),
                     str(step.output),
@@ -178,6 +225,7 @@ def run_pipeline(
                     stderr_file=sys.stderr if log_output else None,
                     progress_bar=False,
                     extra_arguments=[f"--IPKernelApp.extra_config_file={KERNEL_CONFIG}"],
+                    kernel_manager_class=stop.kernel_manager_class,
                 )
         except KeyboardInterrupt:
             # papermill has shut the kernel down; anything but "done" reruns (and the notebook resumes) next time
@@ -185,6 +233,11 @@ def run_pipeline(
             write_json(state_path, state)
             raise
         except Exception as error:
+            if stop.forwarded:
+                # The kernel stopped on the forwarded SIGTERM (its stage checkpointed): an interruption, not a failure.
+                record.update(status="interrupted", wall_seconds=time.time() - started)
+                write_json(state_path, state)
+                raise KeyboardInterrupt("SIGTERM") from None
             message = strip_ansi(str(error))
             record.update(
                 status="failed",
@@ -207,6 +260,8 @@ def run_pipeline(
         record.update(status="done", wall_seconds=time.time() - started, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         write_json(state_path, state)
         echo(f"[{step.name}] done in {record['wall_seconds']:.1f} s")
+        if stop.forwarded:
+            raise KeyboardInterrupt("SIGTERM")  # the notebook finished as the signal came: the next one does not start
     return state
 
 

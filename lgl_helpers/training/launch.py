@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
 import subprocess
 import sys
+import threading
 from collections import deque
 from pathlib import Path
 
 from lgl_helpers import runs
+from lgl_helpers.training.step_checkpoints import TrainingStopped
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +55,21 @@ def write_launch_params(config, stage_dir: Path) -> Path:
 def stream(command: list[str]) -> int:
     """Run ``command``, printing its output line by line as it comes; returns the exit status.
 
-    Raises RuntimeError with the last lines of output when it fails.
+    SIGTERM meanwhile (a scheduler, or ``lgl-kit run`` stopping the kernel) is passed on to it:
+    torchrun hands it to every rank, which writes its mid-epoch checkpoint and stops; then this raises
+    :class:`~lgl_helpers.training.step_checkpoints.TrainingStopped`. Raises RuntimeError with the
+    last lines of output when it fails.
     """
     tail: deque[str] = deque(maxlen=TAIL_LINES)
+    signalled = []
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+
+        def forward(signum, frame) -> None:
+            signalled.append(signum)
+            proc.send_signal(signal.SIGTERM)
+
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, forward) if in_main else None
         try:
             for line in proc.stdout:
                 print(line, end="", flush=True)
@@ -64,6 +78,11 @@ def stream(command: list[str]) -> int:
             proc.terminate()
             proc.wait()
             raise
+        finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    if signalled:
+        raise TrainingStopped("SIGTERM: passed on to the torchrun ranks, which checkpoint and stop; rerun to resume")
     if proc.returncode:
         raise RuntimeError(
             f"{' '.join(command[:6])} ... exited with status {proc.returncode}; its last lines:\n" + "".join(tail)
