@@ -1,10 +1,15 @@
 """Mid-epoch checkpoints: the sampler's skip, timed checkpoints and SIGTERM in Stage I and Stage II,
 each resumed run equal to an uninterrupted one (bitwise on the CPU)."""
 
+import dataclasses
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -299,3 +304,38 @@ def test_stage2_sigterm_writes_a_mid_epoch_checkpoint_and_the_resumed_epoch_is_b
         _assert_same_tensors(final_a[part], final_b[part], part)
     assert final_a["ema_n_averaged"] == final_b["ema_n_averaged"]
     _assert_same_optimizer(final_a["optimizer"], final_b["optimizer"])
+
+
+@pytest.mark.slow
+def test_two_ranks_agree_to_stop_on_one_rank_s_sigterm_and_resume_to_the_same_weights(
+    tiny_corpus, tmp_path, stage1_model
+):
+    """Under torchrun (2 ranks, gloo) only rank 1 gets SIGTERM: both stop at the same boundary, rank 0
+    writes, and the resumed run ends with the weights of the uninterrupted one (same world size)."""
+    config = _stage2_config(tiny_corpus, tmp_path / "runs", stage1_model)
+    params = {k: v for k, v in dataclasses.asdict(config).items() if k != "run_name"}
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(params))
+    worker = Path(__file__).with_name("ddp_step_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LGL_DIST_TIMEOUT_MINUTES": "3"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run(
+        [*command, str(worker), str(tmp_path), str(config_file)], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    for result in ranks:
+        assert result["stopped"] == "SIGTERM: checkpoint written at iteration 1 T epoch 1 batch 2, rerun to resume"
+        assert result["batches_before_stop"] == 2
+    (a,), (b,) = ranks[0]["straight"], ranks[0]["resumed"]
+    assert {k: a[k] for k in STAGE2_STATS if k != "loss"} == {k: b[k] for k in STAGE2_STATS if k != "loss"}
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-12)  # the carried sums are added in another order
+    runs = tmp_path / "runs"
+    losses_a = stage2.read_epoch_losses(runs / "a" / "stage2_lgl" / a["losses"])
+    losses_b = stage2.read_epoch_losses(runs / "b" / "stage2_lgl" / b["losses"])
+    for key in ("index", "per_sample_loss", "selected"):
+        np.testing.assert_array_equal(losses_a[key], losses_b[key])
+    final_a = load_checkpoint(runs / "a" / "stage2_lgl" / a["model"])
+    final_b = load_checkpoint(runs / "b" / "stage2_lgl" / b["model"])
+    for part in ("encoder", "train_encoder", "head"):
+        _assert_same_tensors(final_a[part], final_b[part], part)

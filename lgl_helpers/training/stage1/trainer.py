@@ -358,6 +358,9 @@ def train_stage1(
 
     Returns the content of ``metrics.json`` plus ``history``, ``completed`` (False when ``max_steps``
     stopped the call; the running epoch is then not saved, as after an interruption) and ``stage_dir``.
+    Inside an epoch a mid-epoch checkpoint is written every ``checkpoint_minutes``; SIGTERM writes one
+    at the next batch and raises :class:`~lgl_helpers.training.step_checkpoints.TrainingStopped`. A
+    resumed call continues that epoch at the next batch.
     """
     if config.nproc > 1 and not distributed.launched():
         return _train_under_torchrun(config, on_epoch)

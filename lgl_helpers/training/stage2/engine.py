@@ -483,9 +483,12 @@ def run_stage2(
 
     ``on_epoch(record, state)`` is called after every epoch has been committed (``record``: that
     epoch's entry of ``state["history"]``); an exception raised there interrupts the run like a crash,
-    and the next call resumes after that epoch. Returns ``{"status": "done", **metrics.json}`` or
-    ``{"status": "paused_before_gate", "iteration": k}`` when ``pause_before_gate`` stopped before
-    phase L of iteration k (call again to continue); both with ``stage_dir`` and ``state``.
+    and the next call resumes after that epoch. SIGTERM writes a mid-epoch checkpoint at the next batch
+    (or stops after the step in progress is saved) and raises
+    :class:`~lgl_helpers.training.step_checkpoints.TrainingStopped`; the next call continues there.
+    Returns ``{"status": "done", **metrics.json}`` or ``{"status": "paused_before_gate", "iteration": k}``
+    when ``pause_before_gate`` stopped before phase L of iteration k (call again to continue); both
+    with ``stage_dir`` and ``state``.
     """
     if config.nproc > 1 and not distributed.launched():
         return _run_under_torchrun(config, on_epoch)
