@@ -170,19 +170,26 @@ def stage1_epoch(
     Returns (the mean of each of :data:`STAGE1_SUMS` over the epoch's batches, the number of the
     epoch's batches done, resumed ones included, whether the epoch was completed). ``precision``: the
     encoder's forward pass in float32 or bfloat16 autocast (:func:`lgl_helpers.core.embed.autocast_context`).
-    ``mid``: mid-epoch checkpoints (their ``partial``: ``batches`` and the ``sums`` so far).
+    ``mid``: mid-epoch checkpoints (their ``partial``: ``batches``, ``world_size`` and the ``sums`` so far
+    over ranks).
     """
     autocast = partial(autocast_context, precision, torch.device(device))
     models.train()
     resume = mid.resume if mid is not None else None
     start = resume["batches"] if resume else 0
-    sums = {key: _carried(float(resume["sums"][key])) if resume else 0.0 for key in STAGE1_SUMS}
+    # The sums add one mean per rank and batch: another world size than the checkpoint's rescales them.
+    rescale = distributed.world_size() / resume["world_size"] if resume else 1.0
+    sums = {key: _carried(float(resume["sums"][key]) * rescale) if resume else 0.0 for key in STAGE1_SUMS}
     n_batches = start
     completed = True
     tic = time.perf_counter()
 
     def running() -> dict:
-        return {"batches": n_batches, "sums": {key: distributed.all_reduce_sum(value) for key, value in sums.items()}}
+        return {
+            "batches": n_batches,
+            "world_size": distributed.world_size(),
+            "sums": {key: distributed.all_reduce_sum(value) for key, value in sums.items()},
+        }
 
     bar = runs.progress(_batches(loader, mid), desc=desc, total=len(loader), unit="batch", leave=False)
     for batch in bar:
