@@ -10,6 +10,7 @@ from lgl_helpers.core.metrics import (
     compute_eer,
     compute_min_dcf,
     det_points,
+    eer_and_min_dcf,
     match_trials,
     read_trial_scores,
     write_trial_scores,
@@ -120,3 +121,25 @@ def test_match_trials_ignores_order_but_not_multiplicity():
     relabelled = [Trial(0, TRIALS[0].path_a, TRIALS[0].path_b), *TRIALS[1:]]
     swapped = [Trial(1, TRIALS[0].path_b, TRIALS[0].path_a), *TRIALS[1:]]
     assert match_trials(TRIALS, relabelled) is None and match_trials(TRIALS, swapped) is None
+
+
+def test_det_points_equal_scikit_learn_roc_bit_for_bit():
+    from sklearn.metrics import roc_curve
+
+    rng = np.random.default_rng(3)
+    labels = (rng.random(20_000) < 0.3).astype(np.int64)
+    for scores in (np.round(rng.normal(size=labels.size) + labels, 2), rng.normal(size=labels.size)):  # ties, none
+        fpr, tpr, thresholds = roc_curve(labels, scores, pos_label=1)
+        points = det_points(scores, labels)
+        assert np.array_equal(points["fpr"], fpr) and np.array_equal(points["fnr"], 1.0 - tpr)
+        assert np.array_equal(points["thresholds"], thresholds)
+
+
+def test_eer_and_min_dcf_share_one_sort(reference_scores):
+    arrays, expected = reference_scores
+    scores, labels = arrays["vox1o_size_scores"], arrays["vox1o_size_labels"]
+    eer, (dcf_05, dcf_01) = eer_and_min_dcf(scores, labels)
+    assert eer == compute_eer(scores, labels)
+    assert dcf_05 == compute_min_dcf(scores, labels) and dcf_01 == compute_min_dcf(scores, labels, p_target=0.01)
+    with pytest.raises(ValueError, match="p_target"):
+        eer_and_min_dcf(scores, labels, p_targets=(0.05, 1.0))

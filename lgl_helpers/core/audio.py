@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,10 @@ def wav_info(path: str | os.PathLike) -> WavInfo:
 
 def check_wav(path: str | os.PathLike, min_seconds: float = MIN_SECONDS) -> WavInfo:
     """Return the header of ``path`` or raise :class:`AudioError` if it is not usable by the kit."""
-    info = wav_info(path)
+    return _checked(path, wav_info(path), min_seconds)
+
+
+def _checked(path, info: WavInfo, min_seconds: float) -> WavInfo:
     if info.sample_rate != SAMPLE_RATE:
         raise AudioError(f"{path}: sample rate is {info.sample_rate} Hz, expected {SAMPLE_RATE} Hz")
     if info.channels != 1:
@@ -62,17 +66,32 @@ def read_wav(path: str | os.PathLike, start: int = 0, frames: int = -1, check: b
     Returns: (T,) float32 in [-1, 1]. With ``check`` the file must be 16 kHz mono and at least
     ``MIN_SECONDS`` long; partial reads only decode the requested range (long noise files).
     """
-    if check:
-        check_wav(path)
+    return read_wav_part(path, lambda info: (start, frames), check)[0]
+
+
+def read_wav_part(
+    path: str | os.PathLike, part: Callable[[WavInfo], tuple[int, int]], check: bool = True
+) -> tuple[np.ndarray, WavInfo]:
+    """Open the file once, let ``part(header)`` choose ``(start, frames)`` (frames -1: to the end), read only that.
+
+    Returns ((T,) float32 in [-1, 1], the header). A random crop thus needs one open instead of a
+    header read plus a data read. ``check`` as in :func:`read_wav`; the file must be 16 kHz mono either way.
+    """
     try:
-        wave, sample_rate = soundfile.read(str(path), start=start, frames=frames, dtype="float32", always_2d=False)
-    except Exception as error:
-        raise AudioError(f"{path}: cannot decode audio ({error})") from error
-    if wave.ndim != 1:
-        raise AudioError(f"{path}: has {wave.shape[1]} channels, expected mono")
-    if sample_rate != SAMPLE_RATE:
-        raise AudioError(f"{path}: sample rate is {sample_rate} Hz, expected {SAMPLE_RATE} Hz")
-    return wave
+        handle = soundfile.SoundFile(str(path))
+    except Exception as error:  # soundfile raises several types for missing/corrupt files
+        raise AudioError(f"{path}: cannot read wav header ({error})") from error
+    with handle:
+        info = WavInfo(frames=int(handle.frames), sample_rate=int(handle.samplerate), channels=int(handle.channels))
+        _checked(path, info, MIN_SECONDS if check else 0.0)
+        start, frames = part(info)
+        try:
+            if start:
+                handle.seek(start)
+            wave = handle.read(frames, dtype="float32", always_2d=False)
+        except Exception as error:
+            raise AudioError(f"{path}: cannot decode audio ({error})") from error
+    return wave, info
 
 
 def write_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:

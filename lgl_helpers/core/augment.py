@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lgl_helpers.core.audio import SAMPLE_RATE, AudioError, read_wav, wav_info
+from lgl_helpers.core.audio import SAMPLE_RATE, AudioError, WavInfo, read_wav, read_wav_part
 
 log = logging.getLogger(__name__)
 
@@ -312,14 +312,18 @@ def read_segment(path: str | os.PathLike, length: int, rng: np.random.Generator)
 
     A file shorter than ``length`` is wrap-padded from a random phase, so any length works.
     """
-    frames = wav_info(path).frames
-    if frames < 1:
-        raise AudioError(f"{path}: has no samples")
-    if frames >= length:
-        start = int(rng.integers(0, frames - length + 1))
-        return read_wav(path, start=start, frames=length, check=False)
-    wave = read_wav(path, check=False)
-    return wave[(int(rng.integers(0, frames)) + np.arange(length)) % frames]
+
+    def part(info: WavInfo) -> tuple[int, int]:
+        if info.frames < 1:
+            raise AudioError(f"{path}: has no samples")
+        if info.frames >= length:
+            return int(rng.integers(0, info.frames - length + 1)), length
+        return 0, -1
+
+    wave, info = read_wav_part(path, part, check=False)
+    if info.frames >= length:
+        return wave
+    return wave[(int(rng.integers(0, info.frames)) + np.arange(length)) % info.frames]
 
 
 @dataclass(frozen=True)

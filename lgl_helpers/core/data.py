@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lgl_helpers.core import distributed
-from lgl_helpers.core.audio import SAMPLE_RATE, check_wav, read_wav
+from lgl_helpers.core.audio import SAMPLE_RATE, WavInfo, read_wav_part
 from lgl_helpers.core.augment import (
     STAGE1_POLICY,
     STAGE2_POLICY,
@@ -69,10 +69,14 @@ def _wrapped(wave: np.ndarray, length: int, rng: np.random.Generator) -> np.ndar
 
 def random_crop(path: str | os.PathLike, length: int, rng: np.random.Generator) -> np.ndarray:
     """One random ``length``-sample crop, reading only that part; short files are wrap-padded. Returns (length,) float32."""
-    frames = check_wav(path).frames
-    if frames >= length:
-        return read_wav(path, start=int(rng.integers(0, frames - length + 1)), frames=length, check=False)
-    return _wrapped(read_wav(path, check=False), length, rng)
+
+    def part(info: WavInfo) -> tuple[int, int]:
+        if info.frames >= length:
+            return int(rng.integers(0, info.frames - length + 1)), length
+        return 0, -1
+
+    wave, info = read_wav_part(path, part)
+    return wave if info.frames >= length else _wrapped(wave, length, rng)
 
 
 def two_crops(path: str | os.PathLike, length: int, rng: np.random.Generator) -> np.ndarray:
@@ -81,14 +85,20 @@ def two_crops(path: str | os.PathLike, length: int, rng: np.random.Generator) ->
     With at least ``2·length`` samples the crops are disjoint parts of the file (only their span is
     read); a shorter file is wrap-padded to ``2·length`` first, so both crops repeat its content.
     """
-    frames = check_wav(path).frames
-    if frames >= 2 * length:
-        first, second = np.sort(rng.integers(0, frames - 2 * length + 1, size=2))
-        second += length
-        span = read_wav(path, start=int(first), frames=int(second - first) + length, check=False)
-        crops = np.stack([span[:length], span[second - first :]])
+    starts = []
+
+    def part(info: WavInfo) -> tuple[int, int]:
+        if info.frames < 2 * length:
+            return 0, -1
+        first, second = np.sort(rng.integers(0, info.frames - 2 * length + 1, size=2))
+        starts.extend([int(first), int(second) + length])
+        return starts[0], starts[1] - starts[0] + length
+
+    wave, _ = read_wav_part(path, part)
+    if starts:
+        crops = np.stack([wave[:length], wave[starts[1] - starts[0] :]])
     else:
-        crops = _wrapped(read_wav(path, check=False), 2 * length, rng).reshape(2, length)
+        crops = _wrapped(wave, 2 * length, rng).reshape(2, length)
     if rng.random() < 0.5:  # the anchor is the later segment half of the time
         crops = crops[::-1]
     return np.ascontiguousarray(crops, dtype=np.float32)
@@ -169,6 +179,11 @@ def check_train_files(entries: Sequence[TrainEntry], root: str | os.PathLike, li
 # ----------------------------------------------------------------------------------------------
 
 
+def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """torch.stack of CPU tensors by numpy: a plain copy, without the OpenMP region that stalls on busy cores."""
+    return torch.from_numpy(np.stack([t.numpy() for t in tensors]))
+
+
 def _item_rng(key, seed: int) -> tuple[int, np.random.Generator]:
     """``key`` is an index or the (index, seed, epoch) tuple of :class:`EpochSampler`."""
     if isinstance(key, tuple):
@@ -241,7 +256,7 @@ class Stage1Dataset(Dataset):
     @staticmethod
     def collate(items: Sequence[dict]) -> dict:
         return {
-            "crops": torch.stack([item["crops"] for item in items]),
+            "crops": _stack([item["crops"] for item in items]),
             "recipe_a": collate_recipes([item["recipe_a"] for item in items]),
             "recipe_s": collate_recipes([item["recipe_s"] for item in items]),
             "recipe_b": collate_recipes([item["recipe_b"] for item in items]),
@@ -294,7 +309,7 @@ class Stage2Dataset(Stage1Dataset):
     @staticmethod
     def collate(items: Sequence[dict]) -> dict:
         return {
-            "crops": torch.stack([item["crop"] for item in items]),
+            "crops": _stack([item["crop"] for item in items]),
             "labels": torch.tensor([item["label"] for item in items], dtype=torch.int64),
             "recipe": collate_recipes([item["recipe"] for item in items]),
             "index": torch.tensor([item["index"] for item in items], dtype=torch.int64),

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from lgl_helpers.core import distributed
 from lgl_helpers.core.audio import SAMPLE_RATE, check_wav, read_wav
-from lgl_helpers.core.metrics import compute_eer, compute_min_dcf
+from lgl_helpers.core.metrics import eer_and_min_dcf
 from lgl_helpers.core.models import EMB_DIM
 from lgl_helpers.corpus.lists import Trial
 from lgl_helpers.runs import get_device, progress
@@ -287,10 +287,11 @@ def evaluate_trials(
     index_b = np.array([index[t.path_b] for t in trials])
     scores = cosine_scores(emb, index_a, index_b)
     labels = np.array([int(t.label) for t in trials], dtype=np.int64)
+    eer, (min_dcf, min_dcf_01) = eer_and_min_dcf(scores, labels, p_targets=(0.05, 0.01))
     result = {
-        "eer": compute_eer(scores, labels),
-        "min_dcf": compute_min_dcf(scores, labels, p_target=0.05),
-        "min_dcf_0.01": compute_min_dcf(scores, labels, p_target=0.01),
+        "eer": eer,
+        "min_dcf": min_dcf,
+        "min_dcf_0.01": min_dcf_01,
         "n_trials": len(trials),
         "n_files": len(files),
         "scores": scores,

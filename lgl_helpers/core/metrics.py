@@ -1,9 +1,11 @@
 """Speaker-verification metrics: EER and minDCF of cosine trial scores (docs/method.md, "Evaluation").
 
 Both equal the reference implementation's numbers, ties included: the EER is read from scikit-learn's
-ROC at the point where |FNR - FPR| is smallest (the larger of the two, in percent); the minDCF walks
-the scores sorted ascending (stably, so tied trials keep their list order) with one threshold per
-trial, as the reference's Kaldi-style loop does, but vectorised.
+ROC (rebuilt here in numpy, bit for bit, without its input checks and their extra sorts) at the point
+where |FNR - FPR| is smallest (the larger of the two, in percent); the minDCF walks the scores sorted
+ascending (stably, so tied trials keep their list order) with one threshold per trial, as the
+reference's Kaldi-style loop does, but vectorised. Both measures can share that one sort
+(:func:`eer_and_min_dcf`).
 
 A stage keeps the scores of its final test evaluation in ``test_scores.txt`` (:func:`write_trial_scores`),
 one trial a line ``<score> <label> <path A> <path B>`` in the trial list's order, so that intervals
@@ -18,7 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_curve
 
 from lgl_helpers.corpus.lists.formats import ListFormatError, Trial, numbered_fields
 from lgl_helpers.runs import atomic_write_text
@@ -58,19 +59,60 @@ def _check(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     return scores, check_labels(labels)
 
 
+def _ascending(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores sorted ascending, stably (tied trials keep their list order), with their labels. (N,), (N,)."""
+    order = np.argsort(scores, kind="stable")
+    return scores[order], labels[order]
+
+
+def _roc(sorted_scores: np.ndarray, sorted_labels: np.ndarray) -> dict[str, np.ndarray]:
+    """scikit-learn's ``roc_curve`` (``drop_intermediate=True``) from ascending-sorted inputs, bit for bit.
+
+    Read from the highest score down: one point per distinct score (the end of each tie group, so the
+    order inside a group does not matter), collinear points dropped, (0, 0) at threshold +inf first.
+    """
+    scores = sorted_scores[::-1]
+    last = np.append(np.flatnonzero(np.diff(scores)), scores.size - 1)
+    tps = np.cumsum(sorted_labels[::-1], dtype=np.float64)[last]
+    fps = 1 + last.astype(np.float64) - tps
+    thresholds = scores[last]
+    if fps.shape[0] > 2:
+        keep = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
+        fps, tps, thresholds = fps[keep], tps[keep], thresholds[keep]
+    tps = np.r_[0.0, tps]
+    fps = np.r_[0.0, fps]
+    return {"fpr": fps / fps[-1], "fnr": 1.0 - tps / tps[-1], "thresholds": np.r_[np.inf, thresholds]}
+
+
+def _eer(points: dict[str, np.ndarray]) -> float:
+    fpr, fnr = points["fpr"], points["fnr"]
+    index = np.nanargmin(np.abs(fnr - fpr))
+    return float(max(fpr[index], fnr[index]) * 100)
+
+
+def _check_costs(p_target: float) -> None:
+    if not 0.0 < p_target < 1.0:
+        raise ValueError(f"p_target={p_target} must lie strictly between 0 and 1")
+
+
+def _min_dcf(sorted_labels: np.ndarray, p_target: float, c_miss: float, c_fa: float) -> float:
+    n_target = int(sorted_labels.sum())
+    n_nontarget = sorted_labels.size - n_target
+    fnrs = np.cumsum(sorted_labels) / float(n_target)
+    fprs = 1 - np.cumsum(1 - sorted_labels) / float(n_nontarget)
+    c_det = c_miss * fnrs * p_target + c_fa * fprs * (1 - p_target)
+    c_def = min(c_miss * p_target, c_fa * (1 - p_target))
+    return float(np.min(c_det) / c_def)
+
+
 def det_points(scores, labels) -> dict[str, np.ndarray]:
     """ROC/DET operating points. scores, labels: (N,) → dict ``fpr``, ``fnr``, ``thresholds`` (M,), descending."""
-    scores, labels = _check(scores, labels)
-    fpr, tpr, thresholds = roc_curve(labels, scores, pos_label=1)
-    return {"fpr": fpr, "fnr": 1.0 - tpr, "thresholds": thresholds}
+    return _roc(*_ascending(*_check(scores, labels)))
 
 
 def compute_eer(scores, labels) -> float:
     """Equal error rate in percent. scores: (N,) higher = same speaker; labels: (N,) 1 = target trial."""
-    points = det_points(scores, labels)
-    fpr, fnr = points["fpr"], points["fnr"]
-    index = np.nanargmin(np.abs(fnr - fpr))
-    return float(max(fpr[index], fnr[index]) * 100)
+    return _eer(det_points(scores, labels))
 
 
 def compute_min_dcf(scores, labels, p_target: float = 0.05, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
@@ -79,17 +121,20 @@ def compute_min_dcf(scores, labels, p_target: float = 0.05, c_miss: float = 1.0,
     Cost at each sorted score s: ``c_miss·P_miss(≤ s)·p_target + c_fa·P_fa(> s)·(1 - p_target)``, minimum
     over all scores, divided by ``min(c_miss·p_target, c_fa·(1 - p_target))``.
     """
-    if not 0.0 < p_target < 1.0:
-        raise ValueError(f"p_target={p_target} must lie strictly between 0 and 1")
-    scores, labels = _check(scores, labels)
-    sorted_labels = labels[np.argsort(scores, kind="stable")]
-    n_target = int(labels.sum())
-    n_nontarget = labels.size - n_target
-    fnrs = np.cumsum(sorted_labels) / float(n_target)
-    fprs = 1 - np.cumsum(1 - sorted_labels) / float(n_nontarget)
-    c_det = c_miss * fnrs * p_target + c_fa * fprs * (1 - p_target)
-    c_def = min(c_miss * p_target, c_fa * (1 - p_target))
-    return float(np.min(c_det) / c_def)
+    _check_costs(p_target)
+    _, sorted_labels = _ascending(*_check(scores, labels))
+    return _min_dcf(sorted_labels, p_target, c_miss, c_fa)
+
+
+def eer_and_min_dcf(scores, labels, p_targets: Sequence[float] = (0.05, 0.01)) -> tuple[float, list[float]]:
+    """:func:`compute_eer` and :func:`compute_min_dcf` (c_miss = c_fa = 1) per ``p_targets``, from one sort.
+
+    scores, labels: (N,). Returns (EER in percent, [minDCF per p_target]), equal to the separate calls.
+    """
+    for p_target in p_targets:
+        _check_costs(p_target)
+    sorted_scores, sorted_labels = _ascending(*_check(scores, labels))
+    return _eer(_roc(sorted_scores, sorted_labels)), [_min_dcf(sorted_labels, p, 1.0, 1.0) for p in p_targets]
 
 
 # ----------------------------------------------------------------------------------------------
