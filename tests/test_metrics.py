@@ -13,6 +13,7 @@ from lgl_helpers.core.metrics import (
     eer_and_min_dcf,
     match_trials,
     read_trial_scores,
+    stable_argsort,
     write_trial_scores,
 )
 from lgl_helpers.corpus.lists import ListFormatError, Trial
@@ -143,3 +144,13 @@ def test_eer_and_min_dcf_share_one_sort(reference_scores):
     assert dcf_05 == compute_min_dcf(scores, labels) and dcf_01 == compute_min_dcf(scores, labels, p_target=0.01)
     with pytest.raises(ValueError, match="p_target"):
         eer_and_min_dcf(scores, labels, p_targets=(0.05, 1.0))
+
+
+@pytest.mark.parametrize("decimals", [None, 6, 3])  # no ties, some, most
+def test_stable_argsort_equals_numpy_stable_sort(decimals):
+    x = np.random.default_rng(4).normal(size=50_000)
+    if decimals is not None:
+        x = np.round(x, decimals)
+    assert np.array_equal(stable_argsort(x), np.argsort(x, kind="stable"))
+    signed_zeros = np.array([0.0, -0.0, 1.0, 0.0, -0.0, -1.0])
+    assert np.array_equal(stable_argsort(signed_zeros), np.argsort(signed_zeros, kind="stable"))

@@ -59,9 +59,27 @@ def _check(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     return scores, check_labels(labels)
 
 
+def stable_argsort(x: np.ndarray) -> np.ndarray:
+    """``np.argsort(x, kind="stable")`` of a 1-D array, 2-3x faster when few values are tied.
+
+    The unstable (SIMD) sort orders the values; only the tied ones are then put back in index order.
+    With many ties (over 1 in 8 values) the stable sort itself is quicker.
+    """
+    order = np.argsort(x)
+    sorted_x = x[order]
+    tied = np.flatnonzero(sorted_x[1:] == sorted_x[:-1])
+    if tied.size > x.size // 8:
+        return np.argsort(x, kind="stable")
+    if tied.size:
+        members = np.union1d(tied, tied + 1)  # every position of every tie group
+        group = order[members]
+        order[members] = group[np.lexsort((group, sorted_x[members]))]
+    return order
+
+
 def _ascending(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Scores sorted ascending, stably (tied trials keep their list order), with their labels. (N,), (N,)."""
-    order = np.argsort(scores, kind="stable")
+    order = stable_argsort(scores)
     return scores[order], labels[order]
 
 
