@@ -47,13 +47,18 @@ def _alone(model, path, max_samples=None):
 
 
 def test_batched_equals_one_by_one(model, wav_files):
-    batched = embed_files(model, wav_files, device="cpu", batch_seconds=60.0, show_progress=False)
-    single = embed_files(model, wav_files, device="cpu", batch_seconds=0.1, show_progress=False)
+    threads = torch.get_num_threads()
+    batched = embed_files(model, wav_files, device="cpu", batch_seconds=60.0, show_progress=False, cpu_streams=0)
+    single = embed_files(model, wav_files, device="cpu", batch_seconds=0.1, show_progress=False, cpu_streams=0)
     direct = np.stack([_alone(model, path) for path in wav_files])
     assert batched.shape == (len(wav_files), 192) and batched.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(batched, direct, atol=1e-4)
     np.testing.assert_allclose(single, direct, atol=1e-5)
+    for streams in (1, 3):  # the CPU's default: one file at a time per stream
+        emb = embed_files(model, wav_files, device="cpu", show_progress=False, cpu_streams=streams)
+        np.testing.assert_allclose(emb, direct, atol=1e-5)
+    assert torch.get_num_threads() == threads
 
 
 def test_max_seconds_crops_from_the_start(model, wav_files):

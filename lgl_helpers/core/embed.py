@@ -5,7 +5,10 @@ stays within a budget of samples; the encoder's masked pass gives every file the
 alone, so batching changes speed, not results. Padded lengths are rounded up to whole
 ``PAD_QUANTUM`` samples so that batch shapes repeat: cuDNN / cuFFT / oneDNN then reuse their plans
 instead of building new ones for every batch. Audio of the next batches is read by worker threads
-while the current one runs. Clustering (Stage II) uses the same embedder.
+while the current one runs. On a CPU, where a batch computes no faster per file than one file does
+and its padding is wasted work, files are instead embedded one at a time at their exact length, in
+as many parallel streams as torch has threads, each stream on one thread (small convolutions scale
+poorly over threads, independent files scale well). Clustering (Stage II) uses the same embedder.
 """
 
 from __future__ import annotations
@@ -122,6 +125,7 @@ def embed_files(
     lengths: Sequence[int] | None = None,
     show_progress: bool = True,
     precision: str = "fp32",
+    cpu_streams: int | None = None,
 ) -> np.ndarray:
     """Embed each file at full length (or its first ``max_seconds``).
 
@@ -134,7 +138,11 @@ def embed_files(
     The model runs in eval mode, with full float32 convolutions on CUDA (no TF32) unless
     ``precision="bf16"``, and gets its training flag and device back afterwards. In a distributed run
     each rank embeds a share of the files (similar total duration) and every rank gets all rows.
+    ``cpu_streams``: on a CPU, how many files are embedded at once, one thread each (None: torch's
+    thread count; 0: length-bucketed batches as on a GPU).
     """
+    if cpu_streams is not None and cpu_streams < 0:
+        raise ValueError(f"cpu_streams={cpu_streams} must be >= 0 or None")
     if batch_seconds <= 0:
         raise ValueError(f"batch_seconds={batch_seconds} must be positive")
     if max_seconds is not None and max_seconds <= 0:
@@ -153,8 +161,14 @@ def embed_files(
     lengths = [int(n) for n in lengths]
     target = _resolve_device(device)
     budget = int(batch_seconds * SAMPLE_RATE)
+    if target.type == "cpu":
+        streams = torch.get_num_threads() if cpu_streams is None else cpu_streams
+        if streams:
+            budget = 0  # one file per batch, ``streams`` batches at a time
+    else:
+        streams = 0
     if not distributed.active():
-        return _embed_here(model, paths, lengths, crop, budget, target, show_progress, precision)
+        return _embed_here(model, paths, lengths, crop, budget, target, show_progress, precision, streams)
     # Dealing the files out in length order gives every rank about the same amount of audio.
     by_length = np.argsort(lengths, kind="stable")
     mine = by_length[distributed.shard(len(paths))]
@@ -167,6 +181,7 @@ def embed_files(
         target,
         show_progress and distributed.is_main(),
         precision,
+        streams,
     )
     emb = np.empty((len(paths), part.shape[1]), dtype=np.float32)
     emb[by_length] = distributed.gather_shards(part, len(paths))
@@ -182,12 +197,15 @@ def _embed_here(
     target: torch.device,
     show_progress: bool,
     precision: str,
+    streams: int,
 ) -> np.ndarray:
-    """This process's part of :func:`embed_files`: emb (len(paths), 192), rows in ``paths`` order."""
+    """This process's part of :func:`embed_files`: emb (len(paths), 192), rows in ``paths`` order.
+
+    ``budget`` 0: one file per batch; ``streams`` > 0: that many batches at once, one thread each (CPU).
+    """
     if not paths:
         return np.zeros((0, EMB_DIM), dtype=np.float32)
-    emb = None
-    batches = length_batches(lengths, budget)
+    batches = length_batches(lengths, budget) if budget else [np.array([i]) for i in np.argsort(lengths)[::-1]]
     first_param = next(model.parameters())
     home, was_training = first_param.device, model.training
     model.to(target).eval()
@@ -203,31 +221,47 @@ def _embed_here(
             off.append(i)
         return wave
 
+    emb = np.zeros((len(paths), EMB_DIM), dtype=np.float32)
+
+    def run(batch: np.ndarray, waves: list[np.ndarray]) -> None:
+        # A lone item keeps its exact length (the reference's pass); a batch is padded and masked.
+        width = len(waves[0]) if len(waves) == 1 else padded_length(max(len(w) for w in waves))
+        padded = np.zeros((len(waves), width), dtype=np.float32)
+        for row, wave in enumerate(waves):
+            padded[row, : len(wave)] = wave
+        wave_t = torch.from_numpy(padded).to(target)
+        if len(waves) == 1:
+            out = model(wave_t)
+        else:
+            out = model(wave_t, torch.tensor([len(w) for w in waves], device=target))
+        emb[batch] = F.normalize(out.float(), dim=1).cpu().numpy()
+
+    def stream(batch: np.ndarray) -> int:
+        # Grad mode, autocast and the thread count are per thread: every stream sets its own.
+        torch.set_num_threads(1)
+        with torch.inference_mode(), autocast_context(precision, target):
+            run(batch, [read(i) for i in batch])
+        return len(batch)
+
+    threads = torch.get_num_threads()
     try:
-        with (
-            torch.inference_mode(),
-            _float32_convolutions() if precision == "fp32" else contextlib.nullcontext(),
-            autocast_context(precision, target),
-            progress(**bar_kwargs) as bar,
-            ThreadPoolExecutor(READ_THREADS) as pool,
-        ):
-            for batch, waves in _read_ahead(pool, batches, read):
-                # A lone item keeps its exact length (the reference's pass); a batch is padded and masked.
-                width = len(waves[0]) if len(waves) == 1 else padded_length(max(len(w) for w in waves))
-                padded = np.zeros((len(waves), width), dtype=np.float32)
-                for row, wave in enumerate(waves):
-                    padded[row, : len(wave)] = wave
-                wave_t = torch.from_numpy(padded).to(target)
-                if len(waves) == 1:
-                    out = model(wave_t)
-                else:
-                    out = model(wave_t, torch.tensor([len(w) for w in waves], device=target))
-                out = F.normalize(out.float(), dim=1).cpu().numpy()
-                if emb is None:
-                    emb = np.zeros((len(paths), out.shape[1]), dtype=np.float32)
-                emb[batch] = out
-                bar.update(len(batch))
+        with progress(**bar_kwargs) as bar:
+            if streams:
+                with ThreadPoolExecutor(streams) as pool:
+                    for done in pool.map(stream, batches):
+                        bar.update(done)
+            else:
+                with (
+                    torch.inference_mode(),
+                    _float32_convolutions() if precision == "fp32" else contextlib.nullcontext(),
+                    autocast_context(precision, target),
+                    ThreadPoolExecutor(READ_THREADS) as pool,
+                ):
+                    for batch, waves in _read_ahead(pool, batches, read):
+                        run(batch, waves)
+                        bar.update(len(batch))
     finally:
+        torch.set_num_threads(threads)
         model.to(home).train(was_training)
     if off:
         first = min(off)
