@@ -1,5 +1,9 @@
 """Crops (non-overlap, wrap-padding), crop-length checks, Stage I/II datasets and the seeded loader."""
 
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -83,6 +87,20 @@ def test_dataset_checks_files_before_training(tiny_corpus):
         Stage1Dataset(broken, tiny_corpus / "train", frames=50)
     with pytest.raises(CropError, match="longer than every file"):
         Stage1Dataset(entries, tiny_corpus / "train", frames=300)
+
+
+def test_loader_workers_outlive_a_sigterm(tiny_corpus):
+    """A scheduler's SIGTERM reaches the workers too; they ignore it, so the training process gets its next
+    batches and can checkpoint and stop as it decides (a worker killed by it would crash the step)."""
+    entries = read_train_list(tiny_corpus / "lists" / "train_list.txt")
+    dataset = Stage1Dataset(entries, tiny_corpus / "train", frames=40, sources=None, seed=3)
+    loader = make_loader(dataset, batch_size=8, workers=1, seed=3, device="cpu")
+    batches = iter(loader)
+    next(batches)
+    worker = batches._workers[0]  # the process a scheduler's SIGTERM would also reach
+    os.kill(worker.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    assert worker.is_alive() and len(list(batches)) == len(loader) - 1
 
 
 def test_stage1_batches_views_and_worker_independence(tiny_corpus):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -407,6 +408,10 @@ class EpochSampler(Sampler):
 
 
 def _seed_worker(seed: int, worker_id: int) -> None:
+    # A scheduler's SIGTERM reaches every process of the job: a worker that died of it would crash the
+    # training process before it writes its checkpoint. The training process decides when to stop, and
+    # shuts its workers down itself (they also exit when it is gone).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Items draw from their own generators; this covers any library that uses the global ones.
     worker_seed = (int(seed) * 1_000_003 + worker_id) % 2**32
     random.seed(worker_seed)
