@@ -52,7 +52,9 @@ def test_notebook00_sets_up_the_toy_corpus(tiny_corpus, tiny_config, tmp_path):
     assert summary["built_train_list"] is False
 
     data = json.loads((run_dir / "data.json").read_text())
-    assert list(data) == list(runs.DATA_KEYS)
+    assert list(data) == [*runs.DATA_KEYS, runs.EVAL_TRIALS_KEY]
+    lists = run_dir / "lists"
+    assert data[runs.EVAL_TRIALS_KEY] == {"toy-O": str(lists / "trials.txt"), "toy-H": str(lists / "trials_hard.txt")}
     assert data["train_root"] == str(tiny_corpus / "train")
     assert data["train_list"] == str(run_dir / "lists" / "train_list.txt")
     assert data["val_trials"] == data["trials"] == str(run_dir / "lists" / "trials.txt")
