@@ -27,6 +27,7 @@ import urllib.request
 import numpy as np
 import pytest
 import torch
+from corpus_params import tiny_data_params
 
 from lgl_helpers.core.models import ECAPATDNN, save_encoder
 from lgl_helpers.corpus.lists import read_train_list
@@ -65,11 +66,7 @@ def paused_run(tiny_corpus, tmp_path_factory):
         run_name="browser",
         runs_dir=str(root / "runs"),
         init_model=str(root / "stage1.model"),
-        train_list=str(tiny_corpus / "lists" / "train_list.txt"),
-        train_root=str(tiny_corpus / "train"),
-        test_root=str(tiny_corpus / "test"),
-        trials=str(tiny_corpus / "lists" / "trials.txt"),
-        augment=False,
+        **tiny_data_params(tiny_corpus, augment=False),
         n_clusters=len({e.speaker for e in entries}),
         cluster_n_iter=5,
         frames=40,

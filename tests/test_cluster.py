@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from corpus_params import tiny_data_params
 from matplotlib.figure import Figure
 from sklearn.metrics import normalized_mutual_info_score
 
@@ -466,12 +467,7 @@ def test_stage1_encoder_gives_clearly_better_pseudo_labels_than_an_untrained_one
     config = Stage1Config(
         run_name="nmi",
         runs_dir=str(tmp_path),
-        train_list=str(tiny_corpus / "lists" / "train_list.txt"),
-        train_root=str(tiny_corpus / "train"),
-        test_root=str(tiny_corpus / "test"),
-        trials=str(tiny_corpus / "lists" / "trials.txt"),
-        musan_root=str(tiny_corpus / "musan_split"),
-        rir_root=str(tiny_corpus / "rirs"),
+        **tiny_data_params(tiny_corpus),
         channels=STAGE1_CHANNELS,
         frames=STAGE1_FRAMES,
         batch_size=STAGE1_BATCH,

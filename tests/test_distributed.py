@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from corpus_params import tiny_data_params
 
 from lgl_helpers.core.data import EpochSampler
 from lgl_helpers.core.losses import ContrastiveLoss
@@ -104,12 +105,7 @@ def _stage1_config(corpus: Path, runs_dir: Path, run_name: str, **overrides) -> 
     params = dict(
         run_name=run_name,
         runs_dir=str(runs_dir),
-        train_list=str(corpus / "lists" / "train_list.txt"),
-        train_root=str(corpus / "train"),
-        test_root=str(corpus / "test"),
-        trials=str(corpus / "lists" / "trials.txt"),
-        musan_root=str(corpus / "musan_split"),
-        rir_root=str(corpus / "rirs"),
+        **tiny_data_params(corpus),
         channels=16,
         mfa_channels=64,
         frames=30,

@@ -56,9 +56,12 @@ def test_sigterm_is_forwarded_to_the_kernel_and_the_notebook_is_recorded_interru
     assert signal.getsignal(signal.SIGTERM) is previous
 
 
-def test_a_kernel_that_does_not_stop_is_shut_down_after_the_grace_time():
+# "ignored": how a job started with `&` by a non-interactive shell (a batch script) inherits SIGINT.
+@pytest.mark.parametrize("sigint", [signal.default_int_handler, signal.SIG_IGN], ids=["default", "ignored"])
+def test_a_kernel_that_does_not_stop_is_shut_down_after_the_grace_time(sigint):
     child = _child("signal.SIG_IGN")
     stop = pipeline.KernelStop(grace_s=0.5)
+    previous_int = signal.signal(signal.SIGINT, sigint)
     try:
         tic = time.perf_counter()
         with pytest.raises(KeyboardInterrupt), stop.handling_sigterm():
@@ -67,7 +70,9 @@ def test_a_kernel_that_does_not_stop_is_shut_down_after_the_grace_time():
             time.sleep(20)  # the grace timer interrupts this
         assert stop.forwarded and time.perf_counter() - tic < 10
         assert child.poll() is None, "the kernel ignored SIGTERM; papermill's shutdown is what ends it"
+        assert signal.getsignal(signal.SIGINT) is sigint
     finally:
+        signal.signal(signal.SIGINT, previous_int)
         child.kill()
         child.wait()
 

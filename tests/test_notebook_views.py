@@ -6,6 +6,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from corpus_params import tiny_data_params
 
 from lgl_helpers.core.models import ECAPATDNN, save_encoder
 from lgl_helpers.corpus.lists import read_train_list
@@ -53,11 +54,7 @@ def trained(tiny_corpus, tmp_path_factory):
         run_name="view",
         runs_dir=str(root / "runs"),
         init_model=str(root / "stage1.model"),
-        train_list=str(tiny_corpus / "lists" / "train_list.txt"),
-        train_root=str(tiny_corpus / "train"),
-        test_root=str(tiny_corpus / "test"),
-        trials=str(tiny_corpus / "lists" / "trials.txt"),
-        augment=False,
+        **tiny_data_params(tiny_corpus, augment=False),
         n_clusters=len({e.speaker for e in entries}),
         cluster_n_iter=5,
         frames=40,
@@ -165,11 +162,7 @@ def test_stage1_epochs_are_in_tensorboard_and_redraw_the_live_curves(tiny_corpus
     config = stage1.Stage1Config(
         run_name="s1",
         runs_dir=str(tmp_path),
-        train_list=str(tiny_corpus / "lists" / "train_list.txt"),
-        train_root=str(tiny_corpus / "train"),
-        test_root=str(tiny_corpus / "test"),
-        trials=str(tiny_corpus / "lists" / "trials.txt"),
-        augment=False,
+        **tiny_data_params(tiny_corpus, augment=False),
         channels=16,
         frames=30,
         batch_size=8,

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from corpus_params import tiny_data_params
 from reference import reference_path
 
 from lgl_helpers.core.augment import AugmentError
@@ -26,12 +27,7 @@ def _config(corpus, runs_dir, **overrides):
     params = dict(
         run_name="t",
         runs_dir=str(runs_dir),
-        train_list=str(corpus / "lists" / "train_list.txt"),
-        train_root=str(corpus / "train"),
-        test_root=str(corpus / "test"),
-        trials=str(corpus / "lists" / "trials.txt"),
-        musan_root=str(corpus / "musan_split"),
-        rir_root=str(corpus / "rirs"),
+        **tiny_data_params(corpus),
         channels=16,
         frames=30,
         batch_size=8,

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from corpus_params import tiny_data_params
 
 from lgl_helpers.clustering import cluster
 from lgl_helpers.core import gate
@@ -37,12 +38,7 @@ def _config(corpus, runs_dir, stage1_model, **overrides):
         run_name="t",
         runs_dir=str(runs_dir),
         init_model=str(stage1_model),
-        train_list=str(corpus / "lists" / "train_list.txt"),
-        train_root=str(corpus / "train"),
-        test_root=str(corpus / "test"),
-        trials=str(corpus / "lists" / "trials.txt"),
-        musan_root=str(corpus / "musan_split"),
-        rir_root=str(corpus / "rirs"),
+        **tiny_data_params(corpus),
         n_clusters=max(2, min(n_speakers, len(entries) // 2)),
         cluster_n_iter=5,
         frames=40,

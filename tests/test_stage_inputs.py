@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import soundfile
+from corpus_params import tiny_data_params
 
 from lgl_helpers.clustering import cluster
 from lgl_helpers.core.data import CropError
@@ -38,11 +39,7 @@ def _stage1_config(corpus, runs_dir, **overrides):
     params = dict(
         run_name="t",
         runs_dir=str(runs_dir),
-        train_list=str(corpus / "lists" / "train_list.txt"),
-        train_root=str(corpus / "train"),
-        test_root=str(corpus / "test"),
-        trials=str(corpus / "lists" / "trials.txt"),
-        augment=False,
+        **tiny_data_params(corpus, augment=False),
         channels=16,
         frames=30,
         batch_size=8,
@@ -63,11 +60,7 @@ def _stage2_config(corpus, runs_dir, **overrides):
         run_name="t",
         runs_dir=str(runs_dir),
         init_model=str(init_model),
-        train_list=str(corpus / "lists" / "train_list.txt"),
-        train_root=str(corpus / "train"),
-        test_root=str(corpus / "test"),
-        trials=str(corpus / "lists" / "trials.txt"),
-        augment=False,
+        **tiny_data_params(corpus, augment=False),
         n_clusters=8,
         frames=40,
         batch_size=8,

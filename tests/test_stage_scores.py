@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from corpus_params import tiny_data_params
 
 from lgl_helpers.core.metrics import compute_eer, compute_min_dcf, read_trial_scores
 from lgl_helpers.core.models import ECAPATDNN, save_encoder
@@ -47,11 +48,7 @@ def _stage1_config(corpus, runs_dir, **overrides):
     params = dict(
         run_name="t",
         runs_dir=str(runs_dir),
-        train_list=str(corpus / "lists" / "train_list.txt"),
-        train_root=str(corpus / "train"),
-        test_root=str(corpus / "test"),
-        trials=str(corpus / "lists" / "trials.txt"),
-        augment=False,
+        **tiny_data_params(corpus, augment=False),
         channels=16,
         frames=30,
         batch_size=8,
@@ -101,7 +98,7 @@ def test_stage1_keeps_its_test_scores(tiny_corpus, tmp_path, monkeypatch, separa
     stage1.train_stage1(config)
     metrics = json.loads((stage1.stage_folder(config) / "metrics.json").read_text())
     assert metrics["val_is_test"] and metrics["test_scores"].endswith("stage1/test_scores.txt")
-    assert len(calls) == 2  # untrained and epoch 1: the kept scores spare a final evaluation
+    assert len(calls) == 2  # untrained and epoch 1, each once: validation = test is not scored twice
     _check_scores_file(metrics, trials_path)
 
 
@@ -126,11 +123,7 @@ def test_stage2_keeps_its_test_scores(tiny_corpus, tmp_path):
         run_name="t",
         runs_dir=str(tmp_path / "runs"),
         init_model=str(init_model),
-        train_list=str(tiny_corpus / "lists" / "train_list.txt"),
-        train_root=str(tiny_corpus / "train"),
-        test_root=str(tiny_corpus / "test"),
-        trials=str(tiny_corpus / "lists" / "trials.txt"),
-        augment=False,
+        **tiny_data_params(tiny_corpus, augment=False),
         n_clusters=max(2, min(len({e.speaker for e in entries}), len(entries) // 2)),
         cluster_n_iter=5,
         frames=40,

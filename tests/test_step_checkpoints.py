@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from corpus_params import tiny_data_params
 
 from lgl_helpers.core.augment import AugmentSources
 from lgl_helpers.core.data import EpochSampler, Stage1Dataset, make_loader
@@ -146,12 +147,7 @@ def _stage1_config(corpus, runs_dir, **overrides):
     params = dict(
         run_name="t",
         runs_dir=str(runs_dir),
-        train_list=str(corpus / "lists" / "train_list.txt"),
-        train_root=str(corpus / "train"),
-        test_root=str(corpus / "test"),
-        trials=str(corpus / "lists" / "trials.txt"),
-        musan_root=str(corpus / "musan_split"),
-        rir_root=str(corpus / "rirs"),
+        **tiny_data_params(corpus),
         channels=8,
         mfa_channels=32,
         frames=30,
@@ -236,12 +232,7 @@ def _stage2_config(corpus, runs_dir, stage1_model, **overrides):
         run_name="t",
         runs_dir=str(runs_dir),
         init_model=str(stage1_model),
-        train_list=str(corpus / "lists" / "train_list.txt"),
-        train_root=str(corpus / "train"),
-        test_root=str(corpus / "test"),
-        trials=str(corpus / "lists" / "trials.txt"),
-        musan_root=str(corpus / "musan_split"),
-        rir_root=str(corpus / "rirs"),
+        **tiny_data_params(corpus),
         n_clusters=4,
         cluster_n_iter=5,
         max_iterations=1,

@@ -152,9 +152,8 @@ def prepare_lists(paths: dict[str, Path | None], run_dir: str | os.PathLike, *, 
         checks["val_trials"] = lists.check_list(
             paths["val_trials"], paths["test_root"], "trials", show_progress=show_progress
         )
-    extra_lists = {
-        name: path for name, path in toy_test_lists(paths).items() if path.resolve() != Path(paths["trials"]).resolve()
-    }
+    toy_lists = toy_test_lists(paths)
+    extra_lists = {name: path for name, path in toy_lists.items() if path.resolve() != Path(paths["trials"]).resolve()}
     for name, path in extra_lists.items():
         checks[name] = lists.check_list(path, paths["test_root"], "trials", show_progress=show_progress)
 
@@ -168,7 +167,7 @@ def prepare_lists(paths: dict[str, Path | None], run_dir: str | os.PathLike, *, 
     out["val_trials"] = out["trials"]
     if separate_val:
         out["val_trials"] = runs.atomic_write_text(folder / "val_trials.txt", Path(paths["val_trials"]).read_text())
-    eval_trials = {name: out["trials"] for name in toy_test_lists(paths) if name not in extra_lists}
+    eval_trials = {name: out["trials"] for name in toy_lists if name not in extra_lists}
     eval_trials |= {name: runs.atomic_write_text(folder / p.name, p.read_text()) for name, p in extra_lists.items()}
     data = {key: out[key] for key in runs.DATA_KEYS} | {runs.EVAL_TRIALS_KEY: eval_trials}
     runs.write_json(run_dir / "data.json", data)

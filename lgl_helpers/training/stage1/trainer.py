@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from lgl_helpers import runs
@@ -19,7 +18,7 @@ from lgl_helpers.core.data import make_loader
 from lgl_helpers.core.embed import evaluate_trials
 from lgl_helpers.core.evaluation import final_evaluation, plan_evaluation, store_threshold
 from lgl_helpers.core.losses import AATDiscriminator, ContrastiveLoss
-from lgl_helpers.core.metrics import TEST_SCORES, write_trial_scores
+from lgl_helpers.core.metrics import TEST_SCORES
 from lgl_helpers.core.models import ECAPATDNN, REFERENCE_MFA_CHANNELS, load_encoder
 from lgl_helpers.training import launch, retention
 from lgl_helpers.training.executor import MidEpoch, Stage1Models, enable_tf32, stage1_epoch
@@ -77,15 +76,10 @@ class _State:
     partial: dict | None = None
 
 
-def _evaluate(model, trials, root, device) -> tuple[dict, np.ndarray]:
-    """(``eer``, ``min_dcf``, ``min_dcf_0.01`` of the trials; their scores (M,) in trial order)."""
+def _evaluate(model, trials, root, device) -> dict:
+    """``eer``, ``min_dcf`` and ``min_dcf_0.01`` of the trials."""
     result = evaluate_trials(model, trials, root, device=device, show_progress=False)
-    metrics = {
-        "eer": float(result["eer"]),
-        "min_dcf": float(result["min_dcf"]),
-        "min_dcf_0.01": float(result["min_dcf_0.01"]),
-    }
-    return metrics, result["scores"]
+    return {key: float(result[key]) for key in ("eer", "min_dcf", "min_dcf_0.01")}
 
 
 def _scores_text(history: list[dict]) -> str:
@@ -231,8 +225,8 @@ def _thin_checkpoints(stage_dir: Path, state: _State, keep_every: int = retentio
 def _evaluate_untrained(encoder: ECAPATDNN, data: Stage1Data, state: _State, device) -> dict:
     """Epoch 0: the untrained encoder on the validation (and test) trials. Returns its history record."""
     tic = time.perf_counter()
-    val, _ = _evaluate(encoder, data.val_trials, data.paths["test_root"], device)
-    test = val if data.same_val_test else _evaluate(encoder, data.test_trials, data.paths["test_root"], device)[0]
+    val = _evaluate(encoder, data.val_trials, data.paths["test_root"], device)
+    test = val if data.same_val_test else _evaluate(encoder, data.test_trials, data.paths["test_root"], device)
     state.untrained = {"val": val, "test": test}
     state.wall_seconds += time.perf_counter() - tic
     record = {"epoch": 0, **val, "seconds": time.perf_counter() - tic}
@@ -263,7 +257,7 @@ def _finish_epoch(
     evaluated = epoch % config.test_interval == 0 or epoch == config.epochs
     improved = False
     if evaluated:
-        metrics, scores = _evaluate(models.encoder, data.val_trials, data.paths["test_root"], device)
+        metrics = _evaluate(models.encoder, data.val_trials, data.paths["test_root"], device)
         record.update(metrics)
         improved = state.best is None or record["eer"] < state.best["eer"]
         if improved:
@@ -273,9 +267,6 @@ def _finish_epoch(
                 "min_dcf": record["min_dcf"],
                 "min_dcf_0.01": record["min_dcf_0.01"],
             }
-            if data.same_val_test:
-                # The best epoch's validation scores are its test scores: kept now rather than evaluated again.
-                write_trial_scores(stage_folder(config) / TEST_SCORES, data.test_trials, scores[data.test_in_val])
     record["seconds"] = time.perf_counter() - tic
     state.wall_seconds += record["seconds"]
     state.history.append(record)
