@@ -132,10 +132,14 @@ class KernelStop:
             yield
             return
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        # A job started in the background by a non-interactive shell inherits SIGINT ignored, which
+        # would make the grace timer's SIGINT a no-op: Ctrl-C's KeyboardInterrupt is needed here.
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             yield
         finally:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            signal.signal(signal.SIGINT, previous_int if previous_int is not None else signal.SIG_DFL)
             if self._timer is not None:
                 self._timer.cancel()
 
