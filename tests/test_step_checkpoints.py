@@ -166,7 +166,7 @@ def _stage1_config(corpus, runs_dir, **overrides):
 def no_stage1_evaluation(monkeypatch):
     """Epoch 0's evaluation as fixed numbers: these tests compare training, not embedding."""
     metrics = {"eer": 50.0, "min_dcf": 1.0, "min_dcf_0.01": 1.0}
-    monkeypatch.setattr(stage1_trainer, "_evaluate", lambda *args: (metrics, np.zeros(0)))
+    monkeypatch.setattr(stage1_trainer, "_evaluate", lambda *args: dict(metrics))
 
 
 def test_stage1_timed_checkpoint_then_a_crash_resumes_mid_epoch_bitwise(
