@@ -61,6 +61,21 @@ def worker_results(tiny_corpus, tmp_path_factory) -> Path:
     return out
 
 
+def test_a_failed_launch_names_the_ranks_error_above_torchruns_traceback(capsys):
+    # A rank's one-line error, then more lines of torchrun's report than the tail keeps.
+    script = (
+        "import sys; print('lgl-kit train: error: FileNotFoundError: iter_01/T/epoch_001.model', file=sys.stderr); "
+        f"[print('torchrun report', i) for i in range({launch.TAIL_LINES + 10})]; sys.exit(1)"
+    )
+    with pytest.raises(RuntimeError) as failed:
+        launch.stream([sys.executable, "-c", script])
+    message = str(failed.value)
+    assert "exited with status 1; the ranks' errors:\nlgl-kit train: error: FileNotFoundError: iter_01" in message
+    tail = message.split("its last lines:\n", 1)[1]
+    assert tail.count("torchrun report") == launch.TAIL_LINES and "error:" not in tail  # it scrolled out of the tail
+    assert "lgl-kit train: error:" in capsys.readouterr().out  # and the output was streamed as it came
+
+
 def test_two_ranks_contrastive_loss_equals_one_process_on_the_global_batch(worker_results):
     features = torch.randn(8, 2, 192, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     loss_fn = ContrastiveLoss()

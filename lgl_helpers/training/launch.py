@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 LAUNCH_FILE = "launch_params.json"
 TAIL_LINES = 40  # lines of the workers' output an error message repeats
+# How a rank reports its failure (``lgl-kit``'s one-line error). torchrun's own traceback that follows
+# fills the tail, so these lines are kept apart and lead the error message.
+RANK_ERROR_PREFIX = "lgl-kit train: error:"
 
 
 def torchrun_command(stage: str, params_file: Path, nproc: int) -> list[str]:
@@ -58,9 +61,10 @@ def stream(command: list[str]) -> int:
     SIGTERM meanwhile (a scheduler, or ``lgl-kit run`` stopping the kernel) is passed on to it:
     torchrun hands it to every rank, which writes its mid-epoch checkpoint and stops; then this raises
     :class:`~lgl_helpers.training.step_checkpoints.TrainingStopped`. Raises RuntimeError with the
-    last lines of output when it fails.
+    ranks' error lines and the last lines of output when it fails.
     """
     tail: deque[str] = deque(maxlen=TAIL_LINES)
+    rank_errors: list[str] = []
     signalled = []
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
 
@@ -74,6 +78,8 @@ def stream(command: list[str]) -> int:
             for line in proc.stdout:
                 print(line, end="", flush=True)
                 tail.append(line)
+                if line.startswith(RANK_ERROR_PREFIX):
+                    rank_errors.append(line)
         except BaseException:  # an interrupted kernel stops the ranks too (SIGTERM: they checkpoint and exit)
             proc.terminate()
             proc.wait()
@@ -84,8 +90,10 @@ def stream(command: list[str]) -> int:
     if signalled:
         raise TrainingStopped("SIGTERM: passed on to the torchrun ranks, which checkpoint and stop; rerun to resume")
     if proc.returncode:
+        errors = f"the ranks' errors:\n{''.join(rank_errors)}" if rank_errors else ""
         raise RuntimeError(
-            f"{' '.join(command[:6])} ... exited with status {proc.returncode}; its last lines:\n" + "".join(tail)
+            f"{' '.join(command[:6])} ... exited with status {proc.returncode}; {errors}its last lines:\n"
+            + "".join(tail)
         )
     return proc.returncode
 
