@@ -7,6 +7,7 @@ then ``os.replace``), so an interruption never leaves a half-written list, check
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import io
 import json
 import logging
@@ -184,12 +185,31 @@ def environment_info() -> dict:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "numpy": np.__version__,
     }
-    for module in ("torchaudio", "faiss", "sklearn", "umap", "soundfile", "papermill"):
-        try:
-            info[module] = __import__(module).__version__
-        except Exception:  # a missing optional package is recorded, not fatal
-            info[module] = None
+    for module, distributions in RECORDED_PACKAGES.items():
+        info[module] = _installed_version(distributions)
     return info
+
+
+# Recorded name: the pip distributions that install it. Read from the installed metadata: importing the
+# packages for their __version__ took about 6 s at every stage start (umap loads numba, papermill jsonschema).
+RECORDED_PACKAGES = {
+    "torchaudio": ("torchaudio",),
+    "faiss": ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss-gpu-cu11", "faiss"),
+    "sklearn": ("scikit-learn",),
+    "umap": ("umap-learn",),
+    "soundfile": ("soundfile",),
+    "papermill": ("papermill",),
+}
+
+
+def _installed_version(distributions: tuple[str, ...]) -> str | None:
+    """The version of the first of ``distributions`` that is installed; None (recorded, not fatal) if none is."""
+    for name in distributions:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def open_run(run_dir: str | os.PathLike, config: Any, name: str) -> Path:

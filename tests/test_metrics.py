@@ -97,6 +97,14 @@ def test_trial_scores_round_trip_exactly(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["test_scores.txt"]  # no temp file left over
 
 
+def test_trial_scores_skip_blank_lines(tmp_path):
+    path = tmp_path / "scores.txt"
+    path.write_text("0.5 1 id1/a.wav id1/b.wav\n\n-0.25 0 id1/a.wav id2/b.wav\n")
+    trials, scores = read_trial_scores(path)
+    assert trials == [Trial(1, "id1/a.wav", "id1/b.wav"), Trial(0, "id1/a.wav", "id2/b.wav")]
+    assert scores.tolist() == [0.5, -0.25]
+
+
 def test_trial_scores_refuse_bad_input(tmp_path):
     with pytest.raises(ValueError, match="scores has 2 values but trials has 3"):
         write_trial_scores(tmp_path / "s.txt", TRIALS, [0.1, 0.2])
@@ -110,6 +118,14 @@ def test_trial_scores_refuse_bad_input(tmp_path):
     bad.write_text("1 id1/a.wav id1/b.wav\n")
     with pytest.raises(ListFormatError, match=r"bad.txt:1: expected 4 fields"):
         read_trial_scores(bad)
+    bad.write_text("0.5 1 id1/a.wav id1/b.wav\n\ninf 0 id1/a.wav id2/b.wav\n")  # the blank line counts
+    with pytest.raises(ListFormatError, match=r"bad.txt:3: score 'inf' is not finite"):
+        read_trial_scores(bad)
+    bad.write_text("\n")
+    with pytest.raises(ListFormatError, match=r"bad.txt: score file is empty"):
+        read_trial_scores(bad)
+    with pytest.raises(ListFormatError, match=r"none.txt: score file does not exist"):
+        read_trial_scores(tmp_path / "none.txt")
 
 
 def test_match_trials_ignores_order_but_not_multiplicity():

@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,8 +44,11 @@ class TrainEntry:
     duration: float
 
 
-@dataclass(frozen=True)
-class Trial:
+class Trial(NamedTuple):
+    """One trial: ``label`` 1 (same speaker) or 0, and the two wav paths. A named tuple rather than a frozen
+    dataclass: a report builds and compares millions of them, and a tuple is built in less than half the
+    time and compared in about a quarter."""
+
     label: int
     path_a: str
     path_b: str
