@@ -4,13 +4,15 @@
 
 In one launch: an uninterrupted Stage II run (run folder ``a``); the same run in folder ``b`` where
 only rank 1 gets SIGTERM, during batch 2 of the first epoch, so that both ranks must agree to write
-the checkpoint and stop; then ``b`` resumed. Each rank writes ``OUT_DIR/rank<r>.json``.
+the checkpoint and stop; a copy of the stopped ``b`` as ``c``, which the test resumes in one process
+(another world size); then ``b`` resumed. Each rank writes ``OUT_DIR/rank<r>.json``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -42,6 +44,9 @@ def main(out_dir: Path, config_file: Path) -> None:
     except TrainingStopped as error:
         stopped = str(error)
     executor.stage2_inputs = inputs
+    if distributed.is_main():
+        shutil.copytree(Path(params["runs_dir"]) / "b", Path(params["runs_dir"]) / "c")
+    distributed.barrier()
     resumed = stage2.run_stage2(stage2.LGLConfig(**params, run_name="b"))
     result = {
         "stopped": stopped,

@@ -299,10 +299,11 @@ def test_stage2_sigterm_writes_a_mid_epoch_checkpoint_and_the_resumed_epoch_is_b
 
 @pytest.mark.slow
 def test_two_ranks_agree_to_stop_on_one_rank_s_sigterm_and_resume_to_the_same_weights(
-    tiny_corpus, tmp_path, stage1_model
+    tiny_corpus, tmp_path, stage1_model, monkeypatch
 ):
     """Under torchrun (2 ranks, gloo) only rank 1 gets SIGTERM: both stop at the same boundary, rank 0
-    writes, and the resumed run ends with the weights of the uninterrupted one (same world size)."""
+    writes, and the resumed run ends with the weights of the uninterrupted one (same world size); one
+    process resumes the same checkpoint too (another world size)."""
     config = _stage2_config(tiny_corpus, tmp_path / "runs", stage1_model)
     params = {k: v for k, v in dataclasses.asdict(config).items() if k != "run_name"}
     config_file = tmp_path / "config.json"
@@ -330,3 +331,21 @@ def test_two_ranks_agree_to_stop_on_one_rank_s_sigterm_and_resume_to_the_same_we
     final_b = load_checkpoint(runs / "b" / "stage2_lgl" / b["model"])
     for part in ("encoder", "train_encoder", "head"):
         _assert_same_tensors(final_a[part], final_b[part], part)
+
+    # The same stopped run resumed by one process: the 2 ranks' batches are kept as they trained them,
+    # and the one process trains the rest of the epoch's samples, each once.
+    c_stage = runs / "c" / "stage2_lgl"
+    before = load_checkpoint(c_stage / "iter_01" / "T" / stage2_executor.MID_EPOCH)["partial"]
+    assert (len(before["arrays"]), before["batches"]) == (2, 2)  # one part per rank
+    trained_before = np.concatenate([part["index"].numpy() for part in before["arrays"]])
+    monkeypatch.setattr(
+        stage2_executor, "evaluate_trials", lambda *args, **kwargs: {"eer": 40.0, "min_dcf": 0.5, "min_dcf_0.01": 0.5}
+    )
+    resumed = stage2.run_stage2(dataclasses.replace(config, run_name="c"))
+    (c,) = resumed["state"]["history"]
+    assert (c["n_samples"], c["skipped_batches"]) == (a["n_samples"], a["skipped_batches"])
+    losses_c = stage2.read_epoch_losses(c_stage / c["losses"])
+    assert sorted(losses_c["index"]) == sorted(losses_a["index"])  # every sample once
+    loss_a = dict(zip(losses_a["index"].tolist(), losses_a["per_sample_loss"].tolist()))
+    loss_c = dict(zip(losses_c["index"].tolist(), losses_c["per_sample_loss"].tolist()))
+    assert len(trained_before) == 16 and all(loss_c[i] == loss_a[i] for i in trained_before.tolist())
