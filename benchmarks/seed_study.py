@@ -131,7 +131,7 @@ def _with_ci(value: float, ci) -> str:
 def print_table(rows: dict[int, dict]) -> None:
     print(
         "\n| seed | NMI | Stage I EER % [95 % CI] | baseline | LGL | LGL − baseline [95 % CI] | LGL best "
-        "| equal-budget baseline (epochs) | LGL − it [95 % CI] | gate | kept % | reliable kept / dropped % | AUC |"
+        "| equal-budget baseline (epochs allowed) | LGL − it [95 % CI] | gate | kept % | reliable kept / dropped % | AUC |"
     )
     print("| ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for seed, r in rows.items():
