@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,13 @@ import pytest
 import torch
 from corpus_params import tiny_data_params
 
+from lgl_helpers.core import distributed
 from lgl_helpers.core.data import EpochSampler
 from lgl_helpers.core.losses import ContrastiveLoss
 from lgl_helpers.training import launch
 from lgl_helpers.training import stage1 as stage1_pkg
 from lgl_helpers.training import stage2 as stage2_pkg
+from lgl_helpers.training.stage2.engine import Engine
 from lgl_helpers.training.state import load_checkpoint
 
 WORLD = 2
@@ -74,6 +77,25 @@ def test_a_failed_launch_names_the_ranks_error_above_torchruns_traceback(capsys)
     tail = message.split("its last lines:\n", 1)[1]
     assert tail.count("torchrun report") == launch.TAIL_LINES and "error:" not in tail  # it scrolled out of the tail
     assert "lgl-kit train: error:" in capsys.readouterr().out  # and the output was streamed as it came
+
+
+@pytest.mark.parametrize("main_rank", [False, True])
+def test_only_rank_0_deletes_a_finished_phase_s_last_checkpoint(tmp_path, monkeypatch, main_rank):
+    # A finished phase L whose last epoch is not its best: that checkpoint goes, deleted by rank 0 only
+    # (two ranks deleting it at once raced; the one that found it gone failed the run).
+    engine = Engine.__new__(Engine)  # the bookkeeping alone: no data, no model
+    engine.config = stage2_pkg.LGLConfig(max_iterations=1)
+    engine.stage_dir, engine.last_commit = tmp_path, time.perf_counter()
+    engine.state = {"wall_seconds": 0.0, "phase": "L"}
+    for epoch in (1, 2):
+        (tmp_path / f"epoch_00{epoch}.model").write_bytes(b"checkpoint")
+    info = {"eers": [30.0, 31.0], "best_epoch": 1, "best_eer": 30.0}
+    info |= {"best_model": "epoch_001.model", "last_model": "epoch_002.model"}
+    monkeypatch.setattr(distributed, "is_main", lambda: main_rank)
+    engine.advance(1, "L", info)
+    assert info["last_model"] == "epoch_001.model" and engine.state["phase"] == "done"
+    assert (tmp_path / "epoch_002.model").exists() is not main_rank
+    assert (tmp_path / "epoch_001.model").exists()
 
 
 def test_two_ranks_contrastive_loss_equals_one_process_on_the_global_batch(worker_results):

@@ -343,7 +343,8 @@ class Engine:
         else:
             self.state.update(phase="done", epoch=0)
         self.commit()
-        if stale and self.path(stale).is_file():
+        # Rank 0 alone, as it alone writes: two ranks unlinking one file race, and the loser fails.
+        if stale and distributed.is_main() and self.path(stale).is_file():
             self.path(stale).unlink()
 
     def run(self) -> str:
