@@ -46,7 +46,7 @@ def test_every_tracked_notebook_is_in_the_pipeline():
     assert names <= set(planning.NOTEBOOKS)
 
 
-@pytest.mark.parametrize("profile", ["ci", "demo", "full"])
+@pytest.mark.parametrize("profile", ["ci", "demo", "demo-long", "full"])
 def test_profiles_validate_against_parameters_cells(profile):
     plan = planning.plan_run(profile, "profile-check")
     assert [step.name for step in plan] == list(planning.NOTEBOOKS)
