@@ -179,22 +179,7 @@ def read_trial_scores(path: str | os.PathLike) -> tuple[list[Trial], np.ndarray]
     path = Path(path)
     if not path.is_file():
         raise ListFormatError(f"{path}: score file does not exist")
-    # A report reads some twenty files of up to 10^6 lines: the columns are parsed whole, and only a file
-    # that fails that is read again line by line, for the message that names the bad line.
-    rows = [fields for fields in map(str.split, path.read_text().splitlines()) if fields]
-    scores = None
-    if rows and all(len(fields) == 4 for fields in rows):
-        try:
-            scores = np.array([float(fields[0]) for fields in rows], dtype=np.float64)
-        except ValueError:
-            scores = None
-    if scores is None or not np.isfinite(scores).all() or not {fields[1] for fields in rows} <= {"0", "1"}:
-        _raise_first_bad_line(path)
-    return [Trial(int(label), path_a, path_b) for _, label, path_a, path_b in rows], scores
-
-
-def _raise_first_bad_line(path: Path) -> None:
-    """Raise :class:`ListFormatError` for the first line of ``path`` that is no ``<score> <label> <A> <B>``."""
+    trials, scores = [], []
     for number, fields in numbered_fields(path):
         if len(fields) != 4:
             raise ListFormatError(f"{path}:{number}: expected 4 fields '{SCORES_FORMAT}', got {len(fields)}")
@@ -206,7 +191,11 @@ def _raise_first_bad_line(path: Path) -> None:
             raise ListFormatError(f"{path}:{number}: score {fields[0]!r} is not finite")
         if fields[1] not in ("0", "1"):
             raise ListFormatError(f"{path}:{number}: trial label {fields[1]!r} is not 0 or 1")
-    raise ListFormatError(f"{path}: score file is empty")
+        trials.append(Trial(int(fields[1]), fields[2], fields[3]))
+        scores.append(score)
+    if not trials:
+        raise ListFormatError(f"{path}: score file is empty")
+    return trials, np.array(scores, dtype=np.float64)
 
 
 def match_trials(trials: Sequence[Trial], other: Sequence[Trial]) -> np.ndarray | None:
