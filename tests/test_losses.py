@@ -83,6 +83,21 @@ def test_aam_loss_and_selection_for_every_gate(stage2):
         assert torch.equal(out.selected, out.per_sample <= gate)
 
 
+def test_aam_selection_given_beforehand_replaces_the_gate(stage2):
+    aam, io = _aam(stage2)
+    x = io["x"].clone().requires_grad_(True)
+    keep = torch.zeros(32, dtype=torch.bool)
+    keep[::3] = True
+    # gate 0 would keep 13 samples; the given selection decides alone.
+    out = aam(x, io["label"], gate=0.0, keep=keep)
+    assert torch.equal(out.selected, keep) and out.n_selected == 11
+    torch.testing.assert_close(out.loss, out.per_sample[keep].mean())
+    out.loss.backward()
+    assert torch.count_nonzero(x.grad[~keep]) == 0 and torch.count_nonzero(x.grad[keep].abs().sum(1)) == 11
+    with pytest.raises(ValueError, match=r"keep must be \(B,\) = \(32,\), got \(31,\)"):
+        aam(io["x"], io["label"], keep=keep[:31])
+
+
 def test_aam_accuracy_counts_selected_samples_only(stage2):
     aam, io = _aam(stage2)
     batch = io["x"].shape[0]

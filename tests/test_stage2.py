@@ -19,6 +19,7 @@ from lgl_helpers.notebook import gate_tuner
 from lgl_helpers.training import stage2
 from lgl_helpers.training.executor import EncoderWithHead, stage2_epoch
 from lgl_helpers.training.stage2 import executor as stage2_executor
+from lgl_helpers.training.stage2.clean_losses import clean_pass_losses
 from lgl_helpers.training.stage2.statefile import gate_losses_record
 
 
@@ -336,6 +337,65 @@ def test_resume_refuses_changed_parameters(tiny_corpus, tmp_path, stage1_model):
     engine = stage2.Engine(allowed, stage2.prepare_data(allowed), None)
     engine.load_or_start()
     assert engine.state["params"]["n_clusters"] == config.n_clusters + 1
+
+
+def test_clean_pass_gate_chooses_and_selects_on_one_pass_of_the_best_t_model(tiny_corpus, tmp_path, stage1_model):
+    config = _config(
+        tiny_corpus,
+        tmp_path,
+        stage1_model,
+        mode="lgl",
+        max_iterations=1,
+        gates="auto",
+        gate_losses="clean",
+        keep_every=1,
+    )
+    stage_dir = tmp_path / "t" / "stage2_lgl"
+    result = stage2.run_stage2(config)
+    assert result["status"] == "done"
+    state = result["state"]
+    t_phase = state["iterations"][0]["phases"]["T"]
+    assert t_phase["gate_losses"] == "iter_01/T/clean_losses.npz"
+    clean = stage2.read_epoch_losses(stage_dir / t_phase["gate_losses"])
+
+    # The losses are the best T checkpoint's, on each whole utterance without augmentation.
+    ckpt = torch.load(stage_dir / t_phase["best_model"], map_location="cpu", weights_only=False)
+    encoder, head = ECAPATDNN(16), AAMSoftmax(config.n_clusters)
+    encoder.load_state_dict(ckpt["encoder"])
+    head.load_state_dict(ckpt["head"])
+    entries = read_train_list(tiny_corpus / "lists" / "train_list.txt")
+    engine = stage2.Engine(config, stage2.prepare_data(config), None)
+    engine.load_or_start()
+    pseudo = engine.pseudo_labels(1)
+    expected = clean_pass_losses(encoder, head, [tiny_corpus / "train" / e.path for e in entries], pseudo, device="cpu")
+    np.testing.assert_allclose(clean["per_sample_loss"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(clean["index"], np.arange(len(entries)))
+
+    # The gate is chosen on them, its evidence measured on them, and every L epoch trains on what they keep.
+    evidence = state["iterations"][0]["gate_evidence"]
+    gate_value = state["iterations"][0]["gate"]
+    assert evidence["losses_source"] == "clean" and evidence["gate_source"] == "auto"
+    assert gate_value == pytest.approx(gate.auto_gate(clean["per_sample_loss"], seed=config.seed))
+    kept = clean["per_sample_loss"] <= np.float32(gate_value)
+    assert evidence["fraction_kept"] == pytest.approx(kept.mean())
+    assert gate_losses_record(state, 1)["losses_source"] == "clean"
+    gated = [r for r in state["history"] if r["phase"] == "L"]
+    assert len(gated) == 2
+    for record in gated:
+        losses = stage2.read_epoch_losses(stage_dir / record["losses"])
+        np.testing.assert_array_equal(losses["selected"], kept[losses["index"]])
+
+    # The choice is fixed for the run: a resume with the reference's training-batch losses is refused.
+    other = dataclasses.replace(config, gate_losses="training")
+    with pytest.raises(ValueError, match=r"gate_losses: 'clean' → 'training'"):
+        stage2.Engine(other, stage2.prepare_data(other), None).load_or_start()
+
+
+def test_clean_pass_losses_checks_the_labels_shape(tiny_corpus):
+    entries = read_train_list(tiny_corpus / "lists" / "train_list.txt")
+    paths = [tiny_corpus / "train" / e.path for e in entries[:3]]
+    with pytest.raises(ValueError, match=r"labels has shape \(2,\) for 3 files"):
+        clean_pass_losses(ECAPATDNN(16), AAMSoftmax(4), paths, np.zeros(2, int), device="cpu")
 
 
 def test_resuming_a_run_of_an_earlier_kit_names_the_values_it_ran_with(tiny_corpus, tmp_path, stage1_model):

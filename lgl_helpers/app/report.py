@@ -269,7 +269,10 @@ def gate_evidence_figures(run_dir: Path, report: dict[str, Any]) -> dict[str, Fi
     for entry in (report.get("lgl") or {}).get("gate_evidence") or []:
         record = gate_losses_record(state, entry["iteration"])
         losses = read_epoch_losses(stage_dir / record["losses"])
-        title = f"LGL iteration {entry['iteration']}: losses of T epoch {record['epoch']} and the gate of phase L"
+        title = (
+            f"LGL iteration {entry['iteration']}: {record['losses_source']} losses of T epoch {record['epoch']} "
+            "and the gate of phase L"
+        )
         figures[f"gate_evidence_iter{entry['iteration']:02d}"] = plot_loss_histogram(
             losses["per_sample_loss"], gate=entry["gate"], reliable=losses.get("reliable"), title=title
         )

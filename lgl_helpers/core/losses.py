@@ -142,11 +142,14 @@ class AAMSoftmax(nn.Module):
         one_hot = torch.zeros_like(cosine).scatter_(1, labels.view(-1, 1), 1)
         return (one_hot * phi + (1.0 - one_hot) * cosine) * self.scale
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor, gate: float = float("inf")) -> AAMOutput:
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor, gate: float = float("inf"), keep: torch.Tensor | None = None
+    ) -> AAMOutput:
         """x: (B, emb_dim), labels: (B,) pseudo labels in [0, n_classes); samples with loss ≤ ``gate`` count.
 
         ``gate``: ``inf`` (phase T, every sample) or a phase L gate, finite and ≥ 0 as the Stage II config
-        and the gate overrides guarantee (:func:`lgl_helpers.config.check_gate`).
+        and the gate overrides guarantee (:func:`lgl_helpers.config.check_gate`). ``keep``: (B,) bool,
+        the samples that count when the selection was made beforehand (``gate`` is then not used).
         """
         if x.dim() != 2 or labels.shape != (x.shape[0],):
             raise ValueError(f"x must be (B, D) and labels (B,), got {tuple(x.shape)} and {tuple(labels.shape)}")
@@ -157,7 +160,9 @@ class AAMSoftmax(nn.Module):
             )
         logits = self.logits(x, labels)
         per_sample = F.cross_entropy(logits, labels, reduction="none")
-        selected = per_sample.detach() <= gate
+        if keep is not None and keep.shape != labels.shape:
+            raise ValueError(f"keep must be (B,) = {tuple(labels.shape)}, got {tuple(keep.shape)}")
+        selected = per_sample.detach() <= gate if keep is None else keep.to(per_sample.device, torch.bool)
         n_selected = int(selected.sum())
         # torch.where passes zero gradient to rejected samples; with none selected the loss is an exact
         # zero connected to the graph, unlike the reference's 0/0.

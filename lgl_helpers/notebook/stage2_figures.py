@@ -148,7 +148,8 @@ def gate_evidence_table(entries: list[dict]) -> str:
         gap = "–" if kept is None or dropped is None else f"{100 * (kept - dropped):.1f}"
         auc = "–" if entry["auc_reliable"] is None else f"{entry['auc_reliable']:.3f}"
         rows.append(
-            f"| {entry['iteration']} | {entry['gate']:.3f} ({entry['gate_source']}) | {entry['losses_epoch']} | "
+            f"| {entry['iteration']} | {entry['gate']:.3f} ({entry['gate_source']}) | {entry['losses_epoch']}"
+            f"{' (clean pass)' if entry.get('losses_source') == 'clean' else ''} | "
             f"{pct(entry['fraction_kept'])} | {pct(kept)} | {pct(dropped)} | {gap} | {auc} |"
         )
     return "\n".join(rows)

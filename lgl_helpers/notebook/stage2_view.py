@@ -101,7 +101,10 @@ def show_gate_evidence(stage_dir: Path) -> None:
     for entry in entries:
         record = stage2.gate_losses_record(state, entry["iteration"])
         losses = stage2.read_epoch_losses(stage_dir / record["losses"])
-        title = f"iteration {entry['iteration']}: losses of T epoch {record['epoch']}, the gate of phase L"
+        title = (
+            f"iteration {entry['iteration']}: {record['losses_source']} losses of T epoch {record['epoch']}, "
+            "the gate of phase L"
+        )
         display(
             gate_tuner.plot_loss_histogram(
                 losses["per_sample_loss"], gate=entry["gate"], reliable=losses.get("reliable"), title=title

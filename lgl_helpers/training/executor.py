@@ -216,19 +216,19 @@ def stage1_epoch(
 
 
 class EncoderWithHead(nn.Module):
-    """Encoder and AAM head as one module: ``(wave (B, T), labels (B,), gate)`` → :class:`AAMOutput`,
-    one forward per backward for DDP."""
+    """Encoder and AAM head as one module: ``(wave (B, T), labels (B,), gate, keep (B,) or None)`` →
+    :class:`AAMOutput`, one forward per backward for DDP."""
 
     def __init__(self, encoder: ECAPATDNN, head: AAMSoftmax):
         super().__init__()
         self.encoder = encoder
         self.head = head
 
-    def forward(self, wave: torch.Tensor, labels: torch.Tensor, gate: float):
+    def forward(self, wave: torch.Tensor, labels: torch.Tensor, gate: float, keep: torch.Tensor | None = None):
         emb = self.encoder(wave)
         # The margin's cosines near 1 need float32 (bfloat16 keeps 3 digits): the head is outside any autocast.
         with torch.autocast(wave.device.type, enabled=False):
-            return self.head(emb.float(), labels, gate)
+            return self.head(emb.float(), labels, gate, keep)
 
 
 def stage2_epoch(
@@ -241,9 +241,11 @@ def stage2_epoch(
     after_step: Callable[[], None] | None = None,
     precision: str = "fp32",
     mid: MidEpoch | None = None,
+    keep: np.ndarray | None = None,
 ) -> tuple[dict, dict]:
     """One Stage II epoch with loss gate ``gate`` (``inf`` = no gate, phase T); ``after_step`` runs
-    after every optimizer step (the weight average's update).
+    after every optimizer step (the weight average's update). ``keep``: (N,) bool over the training
+    list, the samples chosen beforehand (the clean-pass gate); then it, not ``gate``, selects.
 
     ``model``: :class:`EncoderWithHead`, under DDP in a distributed run. Returns (stats, per-sample
     arrays): arrays ``index`` (n,) int64 training-list index, ``per_sample_loss`` (n,) float32 and
@@ -291,7 +293,8 @@ def stage2_epoch(
     for batch in bar:
         wave, labels = stage2_inputs(batch, device)
         with autocast():
-            out = model(wave, labels, gate)  # encoder: (B, T) → (B, 192)
+            batch_keep = None if keep is None else torch.from_numpy(keep[batch["index"].numpy()])
+            out = model(wave, labels, gate, batch_keep)  # encoder: (B, T) → (B, 192)
         index.append(batch["index"].numpy())
         losses.append(out.per_sample.float().cpu().numpy())
         selected.append(out.selected.cpu().numpy())

@@ -24,10 +24,13 @@ gate tuner of notebook 04), else ``gates[k-1]``; ``"auto"`` places it with
 :func:`lgl_helpers.core.gate.auto_gate` on the per-sample losses of the best T epoch of iteration k,
 the model phase L starts from (:func:`lgl_helpers.training.stage2.gates.resolve_gate`); the
 iteration's ``gate_evidence`` measures on those losses how well the gate separates reliable labels.
+With ``gate_losses="clean"`` those losses come from one clean pass of that model over the whole,
+unaugmented utterances (``iter_XX/T/clean_losses.npz``), and phase L trains on the samples whose
+clean loss passes the gate (:mod:`lgl_helpers.training.stage2.clean_losses`).
 
 Modules: ``config`` (:class:`BaselineConfig` for notebook 03, :class:`LGLConfig` for 04), ``inputs``
 (resolved and checked before any work), ``statefile`` (``state.json`` and the loss records),
-``gates`` (overrides and the gate rule), ``engine`` (the cluster → T → L state machine and
+``gates`` (overrides and the gate rule), ``clean_losses`` (the clean-pass losses), ``engine`` (the cluster → T → L state machine and
 :func:`run_stage2`), ``executor`` (a phase's epochs); :mod:`lgl_helpers.training.state` holds the
 checkpoints, RNG states and resume policy shared with Stage I.
 

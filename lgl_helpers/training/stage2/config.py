@@ -24,6 +24,7 @@ from lgl_helpers.core.evaluation import check_eval_trials
 from lgl_helpers.core.gate import REFERENCE_EER_DECIMALS
 from lgl_helpers.core.score_norm import check_norm_parameters
 from lgl_helpers.training.retention import DEFAULT_KEEP_EVERY
+from lgl_helpers.training.stage2.clean_losses import GATE_LOSSES
 from lgl_helpers.training.stage2.head_init import HEAD_INITS
 from lgl_helpers.training.step_checkpoints import DEFAULT_MINUTES
 
@@ -66,6 +67,7 @@ class Stage2Config(NotebookConfig):
     """
 
     mode: ClassVar[str]
+    fixed_fields: ClassVar[tuple[str, ...]] = FIXED_FIELDS
 
     run_name: str = "lab"
     runs_dir: str = "runs"
@@ -176,12 +178,17 @@ class LGLConfig(Stage2Config):
     """Parameters of notebook 04_stage2_lgl (field names equal its parameters cell): the shared ones plus the gate's.
 
     ``gates``: one per iteration, each a number or ``"auto"``, or ``"auto"`` for all; ``pause_before_gate``
-    stops the run before every phase L so that the gate tuner can set its gate.
+    stops the run before every phase L so that the gate tuner can set its gate. ``gate_losses``: which
+    per-sample losses the gate is chosen on and applied to: ``"training"`` (the reference: each
+    sample's loss in its training batch) or ``"clean"`` (one pass over the whole, unaugmented
+    utterances with the model phase L starts from; :mod:`lgl_helpers.training.stage2.clean_losses`).
     """
 
     mode: ClassVar[str] = "lgl"
+    fixed_fields: ClassVar[tuple[str, ...]] = (*FIXED_FIELDS, "gate_losses")
     gates: list | str = field(default_factory=lambda: list(REFERENCE_GATES))
     pause_before_gate: bool = False
+    gate_losses: str = "training"
 
     def gate_spec(self, iteration: int) -> float | str:
         """The configured gate of ``iteration`` (1-based): a number or ``"auto"``."""
@@ -190,6 +197,7 @@ class LGLConfig(Stage2Config):
 
     def validate(self) -> None:
         super().validate()
+        check_choice(self.name_of("gate_losses"), self.gate_losses, GATE_LOSSES)
         gates_rule = "a list of numbers / 'auto', or 'auto'"
         if isinstance(self.gates, str):
             check(self.name_of("gates"), self.gates, self.gates == "auto", gates_rule)

@@ -21,15 +21,18 @@ import torch
 from lgl_helpers import runs
 from lgl_helpers.clustering import cluster
 from lgl_helpers.clustering.pseudo_labels import read_pseudo_labels
+from lgl_helpers.clustering.quality import majority_agreement
 from lgl_helpers.core import distributed
 from lgl_helpers.core import gate as gate_rules
+from lgl_helpers.core.audio import SAMPLE_RATE
 from lgl_helpers.core.evaluation import final_evaluation, plan_evaluation, store_threshold
 from lgl_helpers.core.gate_evidence import gate_evidence
 from lgl_helpers.core.losses import AAMSoftmax
 from lgl_helpers.core.metrics import TEST_SCORES
 from lgl_helpers.core.models import CHECKPOINT_KEYS, ECAPATDNN, load_encoder, save_encoder
 from lgl_helpers.training import launch
-from lgl_helpers.training.stage2.config import FIXED_FIELDS, Stage2Config, stage_folder
+from lgl_helpers.training.stage2.clean_losses import clean_pass_losses
+from lgl_helpers.training.stage2.config import Stage2Config, stage_folder
 from lgl_helpers.training.stage2.executor import train_phase
 from lgl_helpers.training.stage2.gates import resolve_gate
 from lgl_helpers.training.stage2.head_init import init_head_from_centroids
@@ -40,6 +43,7 @@ from lgl_helpers.training.stage2.statefile import (
     fixed_params,
     gate_losses_record,
     new_state,
+    npz_bytes,
     read_epoch_losses,
     read_state,
     saved_params,
@@ -119,7 +123,11 @@ class Engine:
             self.commit()
             return
         check_resume(
-            self.path("state.json"), saved_params(state), params, FIXED_FIELDS, self.config.allow_changed_params
+            self.path("state.json"),
+            saved_params(state),
+            params,
+            self.config.fixed_fields,
+            self.config.allow_changed_params,
         )
         if state["phase"] == "done" and state["iteration"] < self.config.max_iterations:
             # A finished run extended by a larger max_iterations continues with the next clustering.
@@ -203,8 +211,9 @@ class Engine:
         """The gate of ``iteration``'s phase L, its source and its evidence (the ``gate_evidence`` entry).
 
         The gate is chosen (:func:`~lgl_helpers.training.stage2.gates.resolve_gate`) on the per-sample
-        losses of the best T epoch, the model phase L starts from; the evidence says, on those same
-        losses, how well the gate separates reliable from unreliable pseudo labels.
+        losses of the best T epoch, the model phase L starts from (its training-batch losses, or its
+        clean-pass losses with ``gate_losses="clean"``); the evidence says, on those same losses, how
+        well the gate separates reliable from unreliable pseudo labels.
         """
         record = gate_losses_record(self.state, iteration)
         losses = read_epoch_losses(self.path(record["losses"]))
@@ -215,8 +224,41 @@ class Engine:
             "gate": gate,
             "gate_source": source,
             "losses_epoch": record["epoch"],
+            "losses_source": record["losses_source"],
             **evidence,
         }
+
+    def score_clean_losses(self, iteration: int, model_rel: str) -> str:
+        """Write ``iter_XX/T/clean_losses.npz``: every training sample's clean-pass loss under the
+        checkpoint ``model_rel`` (:mod:`~lgl_helpers.training.stage2.clean_losses`), with the keys of
+        an epoch's loss record (``selected`` all True); returns its path relative to the stage folder."""
+        encoder, head = encoder_and_head(load_checkpoint(self.path(model_rel)), self.config.n_clusters)
+        labels = self.pseudo_labels(iteration)
+        entries = self.data.entries
+        root = Path(self.data.paths["train_root"])
+        tic = time.perf_counter()
+        losses = clean_pass_losses(
+            encoder,
+            head.to(self.device),
+            [root / e.path for e in entries],
+            labels,
+            lengths=[round(e.duration * SAMPLE_RATE) for e in entries],
+            device=self.device,
+            precision=self.config.precision,
+        )
+        record = {"index": np.arange(len(entries)), "per_sample_loss": losses, "selected": np.ones(len(entries), bool)}
+        if self.speakers is not None:
+            record["reliable"] = majority_agreement(labels, self.speakers)
+        rel = f"iter_{iteration:02d}/T/clean_losses.npz"
+        runs.atomic_write_bytes(self.path(rel), npz_bytes(record))
+        log.info(
+            "iteration %d: clean-pass losses of %d utterances under %s in %.1f s",
+            iteration,
+            len(entries),
+            model_rel,
+            time.perf_counter() - tic,
+        )
+        return rel
 
     def start_optimizer_state(self, iteration: int, phase: str) -> dict | None:
         """The Adam state a phase starts with: None (a new Adam) for T; for L that after the last T epoch.
@@ -282,10 +324,11 @@ class Engine:
             record.update(gate=evidence["gate"], gate_source=evidence["gate_source"], gate_evidence=evidence)
             self.state["gate"] = evidence["gate"]
             log.info(
-                "iteration %d: phase L with gate %.4f (%s) on the losses of T epoch %d: keeps %s%s",
+                "iteration %d: phase L with gate %.4f (%s) on the %s losses of T epoch %d: keeps %s%s",
                 iteration,
                 evidence["gate"],
                 evidence["gate_source"],
+                evidence["losses_source"],
                 evidence["losses_epoch"],
                 f"{100 * evidence['fraction_kept']:.1f} %",
                 ""
@@ -337,6 +380,8 @@ class Engine:
             stale = info["last_model"]
             info["last_model"] = info["best_model"]
         if phase == "T" and self.config.mode == "lgl":
+            if self.config.gate_losses == "clean":
+                info["gate_losses"] = self.score_clean_losses(iteration, info["best_model"])
             self.state.update(phase="L", epoch=0, gate=None)
         elif iteration < self.config.max_iterations:
             self.state.update(iteration=iteration + 1, phase="cluster", epoch=0, gate=None)

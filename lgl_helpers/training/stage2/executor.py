@@ -16,6 +16,7 @@ import math
 import time
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from lgl_helpers import runs
@@ -28,7 +29,7 @@ from lgl_helpers.core.gate_evidence import gate_evidence
 from lgl_helpers.training import retention
 from lgl_helpers.training.executor import EncoderWithHead, MidEpoch, stage2_epoch
 from lgl_helpers.training.stage2.averaging import EncoderAverage
-from lgl_helpers.training.stage2.statefile import npz_bytes, scores_text
+from lgl_helpers.training.stage2.statefile import npz_bytes, read_epoch_losses, scores_text
 from lgl_helpers.training.state import encoder_and_head, load_checkpoint, module_state, restore_rng, save_checkpoint
 
 if TYPE_CHECKING:
@@ -90,6 +91,11 @@ def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: d
         optimizer.load_state_dict(start_state)
     labels = engine.pseudo_labels(iteration)
     reliable = majority_agreement(labels, engine.speakers) if engine.speakers is not None else None
+    keep = None
+    t_info = engine.iteration_record(iteration)["phases"].get("T", {})
+    if phase == "L" and t_info.get("gate_losses"):
+        # The clean-pass gate: the phase trains on the samples whose clean loss passes, chosen once.
+        keep = read_epoch_losses(engine.path(t_info["gate_losses"]))["per_sample_loss"] <= np.float32(gate)
     dataset = Stage2Dataset(
         engine.data.entries,
         engine.data.paths["train_root"],
@@ -134,6 +140,7 @@ def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: d
             after_step=averaged.update,
             precision=cfg.precision,
             mid=MidEpoch(engine.checkpoints, write, where, resume),
+            keep=keep,
         )
         resume = None
         if reliable is not None:

@@ -33,6 +33,7 @@ PREDATING_PARAMS = {
     "compare_raw_eer": lambda saved: True,
     "head_init": lambda saved: "random",
     "ema_decay": lambda saved: 0.0,
+    "gate_losses": lambda saved: "training" if saved.get("mode") == "lgl" else None,
 }
 
 
@@ -108,13 +109,19 @@ def gate_losses_record(state: dict, iteration: int) -> dict:
     """The history record of the epoch whose per-sample losses choose ``iteration``'s gate: its best T epoch.
 
     Phase L starts from that epoch's model; the losses of the last T epoch come from a model that
-    has had more epochs to memorise the wrong labels.
+    has had more epochs to memorise the wrong labels. With ``gate_losses="clean"`` the record's
+    ``losses`` are that model's clean-pass losses; ``losses_source`` says which ("training" or "clean").
     """
-    phases = state["iterations"][iteration - 1]["phases"]
-    best = phases.get("T", {}).get("best_epoch")
+    t_phase = state["iterations"][iteration - 1]["phases"].get("T", {})
+    best = t_phase.get("best_epoch")
     if best is None:
         raise ValueError(f"iteration {iteration} has no finished T epoch to choose its gate from")
-    return next(r for r in state["history"] if r["iteration"] == iteration and r["phase"] == "T" and r["epoch"] == best)
+    record = next(
+        r for r in state["history"] if r["iteration"] == iteration and r["phase"] == "T" and r["epoch"] == best
+    )
+    if t_phase.get("gate_losses"):
+        return {**record, "losses": t_phase["gate_losses"], "losses_source": "clean"}
+    return {**record, "losses_source": "training"}
 
 
 def latest_epoch_losses(stage_dir: str | Path, phase: str | None = None) -> dict | None:
