@@ -1,6 +1,7 @@
 """Does loss-gated learning beat the baseline on the embedded default? The demo pipeline over training seeds.
 
     python benchmarks/seed_study.py                          # the demo profile, seeds 0 1 2
+    python benchmarks/seed_study.py --set gate_losses=training   # the demo with the reference's gate losses
     python benchmarks/seed_study.py --profile demo-long --seeds 0 1 2 3 --runs-dir runs/seed_study
 
 Every seed trains on the same generated corpus; only the ``seed`` parameter (initialisation, crops,
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from lgl_helpers.app import pipeline
+from lgl_helpers.app.planning import parse_overrides
 from lgl_helpers.core.bootstrap import paired_difference, speaker_ids
 from lgl_helpers.core.metrics import compute_eer, read_trial_scores
 from lgl_helpers.runs import read_json
@@ -86,7 +88,7 @@ def _link_tree(source: Path, target: Path) -> None:
         os.link(source, target)
 
 
-def equal_budget_baseline(profile: str, runs_dir: Path, run_name: str, seed: int) -> dict:
+def equal_budget_baseline(profile: str, runs_dir: Path, run_name: str, overrides: dict) -> dict:
     """The baseline of ``run_name`` retrained with every epoch LGL trained; its test EER and the paired
     LGL − it difference."""
     run_dir = runs_dir / run_name
@@ -99,7 +101,7 @@ def equal_budget_baseline(profile: str, runs_dir: Path, run_name: str, seed: int
     pipeline.run_pipeline(
         profile,
         control,
-        {"seed": seed, "max_epochs_per_phase": epochs, "00_data_setup.toy_root": str(runs_dir / "toy")},
+        {**overrides, "max_epochs_per_phase": epochs},
         runs_dir=str(runs_dir),
         only="03",
         echo=lambda _: None,
@@ -162,26 +164,32 @@ def main() -> None:
     parser.add_argument("--profile", default="demo", help="profile name in notebooks/params/ or a YAML path")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--runs-dir", default="runs/seed_study", help="where the per-seed runs are kept")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter on top of the profile, as lgl-kit run",
+    )
     args = parser.parse_args()
     runs_dir = Path(args.runs_dir)
+    changes = parse_overrides(args.set)
+    # Runs with other parameters get other folders, so a finished seed is only reused for the same study.
+    study = Path(args.profile).stem + "".join(f"_{key}-{value}" for key, value in changes.items()).replace("/", "-")
     rows, seconds = {}, {}
     for seed in args.seeds:
-        run_name = f"{Path(args.profile).stem}_seed{seed}"
+        run_name = f"{study}_seed{seed}"
+        overrides = {**changes, "seed": seed, "00_data_setup.toy_root": str(runs_dir / "toy")}
         tic = time.perf_counter()
-        pipeline.run_pipeline(
-            args.profile,
-            run_name,
-            {"seed": seed, "00_data_setup.toy_root": str(runs_dir / "toy")},
-            runs_dir=str(runs_dir),
-            echo=lambda _: None,
-        )
+        pipeline.run_pipeline(args.profile, run_name, overrides, runs_dir=str(runs_dir), echo=lambda _: None)
         seconds[seed] = time.perf_counter() - tic
         rows[seed] = seed_row(read_json(runs_dir / run_name / "report.json"))
-        rows[seed].update(equal_budget_baseline(args.profile, runs_dir, run_name, seed))
+        rows[seed].update(equal_budget_baseline(args.profile, runs_dir, run_name, overrides))
         print(f"seed {seed} done in {seconds[seed]:.0f} s", flush=True)
     print_table(rows)
-    out = runs_dir / f"{Path(args.profile).stem}_seed_study.json"
-    out.write_text(json.dumps({"profile": args.profile, "rows": rows, "seconds": seconds}, indent=1) + "\n")
+    out = runs_dir / f"{study}_seed_study.json"
+    record = {"profile": args.profile, "set": changes, "rows": rows, "seconds": seconds}
+    out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"\nper-seed numbers: {out}")
 
 
