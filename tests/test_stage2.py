@@ -385,6 +385,12 @@ def test_clean_pass_gate_chooses_and_selects_on_one_pass_of_the_best_t_model(tin
         losses = stage2.read_epoch_losses(stage_dir / record["losses"])
         np.testing.assert_array_equal(losses["selected"], kept[losses["index"]])
 
+    # Once phase L is done, the tuner shows the clean losses its samples were kept by, with its gate.
+    tuner, title = gate_tuner.stage2_gate_tuner(stage_dir, config)
+    assert title == f"iteration 1, phase T, epoch {t_phase['best_epoch']} (clean pass)"
+    assert tuner.gate == pytest.approx(gate_value)
+    assert tuner.set_gate(gate_value).fraction_selected == pytest.approx(kept.mean())
+
     # The choice is fixed for the run: a resume with the reference's training-batch losses is refused.
     other = dataclasses.replace(config, gate_losses="training")
     with pytest.raises(ValueError, match=r"gate_losses: 'clean' → 'training'"):

@@ -376,20 +376,28 @@ def stage2_gate_tuner(stage_dir: str | Path, config: LGLConfig) -> tuple[GateTun
     """A :class:`GateTuner` on a Stage II run's per-sample losses, and a figure title.
 
     When phase T of the iteration whose gate is pending has finished, the losses are those its gate
-    is chosen from (its best T epoch, :func:`lgl_helpers.training.stage2.gate_losses_record`);
-    otherwise the latest epoch's. The starting gate is the one the next pending phase L will use
-    (:func:`lgl_helpers.training.stage2.resolve_gate`, the engine's rule and seed); with no pending
-    phase L, the shown epoch's gate, else the automatic gate.
+    is chosen from (its best T epoch, :func:`lgl_helpers.training.stage2.gate_losses_record`); after
+    a phase L gated on a clean pass (``gate_losses="clean"``), that pass's losses, by which it kept
+    its samples; otherwise the latest epoch's. The starting gate is the one the next pending phase L
+    will use (:func:`lgl_helpers.training.stage2.resolve_gate`, the engine's rule and seed); with no
+    pending phase L, the shown epoch's gate, else the automatic gate.
     """
     latest = latest_epoch_losses(stage_dir)
     if latest is None:
         raise ValueError(f"{stage_dir}: no Stage II epoch has been trained yet; run the training cell first")
     state = read_state(stage_dir)
     target = next_gate_iteration(state)
-    if target is not None and state["phase"] == "L" and state["iteration"] == target:
-        record = gate_losses_record(state, target)
+    pending = target is not None and state["phase"] == "L" and state["iteration"] == target
+    gated_on_clean = (
+        latest["phase"] == "L" and gate_losses_record(state, latest["iteration"])["losses_source"] == "clean"
+    )
+    source = "training"
+    if pending or gated_on_clean:
+        record = gate_losses_record(state, target if pending else latest["iteration"])
+        gate = None if pending else latest["gate"]
         latest = read_epoch_losses(Path(stage_dir) / record["losses"])
-        latest.update({key: record[key] for key in ("iteration", "phase", "epoch", "gate")})
+        latest.update({key: record[key] for key in ("iteration", "phase", "epoch")}, gate=gate)
+        source = record["losses_source"]
     if target is not None:
         start, _ = resolve_gate(stage_dir, config, target, lambda: latest["per_sample_loss"])
     elif latest["gate"] is not None:
@@ -397,7 +405,8 @@ def stage2_gate_tuner(stage_dir: str | Path, config: LGLConfig) -> tuple[GateTun
     else:
         start = auto_gate(latest["per_sample_loss"], seed=config.seed)
     tuner = GateTuner(latest["per_sample_loss"], latest.get("reliable"), gate=start)
-    title = f"iteration {latest['iteration']}, phase {latest['phase']}, epoch {latest['epoch']}" + (
+    title = f"iteration {latest['iteration']}, phase {latest['phase']}, epoch {latest['epoch']}"
+    title += (" (clean pass)" if source == "clean" else "") + (
         f" → gate for iteration {target}" if target is not None else ""
     )
     return tuner, title
