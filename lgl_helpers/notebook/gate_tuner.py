@@ -387,17 +387,16 @@ def stage2_gate_tuner(stage_dir: str | Path, config: LGLConfig) -> tuple[GateTun
         raise ValueError(f"{stage_dir}: no Stage II epoch has been trained yet; run the training cell first")
     state = read_state(stage_dir)
     target = next_gate_iteration(state)
-    pending = target is not None and state["phase"] == "L" and state["iteration"] == target
-    gated_on_clean = (
-        latest["phase"] == "L" and gate_losses_record(state, latest["iteration"])["losses_source"] == "clean"
-    )
-    source = "training"
-    if pending or gated_on_clean:
-        record = gate_losses_record(state, target if pending else latest["iteration"])
-        gate = None if pending else latest["gate"]
+    record, gate = None, None
+    if target is not None and state["phase"] == "L" and state["iteration"] == target:
+        record = gate_losses_record(state, target)
+    elif latest["phase"] == "L":
+        chosen_on = gate_losses_record(state, latest["iteration"])
+        if chosen_on["losses_source"] == "clean":  # phase L kept its samples by these, not its own losses
+            record, gate = chosen_on, latest["gate"]
+    if record is not None:
         latest = read_epoch_losses(Path(stage_dir) / record["losses"])
         latest.update({key: record[key] for key in ("iteration", "phase", "epoch")}, gate=gate)
-        source = record["losses_source"]
     if target is not None:
         start, _ = resolve_gate(stage_dir, config, target, lambda: latest["per_sample_loss"])
     elif latest["gate"] is not None:
@@ -405,8 +404,7 @@ def stage2_gate_tuner(stage_dir: str | Path, config: LGLConfig) -> tuple[GateTun
     else:
         start = auto_gate(latest["per_sample_loss"], seed=config.seed)
     tuner = GateTuner(latest["per_sample_loss"], latest.get("reliable"), gate=start)
+    clean = record is not None and record["losses_source"] == "clean"
     title = f"iteration {latest['iteration']}, phase {latest['phase']}, epoch {latest['epoch']}"
-    title += (" (clean pass)" if source == "clean" else "") + (
-        f" → gate for iteration {target}" if target is not None else ""
-    )
+    title += (" (clean pass)" if clean else "") + (f" → gate for iteration {target}" if target is not None else "")
     return tuner, title
