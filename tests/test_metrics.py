@@ -7,6 +7,7 @@ import pytest
 from reference import reference_path
 
 from lgl_helpers.core.metrics import (
+    TrialScoreReader,
     compute_eer,
     compute_min_dcf,
     det_points,
@@ -103,6 +104,28 @@ def test_trial_scores_skip_blank_lines(tmp_path):
     trials, scores = read_trial_scores(path)
     assert trials == [Trial(1, "id1/a.wav", "id1/b.wav"), Trial(0, "id1/a.wav", "id2/b.wav")]
     assert scores.tolist() == [0.5, -0.25]
+
+
+def test_score_reader_reuses_the_trials_of_a_file_with_the_same_columns(tmp_path):
+    read = TrialScoreReader()
+    first = write_trial_scores(tmp_path / "raw.txt", TRIALS, [0.5, -0.5, 0.25])
+    second = write_trial_scores(tmp_path / "asnorm.txt", TRIALS, [1.5, 2.0, -3.0])
+    other = write_trial_scores(tmp_path / "other.txt", TRIALS[:2], [0.1, 0.2])
+    trials, scores = read(first)
+    again, scores_again = read(second)
+    assert again is trials and scores_again.tolist() == [1.5, 2.0, -3.0]
+    shorter, _ = read(other)
+    assert shorter is not trials and shorter == TRIALS[:2]
+    # Whatever the fast path skips, a bad file is still refused with its line.
+    bad = tmp_path / "bad.txt"
+    bad.write_text("0.5 1 id1/s/1.wav id1/t/2.wav\ninf 0 id1/s/1.wav id2/u/1.wav\n0.1 0 id2/u/1.wav id3/v/1.wav\n")
+    with pytest.raises(ListFormatError, match=r"bad.txt:2: score 'inf' is not finite"):
+        read(bad)
+    bad.write_text("0.5 1 id1/s/1.wav id1/t/2.wav\n\n-0.5 0 id1/s/1.wav id2/u/1.wav\n0.1 0 id2/u/1.wav id3/v/1.wav\n")
+    blank_trials, blank_scores = read(bad)
+    assert blank_trials == TRIALS and blank_scores.tolist() == [0.5, -0.5, 0.1]
+    with pytest.raises(ListFormatError, match=r"none.txt: score file does not exist"):
+        read(tmp_path / "none.txt")
 
 
 def test_trial_scores_refuse_bad_input(tmp_path):

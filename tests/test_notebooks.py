@@ -55,6 +55,14 @@ def test_profiles_validate_against_parameters_cells(profile):
         assert step.parameters["interactive"] is False
 
 
+def test_full_profile_trains_the_methods_encoder():
+    # A parameter a profile leaves out takes the notebook's default, which is the demo profile's (a
+    # narrow CPU encoder): the full recipe must name the method's widths itself.
+    stage1 = {step.name: step.parameters for step in planning.plan_run("full", "x")}["01_stage1_contrastive"]
+    assert (stage1["channels"], stage1["mfa_channels"]) == (512, 1536)
+    assert (stage1["frames"], stage1["batch_size"], stage1["epochs"]) == (180, 300, 80)
+
+
 def test_unknown_set_name_lists_valid_names():
     with pytest.raises(planning.PipelineError, match=r"no notebook has this parameter; valid names: \[.*'seed'"):
         planning.plan_run("ci", "x", {"epochz": 3})

@@ -24,7 +24,7 @@ from lgl_helpers.app import report_eval
 from lgl_helpers.config import NotebookConfig, check_int
 from lgl_helpers.core import bootstrap
 from lgl_helpers.core.evaluation import check_eval_trials
-from lgl_helpers.core.metrics import TEST_SCORES, match_trials, read_trial_scores
+from lgl_helpers.core.metrics import TEST_SCORES, TrialScoreReader, match_trials
 from lgl_helpers.corpus.lists import Trial
 from lgl_helpers.notebook.gate_tuner import plot_loss_histogram
 from lgl_helpers.notebook.report_figures import report_figures
@@ -64,7 +64,7 @@ def _read(path: Path) -> dict | None:
     return read_json(path) if path.is_file() else None
 
 
-def _read_scores(stage_dir: Path, metrics: dict) -> tuple[list[Trial], Any] | str:
+def _read_scores(stage_dir: Path, metrics: dict, read_scores: TrialScoreReader) -> tuple[list[Trial], Any] | str:
     """(trials, scores (M,)) of a stage's ``test_scores.txt``, or why there are none."""
     path = stage_dir / TEST_SCORES
     if "test_scores" not in metrics:
@@ -72,7 +72,7 @@ def _read_scores(stage_dir: Path, metrics: dict) -> tuple[list[Trial], Any] | st
     if not path.is_file():
         return f"{path} does not exist"
     try:
-        return read_trial_scores(path)
+        return read_scores(path)
     except ValueError as error:
         return str(error)
 
@@ -172,6 +172,7 @@ def collect_report(
     run_dir = Path(run_dir)
     report: dict[str, Any] = {"run_name": run_dir.name, "run_dir": str(run_dir)}
     scored = {}
+    read_scores = TrialScoreReader()  # the stages' score files are of the same few lists
     for key, folder, _ in SYSTEMS:
         metrics = _read(run_dir / folder / "metrics.json")
         if metrics is None:
@@ -179,7 +180,7 @@ def collect_report(
             continue
         entry = {k: metrics.get(k) for k in METRIC_KEYS}
         entry.update({f"{k}_ci": None for k in METRIC_KEYS})
-        scores = _read_scores(run_dir / folder, metrics)
+        scores = _read_scores(run_dir / folder, metrics, read_scores)
         if isinstance(scores, str):
             entry["ci_note"] = scores
         else:
@@ -203,7 +204,7 @@ def collect_report(
         "confidence": bootstrap.CONFIDENCE,
     }
     _add_intervals(report, scored, n_resamples, seed)
-    report["eval"] = report_eval.collect_eval(run_dir, SYSTEMS, lists, n_resamples, seed)
+    report["eval"] = report_eval.collect_eval(run_dir, SYSTEMS, lists, n_resamples, seed, read_scores)
 
     clustering = []
     quality = _read(run_dir / "clustering" / "quality.json")

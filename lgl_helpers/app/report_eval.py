@@ -17,7 +17,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from lgl_helpers.core import bootstrap
-from lgl_helpers.core.metrics import det_points, match_trials, read_trial_scores
+from lgl_helpers.core.metrics import TrialScoreReader, det_points, match_trials
 from lgl_helpers.core.score_norm import METHOD_LABELS, METHODS
 from lgl_helpers.runs import read_json
 
@@ -37,7 +37,9 @@ def thin_det(fpr: np.ndarray, fnr: np.ndarray) -> dict[str, list[float]]:
     return {"fpr": fpr[keep].tolist(), "fnr": fnr[keep].tolist()}
 
 
-def _scored(run_dir: Path, systems: tuple, names: list[str]) -> tuple[dict, dict, list[str]]:
+def _scored(
+    run_dir: Path, systems: tuple, names: list[str], read_scores: TrialScoreReader
+) -> tuple[dict, dict, list[str]]:
     """(system → list → {"trials", "path", "variants": variant → (trials, scores)}, system → cohort
     record, notes) from the stages' ``metrics.json``; ``names`` empty = every list scored."""
     scored: dict[str, dict] = {}
@@ -57,7 +59,7 @@ def _scored(run_dir: Path, systems: tuple, names: list[str]) -> tuple[dict, dict
             variants = {}
             for variant, score_path in record["scores"].items():
                 try:
-                    variants[variant] = read_trial_scores(score_path)
+                    variants[variant] = read_scores(score_path)
                 except (OSError, ValueError) as error:
                     notes.append(f"{label}, {name}, {variant}: {error}")
             scored.setdefault(key, {})[name] = {"trials": record["trials"], "variants": variants}
@@ -73,6 +75,7 @@ def collect_eval(
     names: list[str] | None = None,
     n_resamples: int = bootstrap.N_RESAMPLES,
     seed: int = bootstrap.SEED,
+    read_scores: TrialScoreReader | None = None,
 ) -> dict[str, Any]:
     """The ``eval`` part of ``report.json``.
 
@@ -80,10 +83,11 @@ def collect_eval(
     empty: every list any stage scored). Returns ``lists`` (names), ``results``: system → list →
     variant → metric values with ``_ci`` intervals, and ``<metric>_diff`` / ``_diff_ci`` against raw
     for the normalised variants; ``cohorts``: system → the cohort used; ``det``: list → system →
-    variant → thinned ``fpr`` / ``fnr``; ``notes``: why something is absent.
+    variant → thinned ``fpr`` / ``fnr``; ``notes``: why something is absent. ``read_scores``: a
+    reader that has read score files of these lists already (None: a new one).
     """
     run_dir = Path(run_dir)
-    scored, cohorts, notes = _scored(run_dir, systems, list(names or []))
+    scored, cohorts, notes = _scored(run_dir, systems, list(names or []), read_scores or TrialScoreReader())
     order = list(names or []) or list(dict.fromkeys(name for lists in scored.values() for name in lists))
     results: dict[str, dict] = {}
     det: dict[str, dict] = {}

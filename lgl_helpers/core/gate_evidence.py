@@ -9,7 +9,6 @@ dropped ones, and the loss itself ranks reliable labels first (a high ROC AUC of
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 EVIDENCE_KEYS = ("fraction_kept", "kept_reliable", "dropped_reliable", "auc_reliable")
 
@@ -36,5 +35,8 @@ def gate_evidence(per_sample_loss, reliable, gate: float) -> dict[str, float | N
     evidence["dropped_reliable"] = float(reliable[~kept].mean()) if (~kept).any() else None
     if reliable.all() or not reliable.any():
         return evidence
+    # Imported here: scikit-learn takes seconds to import, and the baseline's notebook never gates.
+    from sklearn.metrics import roc_auc_score
+
     evidence["auc_reliable"] = float(roc_auc_score(reliable, -losses))
     return evidence

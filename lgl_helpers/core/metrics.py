@@ -198,6 +198,54 @@ def read_trial_scores(path: str | os.PathLike) -> tuple[list[Trial], np.ndarray]
     return trials, np.array(scores, dtype=np.float64)
 
 
+class TrialScoreReader:
+    """:func:`read_trial_scores` for many score files of a few trial lists (a report reads twenty-odd,
+    of three lists). A file whose label and path columns equal, line for line, those of a file this
+    reader has read gets that file's trials back, the same list, without building them again: building
+    the :class:`Trial` tuples is most of the reading, and comparing a list with itself is instant.
+    Anything else (a new list, a blank line, a bad score) is read, and refused, by :func:`read_trial_scores`.
+    """
+
+    def __init__(self) -> None:
+        self._known: list[tuple[list[str], list[Trial]]] = []  # (label and path columns, their trials)
+
+    def __call__(self, path: str | os.PathLike) -> tuple[list[Trial], np.ndarray]:
+        """(trials, scores (M,) float64) of the score file ``path``."""
+        split = _split_scores(Path(path))
+        if split is not None:
+            score_texts, columns = split
+            for known_columns, trials in self._known:
+                if columns == known_columns:
+                    scores = _finite_scores(score_texts)
+                    if scores is not None:
+                        return trials, scores
+        trials, scores = read_trial_scores(path)
+        if split is not None:
+            self._known.append((split[1], trials))
+        return trials, scores
+
+
+def _split_scores(path: Path) -> tuple[list[str], list[str]] | None:
+    """Each line of a score file as (score text, the rest); None when the file is missing or has a
+    line that is not ``<score> <rest>``."""
+    if not path.is_file():
+        return None
+    lines = path.read_text().splitlines()
+    parts = [line.partition(" ") for line in lines]
+    if not parts or any(not sep or not score for score, sep, _ in parts):
+        return None
+    return [score for score, _, _ in parts], [rest for _, _, rest in parts]
+
+
+def _finite_scores(texts: list[str]) -> np.ndarray | None:
+    """(M,) float64 of the score texts, read as :func:`read_trial_scores` reads them; None if one is not a finite number."""
+    try:
+        scores = np.fromiter(map(float, texts), dtype=np.float64, count=len(texts))
+    except ValueError:
+        return None
+    return scores if np.isfinite(scores).all() else None
+
+
 def match_trials(trials: Sequence[Trial], other: Sequence[Trial]) -> np.ndarray | None:
     """Position in ``other`` of each trial of ``trials`` when both hold the same trials, else None.
 
