@@ -162,7 +162,7 @@ def test_auto_gate_ignores_a_bump_in_the_far_tail_of_a_spike_and_tail_histogram(
 
 
 def test_auto_gate_on_the_losses_of_a_toy_phase_t_keeps_the_reliable_labels():
-    # The best T epoch of the demo profile on the default toy corpus (1,200 utterances, 81 % of the
+    # A best T epoch of a demo-sized run on the default toy corpus (1,200 utterances, 81 % of the
     # pseudo labels reliable): the rule must keep a clearly more reliable set than it drops.
     record = np.load(Path(__file__).parent / "data" / "toy_phase_t_losses.npz")
     losses, reliable = record["per_sample_loss"], record["reliable"]
