@@ -31,6 +31,7 @@ def test_notebook02_writes_pseudo_labels_quality_and_figures(tiny_corpus, tmp_pa
         "n_clusters": 8,
         "cluster_n_iter": 10,
         "umap_sample": 30,
+        "untrained_sample": -1,  # every utterance (the demo's default, 600, is more than this corpus has)
         "n_impure": 3,
         "device": "cpu",
         "seed": 0,
