@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lgl_helpers.corpus.lists.formats import ListFormatError, Trial, numbered_fields
+from lgl_helpers.corpus.lists.formats import ListFormatError, Trial, numbered_line_fields
 from lgl_helpers.runs import atomic_write_text
 
 TEST_SCORES = "test_scores.txt"  # a stage's final test scores, next to its metrics.json
@@ -177,10 +177,19 @@ def read_trial_scores(path: str | os.PathLike) -> tuple[list[Trial], np.ndarray]
     Raises :class:`~lgl_helpers.corpus.lists.ListFormatError` naming ``file:line`` on a bad line.
     """
     path = Path(path)
+    return _parse_trial_scores(path, _score_lines(path))
+
+
+def _score_lines(path: Path) -> list[str]:
+    """The lines of a score file, split as reading it line by line splits them."""
     if not path.is_file():
         raise ListFormatError(f"{path}: score file does not exist")
+    return path.read_text().split("\n")
+
+
+def _parse_trial_scores(path: Path, lines: list[str]) -> tuple[list[Trial], np.ndarray]:
     trials, scores = [], []
-    for number, fields in numbered_fields(path):
+    for number, fields in numbered_line_fields(lines):
         if len(fields) != 4:
             raise ListFormatError(f"{path}:{number}: expected 4 fields '{SCORES_FORMAT}', got {len(fields)}")
         try:
@@ -203,7 +212,8 @@ class TrialScoreReader:
     of three lists). A file whose label and path columns equal, line for line, those of a file this
     reader has read gets that file's trials back, the same list, without building them again: building
     the :class:`Trial` tuples is most of the reading, and comparing a list with itself is instant.
-    Anything else (a new list, a blank line, a bad score) is read, and refused, by :func:`read_trial_scores`.
+    Anything else (a new list, a blank line, a bad score) is parsed, and refused, as by :func:`read_trial_scores`.
+    Each file is read once.
     """
 
     def __init__(self) -> None:
@@ -211,29 +221,29 @@ class TrialScoreReader:
 
     def __call__(self, path: str | os.PathLike) -> tuple[list[Trial], np.ndarray]:
         """(trials, scores (M,) float64) of the score file ``path``."""
-        split = _split_scores(Path(path))
-        if split is not None:
-            score_texts, columns = split
+        path = Path(path)
+        lines = _score_lines(path)
+        score_texts, columns = _split_score_column(lines)
+        if columns is not None:
             for known_columns, trials in self._known:
                 if columns == known_columns:
                     scores = _finite_scores(score_texts)
                     if scores is not None:
                         return trials, scores
-        trials, scores = read_trial_scores(path)
-        if split is not None:
-            self._known.append((split[1], trials))
+        trials, scores = _parse_trial_scores(path, lines)
+        if columns is not None:
+            self._known.append((columns, trials))
         return trials, scores
 
 
-def _split_scores(path: Path) -> tuple[list[str], list[str]] | None:
-    """Each line of a score file as (score text, the rest); None when the file is missing or has a
-    line that is not ``<score> <rest>``."""
-    if not path.is_file():
-        return None
-    lines = path.read_text().splitlines()
+def _split_score_column(lines: list[str]) -> tuple[list[str], list[str] | None]:
+    """(score texts, the rest of each line); the rest is None when a line (other than the newline's
+    empty last one) is not ``<score> <rest>``."""
+    if lines and not lines[-1]:
+        lines = lines[:-1]
     parts = [line.partition(" ") for line in lines]
     if not parts or any(not sep or not score for score, sep, _ in parts):
-        return None
+        return [], None
     return [score for score, _, _ in parts], [rest for _, _, rest in parts]
 
 

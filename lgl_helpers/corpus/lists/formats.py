@@ -59,10 +59,15 @@ def numbered_fields(path: str | os.PathLike) -> Iterable[tuple[int, list[str]]]:
     if not path.is_file():
         raise ListFormatError(f"{path}: list file does not exist")
     with open(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if fields:
-                yield number, fields
+        yield from numbered_line_fields(handle)
+
+
+def numbered_line_fields(lines: Iterable[str]) -> Iterable[tuple[int, list[str]]]:
+    """(line number from 1, whitespace-split fields) of each non-blank line of ``lines``."""
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if fields:
+            yield number, fields
 
 
 def read_train_list(path: str | os.PathLike) -> list[TrainEntry]:
