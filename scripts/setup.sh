@@ -16,7 +16,11 @@ case "$LGL_FAISS" in cpu|gpu) ;; *) echo "[setup] LGL_FAISS must be cpu or gpu, 
 
 # --locked: refuse to run when the lock is stale instead of silently re-resolving.
 # Never download a Python: use the interpreter the user has.
-UV_PYTHON_DOWNLOADS=never "$uv_bin" sync --locked --quiet --python "$python_bin" --extra "$LGL_FAISS" --extra dev
+# --compile-bytecode: uv installs no .pyc files, and where PYTHONDONTWRITEBYTECODE is set (as on some
+# machines and clusters) Python never writes them, so every kernel would compile torch and the rest from
+# source at each import (18 s -> 9 s for the notebooks' imports, measured on 2 cores). Compiled once, at install.
+UV_PYTHON_DOWNLOADS=never "$uv_bin" sync --locked --quiet --python "$python_bin" --extra "$LGL_FAISS" --extra dev \
+  --compile-bytecode
 
 if [ ! -f .venv/share/jupyter/kernels/lgl-kit/kernel.json ]; then
   echo "[setup] registering Jupyter kernel lgl-kit"

@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from reference import load_reference, reference_path
 
-from lgl_helpers.core.models import ECAPATDNN, load_encoder, save_encoder
+from lgl_helpers.core.models import ECAPATDNN, PreEmphasis, load_encoder, save_encoder
 
 TOL = {"rtol": 1e-4, "atol": 1e-5}
 
@@ -45,6 +46,17 @@ def test_front_end_buffers_equal_reference():
     ours = ECAPATDNN(64).state_dict()
     for key in ("torchfbank.0.flipped_filter", "torchfbank.1.spectrogram.window", "torchfbank.1.mel_scale.fb"):
         torch.testing.assert_close(ours[key], reference["Network." + key])
+
+
+def test_pre_emphasis_equals_the_reference_filter_bit_for_bit():
+    # The reference filters with conv1d over the reflect-padded wave; the kit shifts and multiply-adds.
+    pre_emphasis = PreEmphasis()
+    generator = torch.Generator().manual_seed(0)
+    for shape in [(1, 48_000), (16, 19_440), (3, 2)]:
+        wave = 0.3 * torch.randn(*shape, generator=generator)
+        padded = F.pad(wave.unsqueeze(1), (1, 0), "reflect")
+        expected = F.conv1d(padded, pre_emphasis.flipped_filter).squeeze(1)
+        assert torch.equal(pre_emphasis(wave), expected), shape
 
 
 def test_module_prefix_is_stripped(tmp_path, stage1_encoder):

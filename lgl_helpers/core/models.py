@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torchaudio
 
 log = logging.getLogger(__name__)
@@ -115,11 +114,15 @@ class PreEmphasis(nn.Module):
     def __init__(self, coef: float = 0.97):
         super().__init__()
         self.coef = coef
+        # The reference's filter, kept as a buffer so its checkpoints load key for key.
         self.register_buffer("flipped_filter", torch.tensor([[[-coef, 1.0]]], dtype=torch.float32))
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        wave = F.pad(wave.unsqueeze(1), (1, 0), "reflect")
-        return F.conv1d(wave, self.flipped_filter).squeeze(1)
+        # The filter's two taps as a shift and a multiply-add: the same float32 values as the reference's
+        # conv1d (tests/test_models.py), which on a CPU spends 5-15x as long on its single channel.
+        previous = torch.cat([wave[:, 1:2], wave[:, :-1]], dim=1)
+        past_tap, present_tap = self.flipped_filter.view(2)
+        return wave * present_tap + previous * past_tap
 
 
 def mel_front_end() -> nn.Sequential:
