@@ -3,7 +3,7 @@ RUN ?= demo
 PROFILE ?= demo
 PY := .venv/bin/python
 
-.PHONY: setup demo test test-latest lock lab clean-runs
+.PHONY: setup demo test test-fast test-latest lock lab clean-runs
 
 setup:
 	@bash scripts/setup.sh
@@ -16,6 +16,10 @@ test: setup  ## lint + format check, then unit tests + notebooks executed headle
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check --quiet .
 	@$(PY) -m pytest -q
+
+test-fast: setup  ## the edit-test loop: lint, then every test not marked slow (no end-to-end training, no notebook runs)
+	@.venv/bin/ruff check .
+	@$(PY) -m pytest -q -m "not slow"
 
 test-latest:  ## upgrade canary, not in CI: newest releases pyproject.toml allows, in .venv-latest
 	@bash scripts/test-latest.sh

@@ -24,6 +24,7 @@ from lgl_helpers.corpus.lists import (
     check_list,
     fetch_voxceleb,
     read_train_list,
+    read_trials,
     subset_train_list,
     voxceleb,
 )
@@ -351,3 +352,44 @@ def test_cli_fetch_offline_exits_non_zero(tmp_path, monkeypatch, capsys):
     assert cli.main(["lists", "fetch-voxceleb", "--out", str(tmp_path / "vox"), "--timeout", "1"]) == 1
     assert "are you offline?" in capsys.readouterr().err
     assert not (tmp_path / "vox").exists()
+
+
+def test_check_detects_a_trial_list_whose_first_label_is_bad(tiny_corpus, tmp_path, capsys):
+    good = (tiny_corpus / "lists" / "trials.txt").read_text().splitlines()
+    listing = tmp_path / "trials.txt"
+    listing.write_text("\n".join(["2 " + good[0].split(" ", 1)[1], *good[1:]]) + "\n")
+    with pytest.raises(ListCheckError) as error:
+        check_list(listing, tiny_corpus / "test", show_progress=False)
+    assert error.value.problems == [f"{listing}:1: trial label '2' is not 0 or 1"]
+    assert cli.main(["lists", "check", "--list", str(listing), "--root", str(tiny_corpus / "test")]) == 1
+    err = capsys.readouterr().err
+    assert f"{listing}: 1 problem(s)" in err and "trial label '2'" in err
+
+
+def test_check_says_which_kind_it_assumed_when_unsure(tiny_corpus, tmp_path, caplog):
+    trials = (tiny_corpus / "lists" / "trials.txt").read_text().splitlines()[:3]
+    train = (tiny_corpus / "lists" / "train_list.txt").read_text().splitlines()[:3]
+    listing = tmp_path / "mixed.txt"
+    listing.write_text("\n".join(trials + train) + "\n")
+    with pytest.raises(ListCheckError) as error:
+        check_list(listing, tiny_corpus / "test", show_progress=False)
+    assert str(error.value).startswith(
+        f"{listing} (read as a training list: 3 of the first 6 lines look like one, "
+        "3 like a trial list; force the kind with --kind trials"
+    )
+    assert "force the kind with --kind trials" in caplog.text
+
+
+def test_field_count_errors_hint_at_paths_with_spaces(tiny_corpus, tmp_path):
+    listing = tmp_path / "trials.txt"
+    listing.write_text("1 id1/my video/00001.wav id2/my video/00002.wav\n0 a.wav b.wav\n")
+    with pytest.raises(ListCheckError) as error:
+        check_list(listing, tiny_corpus / "test", show_progress=False)
+    hint = "does a path contain whitespace, which the space-separated list format cannot hold?"
+    assert error.value.problems[0] == f"{listing}:1: expected 3 fields '<1|0> <wav path A> <wav path B>', got 5: {hint}"
+    with pytest.raises(ListFormatError, match=f"{listing}:1: .*got 5: does a path contain whitespace"):
+        read_trials(listing)
+    train = tmp_path / "train.txt"
+    train.write_text("id1 id1/my video/00001.wav 1.0\n")
+    with pytest.raises(ListFormatError, match=f"{train}:1: .*got 4: does a path contain whitespace"):
+        read_train_list(train)

@@ -2,7 +2,8 @@
 
 Precedence for iteration k: a value in ``gate_overrides.json`` (the tuner's "use this gate"), else
 the config's ``gates[k-1]``, where ``"auto"`` places it with :func:`lgl_helpers.core.gate.auto_gate`
-(seeded with the config's ``seed``) on the per-sample losses of the last T epoch of iteration k.
+(seeded with the config's ``seed``) on the per-sample losses of iteration k's best T epoch, the model
+phase L starts from (:func:`lgl_helpers.training.stage2.statefile.gate_losses_record`).
 The engine and the gate tuner both call :func:`resolve_gate`, so the tuner shows the gate training uses.
 """
 
@@ -67,7 +68,7 @@ def resolve_gate(
 ) -> tuple[float, str]:
     """The gate of ``iteration``'s phase L and where it comes from: ``"override"``, ``"config"`` or ``"auto"``.
 
-    ``t_losses()``: (N,) per-sample losses of the iteration's last T epoch, read only for ``"auto"``.
+    ``t_losses()``: (N,) per-sample losses of the iteration's best T epoch, read only for ``"auto"``.
     """
     overrides = read_gate_overrides(stage_dir)
     if iteration in overrides:
