@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lgl_helpers.corpus.toy.trials import trial_plan
-
 
 @dataclass(frozen=True)
 class ToyConfig:
@@ -66,9 +64,41 @@ class ToyConfig:
             raise ValueError(f"ToyConfig.channel_strength={self.channel_strength} must be in [0, 3]")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"ToyConfig.seed={self.seed!r} must be a non-negative integer")
-        trial_plan(self, "test")  # raises if a split cannot hold its trials
+        self.trial_plan("test")  # raises if a split cannot hold its trials
         if self.n_val_speakers:
-            trial_plan(self, "val")
+            self.trial_plan("val")
+
+    def n_speakers(self, split: str) -> int:
+        """How many speakers ``split`` (train, test or val) has."""
+        return {"train": self.n_train_speakers, "test": self.n_test_speakers, "val": self.n_val_speakers}[split]
+
+    def trial_plan(self, split: str = "test") -> tuple[int, int, int] | None:
+        """(same-session targets, cross-session targets, non-targets) of the ``split``'s trial list, or None
+        for all pairs; raises if the split is too small."""
+        n_trials = self.n_trials if split == "test" else self.n_val_trials
+        if n_trials == 0:
+            return None
+        n_target = n_trials // 2
+        n_same = n_target // 4  # most VoxCeleb1 target trials pair different videos
+        n_cross = n_target - n_same
+        n_non = n_trials - n_target
+        s, u, k = self.n_speakers(split), self.sessions_per_speaker, self.utterances_per_session
+        available_same = s * u * k * (k - 1) // 2
+        available_cross = s * (u * (u - 1) // 2) * k * k
+        n_files = s * u * k
+        available_non = n_files * (n_files - u * k) // 2
+        name = "n_trials" if split == "test" else "n_val_trials"
+        for kind, need, have in (
+            ("same-session target", n_same, available_same),
+            ("cross-session target", n_cross, available_cross),
+            ("non-target", n_non, available_non),
+        ):
+            if need > have:
+                raise ValueError(
+                    f"ToyConfig.{name}={n_trials} needs {need} distinct {kind} trials but the {split} split "
+                    f"({s} speakers x {u} sessions x {k} utterances) holds only {have}; lower {name} or enlarge the split"
+                )
+        return n_same, n_cross, n_non
 
     @classmethod
     def tiny(cls, **overrides) -> ToyConfig:

@@ -20,46 +20,13 @@ if TYPE_CHECKING:
     from lgl_helpers.corpus.toy.config import ToyConfig
 
 
-def n_speakers(config: ToyConfig, split: str) -> int:
-    return {"train": config.n_train_speakers, "test": config.n_test_speakers, "val": config.n_val_speakers}[split]
-
-
-def trial_plan(config: ToyConfig, split: str = "test") -> tuple[int, int, int] | None:
-    """(same-session targets, cross-session targets, non-targets) of the ``split``'s trial list, or None
-    for all pairs; raises if the split is too small."""
-    n_trials = config.n_trials if split == "test" else config.n_val_trials
-    if n_trials == 0:
-        return None
-    n_target = n_trials // 2
-    n_same = n_target // 4  # most VoxCeleb1 target trials pair different videos
-    n_cross = n_target - n_same
-    n_non = n_trials - n_target
-    s, u, k = n_speakers(config, split), config.sessions_per_speaker, config.utterances_per_session
-    available_same = s * u * k * (k - 1) // 2
-    available_cross = s * (u * (u - 1) // 2) * k * k
-    n_files = s * u * k
-    available_non = n_files * (n_files - u * k) // 2
-    name = "n_trials" if split == "test" else "n_val_trials"
-    for kind, need, have in (
-        ("same-session target", n_same, available_same),
-        ("cross-session target", n_cross, available_cross),
-        ("non-target", n_non, available_non),
-    ):
-        if need > have:
-            raise ValueError(
-                f"ToyConfig.{name}={n_trials} needs {need} distinct {kind} trials but the {split} split "
-                f"({s} speakers x {u} sessions x {k} utterances) holds only {have}; lower {name} or enlarge the split"
-            )
-    return n_same, n_cross, n_non
-
-
 def make_trials(config: ToyConfig, files: list[tuple[str, str, str]], split: str = "test") -> list[Trial]:
     """Trials over ``files`` = [(speaker, session, relative path)] of ``split``, sorted by path.
 
     All pairs when the split's trial count is 0; otherwise half targets (a quarter of them
     same-session pairs, the rest cross-session), half non-targets, no pair twice.
     """
-    plan = trial_plan(config, split)
+    plan = config.trial_plan(split)
     speakers = np.array([f[0] for f in files])
     sessions = np.array([f[0] + "/" + f[1] for f in files])
     i, j = np.triu_indices(len(files), 1)

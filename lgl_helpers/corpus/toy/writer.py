@@ -32,7 +32,7 @@ from lgl_helpers.corpus.toy.layout import (
     utterance_path,
 )
 from lgl_helpers.corpus.toy.sources import synthesize_music, synthesize_noise
-from lgl_helpers.corpus.toy.trials import make_hard_trials, make_trials, n_speakers
+from lgl_helpers.corpus.toy.trials import make_hard_trials, make_trials
 from lgl_helpers.corpus.toy.voices import speaker_traits, synthesize_speech
 from lgl_helpers.runs import progress, write_json
 
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 def _speech_files(config: ToyConfig, split: str) -> list[tuple[int, int, int]]:
     return [
         (s, u, k)
-        for s in range(n_speakers(config, split))
+        for s in range(config.n_speakers(split))
         for u in range(config.sessions_per_speaker)
         for k in range(config.utterances_per_session)
     ]
