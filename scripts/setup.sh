@@ -26,3 +26,10 @@ if [ ! -f .venv/share/jupyter/kernels/lgl-kit/kernel.json ]; then
   echo "[setup] registering Jupyter kernel lgl-kit"
   .venv/bin/python -m ipykernel install --sys-prefix --name lgl-kit --display-name "Python (lgl-kit)" >/dev/null
 fi
+
+# numba compiles umap's functions in every kernel unless they are cached (13-15 s of notebook 02 on 2
+# cores); one small fit fills the cache, once per venv (lgl_helpers/notebook/projection.py).
+if [ ! -f .venv/.umap-cache-warm ]; then
+  echo "[setup] compiling umap's numba functions once (cached for every later kernel)"
+  .venv/bin/python -W ignore -m lgl_helpers.notebook.projection && touch .venv/.umap-cache-warm
+fi

@@ -149,6 +149,9 @@ def umap_projection(
     """
     import umap
 
+    from lgl_helpers.notebook.projection import cache_umap_compilation, exact_small_data_distances
+
+    cache_umap_compilation()
     emb = np.asarray(emb, dtype=np.float32)
     if emb.ndim != 2:
         raise ValueError(f"emb must be (N, D), got shape {emb.shape}")
@@ -160,7 +163,9 @@ def umap_projection(
     reducer = umap.UMAP(
         n_components=2, n_neighbors=min(n_neighbors, size - 1), metric="cosine", random_state=seed, n_jobs=1
     )
-    return index, reducer.fit_transform(emb[index]).astype(np.float32)
+    with exact_small_data_distances():
+        xy = reducer.fit_transform(emb[index])
+    return index, xy.astype(np.float32)
 
 
 def _colour_codes(values: np.ndarray) -> np.ndarray:
