@@ -2,12 +2,15 @@
 
 One row per measure, ratio = kit speed / reference speed (> 1: the kit is faster): Stage II loading +
 augmentation (3 s crops, one process), a Stage II train step (C=512, 32 × 3 s, fp32), full-length
-test embedding, EER + minDCF(0.05) on 550,894 trials. The reference is read from a work tree ORIG
-(its ``Stage1/`` and ``Stage2/``) and loaded in memory by ``refcode.py``; nothing of it is kept here.
+test embedding, EER + minDCF(0.05) on 550,894 trials; each the median of ``--repeats`` runs in which
+reference and kit take turns. The reference is read from a clone ORIG (its ``Stage2/`` files, loaded in
+memory with ``.cuda()`` patched away, :func:`_load_reference`); nothing of it is kept here.
 
 Usage:
-    python benchmarks/perf_side_by_side.py ORIG runs/toy --train-root runs/toy/train --test-root runs/toy/test \\
-        --refcode ../shared/tools [--quick] [--json out.json]
+    git clone https://github.com/TaoRuijie/Loss-Gated-Learning /tmp/lgl_reference
+    lgl-kit toy runs/toy
+    python benchmarks/perf_side_by_side.py /tmp/lgl_reference runs/toy --train-root runs/toy/train \\
+        --test-root runs/toy/test [--repeats 3] [--quick] [--json out.json]
 CORPUS is VoxCeleb-laid-out: wav/, lists/train_list.txt, lists/trials.txt, musan_split/, rirs/simulated_rirs/.
 """
 
@@ -33,24 +36,39 @@ def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("orig", help="work tree of the reference code (Stage1/, Stage2/)")
     ap.add_argument("corpus")
-    ap.add_argument("--refcode", default="../shared/tools", help="folder holding refcode.py")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each measure (reference and kit in turn); medians")
     ap.add_argument("--json", default=None)
     for key in ("train-root", "test-root", "train-list", "trials", "musan", "rirs"):
         ap.add_argument("--" + key, default=None, help="override the path under CORPUS")
     return ap.parse_args()
 
 
-def _load_reference(orig: str, refcode: str) -> tuple[dict, types.ModuleType]:
-    """The reference's Stage II modules (encoder, loss, tools) and its data loader module, patched for the CPU."""
-    sys.path.insert(0, os.path.abspath(refcode))
-    from refcode import load_stage
+def _module(folder: str, name: str, patches: tuple[tuple[str, str], ...]) -> types.ModuleType:
+    """``folder/name.py`` executed as module ``name`` after the text replacements ``patches``."""
+    path = os.path.join(folder, name + ".py")
+    src = open(path).read()
+    for old, new in patches:
+        src = src.replace(old, new)
+    module = types.ModuleType(name)
+    module.__file__ = path
+    sys.modules[name] = module  # the reference's modules import one another by name
+    exec(compile(src, path, "exec"), module.__dict__)
+    return module
 
-    mods = load_stage(orig, "Stage2")
-    src = open(os.path.join(orig, "Stage2", "dataLoader.py")).read().replace("numpy.float)", "numpy.float64)")
-    loader = types.ModuleType("dataLoader")
-    exec(compile(src, "dataLoader.py", "exec"), loader.__dict__)
+
+def _load_reference(orig: str) -> tuple[dict, types.ModuleType]:
+    """The reference's Stage II modules (encoder, loss, tools) and its data loader module, patched for
+    the CPU (``.cuda()`` dropped) and for today's numpy (``numpy.float`` is gone)."""
+    folder = os.path.join(orig, "Stage2")
+    cpu = (("torch.device('cuda')", "torch.device('cpu')"), (".cuda()", ""))
+    sys.path.insert(0, folder)
+    try:
+        mods = {name: _module(folder, name, cpu) for name in ("tools", "loss", "encoder")}
+        loader = _module(folder, "dataLoader", (("numpy.float)", "numpy.float64)"),))
+    finally:
+        sys.path.remove(folder)
     return mods, loader
 
 
@@ -158,20 +176,31 @@ def main() -> None:
     trials = a.trials or os.path.join(c, "lists/trials.txt")
     musan = a.musan or os.path.join(c, "musan_split")
     rirs = a.rirs or os.path.join(c, "rirs")
-    ref, ref_loader = _load_reference(a.orig, a.refcode)
+    ref, ref_loader = _load_reference(a.orig)
     rows = []
 
-    def row(name: str, rates: tuple[float, float], unit: str) -> None:
-        ref_rate, kit_rate = rates[:2]
-        rows.append({"measure": name, "ref": ref_rate, "kit": kit_rate, "unit": unit, "ratio": kit_rate / ref_rate})
-        print(f"| {name} | {ref_rate:.2f} | {kit_rate:.2f} | {unit} | {kit_rate / ref_rate:.2f}× |", flush=True)
+    def row(name: str, measure, unit: str) -> None:
+        # Reference and kit alternate inside each repeat, so a change of load hits both; medians over repeats.
+        runs = [measure()[:2] for _ in range(a.repeats)]
+        ratios = [kit_rate / ref_rate for ref_rate, kit_rate in runs]
+        ref_rate, kit_rate = (float(np.median([r[i] for r in runs])) for i in (0, 1))
+        ratio = float(np.median(ratios))
+        rows.append({"measure": name, "ref": ref_rate, "kit": kit_rate, "unit": unit, "ratio": ratio, "ratios": ratios})
+        spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+        print(f"| {name} | {ref_rate:.2f} | {kit_rate:.2f} | {unit} | {ratio:.2f}×{spread} |", flush=True)
 
-    print("| measure | reference | kit | unit | kit ÷ reference |\n|---|---|---|---|---|", flush=True)
-    row("Stage II loading + augmentation, 1 process", _loading(a, ref_loader, train, tlist, musan, rirs), "samples/s")
-    row("Stage II train step, C=512, 32 × 3 s, fp32", _train_step(a, ref), "steps/s")
-    row("test embedding, full length, C=512", _embedding(a, ref, test, trials), "files/s")
-    met = _metrics(ref)
-    row(f"EER + minDCF(0.05), {met[2]:,} trials", met, "lists/s")
+    print(
+        f"| measure | reference | kit | unit | kit ÷ reference, median of {a.repeats} (range) |\n|---|---|---|---|---|",
+        flush=True,
+    )
+    row(
+        "Stage II loading + augmentation, 1 process",
+        lambda: _loading(a, ref_loader, train, tlist, musan, rirs),
+        "samples/s",
+    )
+    row("Stage II train step, C=512, 32 × 3 s, fp32", lambda: _train_step(a, ref), "steps/s")
+    row("test embedding, full length, C=512", lambda: _embedding(a, ref, test, trials), "files/s")
+    row("EER + minDCF(0.05), 550,894 trials", lambda: _metrics(ref), "lists/s")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -339,6 +339,11 @@ def _run_report(args: argparse.Namespace) -> int:
         return 1
     report = read_json(path)
     print(results_table(report))
+    timings = report.get("timings") or {}
+    if timings and all(isinstance(record, dict) for record in timings.values()):
+        from lgl_helpers.timings import summary_line
+
+        print(f"\n{summary_line(timings)}")  # a report.json written before the breakdown has none
     print(f"\nfull report: {path.with_suffix('.md')}")
     return 0
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from lgl_helpers import timings
 from lgl_helpers.app import report_eval
 from lgl_helpers.config import NotebookConfig, check_int
 from lgl_helpers.core import bootstrap
@@ -41,6 +42,8 @@ METRIC_KEYS = ("eer", "min_dcf", "min_dcf_0.01")
 # Paired differences, each (system, reference): metric(system) - metric(reference).
 COMPARISONS = (("lgl", "baseline"), ("baseline", "stage1"), ("lgl", "stage1"))
 SHORT_NAMES = {"stage1": "Stage I", "baseline": "baseline", "lgl": "LGL"}
+# The notebook that runs each system's stage (whose metrics.json "timings" are that notebook's parts).
+NOTEBOOK_OF = {"stage1": "01_stage1_contrastive", "baseline": "03_stage2_baseline", "lgl": "04_stage2_lgl"}
 
 
 @dataclass
@@ -172,6 +175,7 @@ def collect_report(
     run_dir = Path(run_dir)
     report: dict[str, Any] = {"run_name": run_dir.name, "run_dir": str(run_dir)}
     scored = {}
+    stage_parts = {}
     read_scores = TrialScoreReader()  # the stages' score files are of the same few lists
     for key, folder, _ in SYSTEMS:
         metrics = _read(run_dir / folder / "metrics.json")
@@ -186,6 +190,7 @@ def collect_report(
         else:
             scored[key] = scores
         entry["wall_seconds"] = metrics.get("wall_seconds")
+        stage_parts[NOTEBOOK_OF[key]] = metrics.get("timings")
         if key == "stage1":
             entry["untrained_eer"] = metrics.get("untrained_eer")
             entry["untrained_min_dcf"] = metrics.get("untrained_min_dcf")
@@ -228,7 +233,7 @@ def collect_report(
         for item in (report.get("lgl") or {}).get("iterations", [])
     ]
     pipeline = _read(run_dir / "pipeline.json") or {"notebooks": {}}
-    report["timings"] = {name: record.get("wall_seconds") for name, record in pipeline["notebooks"].items()}
+    report["timings"] = timings.notebook_timings(run_dir, pipeline, stage_parts)
     report["profile"] = pipeline.get("profile")
     report["environment"] = environment_info()
     return report
@@ -396,8 +401,13 @@ def write_report(
             "",
             gate_evidence_table(evidence),
         ]
-    lines += ["", "## Wall time per notebook", "", "| notebook | seconds |", "| --- | ---: |"]
-    lines += [f"| {name} | {_fmt(seconds, 1)} |" for name, seconds in report["timings"].items()]
+    lines += ["", "## Wall time per notebook", "", timings.summary_line(report["timings"]), ""]
+    lines += ["| notebook | seconds | kernel start | where (seconds) |", "| --- | ---: | ---: | --- |"]
+    for name, record in report["timings"].items():
+        detail = ", ".join(f"{part} {seconds:.1f}" for part, seconds in (record["sections"] or {}).items())
+        if record["parts"]:
+            detail += "; inside the stage: " + ", ".join(f"{p} {v:.1f}" for p, v in record["parts"].items())
+        lines.append(f"| {name} | {_fmt(record['seconds'], 1)} | {_fmt(record['kernel_start'], 1)} | {detail} |")
     env = report["environment"]
     lines += ["", "## Machine", "", ", ".join(f"{k}: {v}" for k, v in env.items() if v is not None), ""]
     lines += [

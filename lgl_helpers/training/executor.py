@@ -27,6 +27,8 @@ from lgl_helpers.training.state import restore_rng
 from lgl_helpers.training.step_checkpoints import StepCheckpoints
 
 STAGE1_SUMS = ("loss", "contrastive_loss", "top1", "aat_loss", "disc_loss", "disc_acc")
+# The progress bar's numbers need the device's running sums: read every this many batches, not every batch.
+POSTFIX_EVERY = 10
 
 
 def enable_tf32(device: torch.device) -> None:
@@ -144,14 +146,15 @@ def stage1_step(models: Stage1Models, batch: dict, aat_weight: float, device, au
     models.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     models.optimizer.step()
+    # float64 scalars left on the device (the epoch adds them up there): float() here would wait for it every batch.
     return {
         "batch_size": batch_size,
-        "loss": float(loss.detach()),
-        "contrastive_loss": float(contrastive.detach()),
+        "loss": loss.detach().double(),
+        "contrastive_loss": contrastive.detach().double(),
         "top1": top1,
-        "aat_loss": float(aat_loss.detach()),
-        "disc_loss": float(disc_loss.detach()),
-        "disc_acc": float((disc_logits.argmax(1) == labels).float().mean()) * 100,
+        "aat_loss": aat_loss.detach().double(),
+        "disc_loss": disc_loss.detach().double(),
+        "disc_acc": (disc_logits.argmax(1) == labels).float().mean().double() * 100,
     }
 
 
@@ -188,7 +191,7 @@ def stage1_epoch(
         return {
             "batches": n_batches,
             "world_size": distributed.world_size(),
-            "sums": {key: distributed.all_reduce_sum(value) for key, value in sums.items()},
+            "sums": {key: distributed.all_reduce_sum(float(value)) for key, value in sums.items()},
         }
 
     bar = runs.progress(_batches(loader, mid), desc=desc, total=len(loader), unit="batch", leave=False)
@@ -199,17 +202,18 @@ def stage1_epoch(
         stats = stage1_step(models, batch, aat_weight, device, autocast)
         n_batches += 1
         for key in STAGE1_SUMS:
-            sums[key] += stats[key]
-        bar.set_postfix(
-            loss=f"{sums['loss'] / n_batches:.3f}",
-            top1=f"{sums['top1'] / n_batches:.1f}",
-            aat=f"{sums['aat_loss'] / n_batches:.3f}",
-            sps=f"{(n_batches - start) * stats['batch_size'] / (time.perf_counter() - tic):.0f}",
-        )
+            sums[key] = sums[key] + stats[key]  # float64, as float(x) added up on the host
+        if n_batches % POSTFIX_EVERY == 1:
+            bar.set_postfix(
+                loss=f"{float(sums['loss']) / n_batches:.3f}",
+                top1=f"{float(sums['top1']) / n_batches:.1f}",
+                aat=f"{float(sums['aat_loss']) / n_batches:.3f}",
+                sps=f"{(n_batches - start) * stats['batch_size'] / (time.perf_counter() - tic):.0f}",
+            )
         if mid is not None:
             mid.checkpoints.after_batch(mid.where, n_batches, lambda: mid.write(running()))
     bar.close()
-    means = {key: value / n_batches for key, value in sums.items()} if n_batches else sums
+    means = {key: float(value) / n_batches for key, value in sums.items()} if n_batches else sums
     # Each rank saw its share of every batch: the epoch's statistics are the mean over ranks.
     means = {key: distributed.all_reduce_sum(value) / distributed.world_size() for key, value in means.items()}
     return means, n_batches, completed
@@ -274,14 +278,14 @@ def stage2_epoch(
         parts = distributed.gather_objects(
             {
                 "index": np.concatenate(index),
-                "per_sample_loss": np.concatenate(losses),
-                "selected": np.concatenate(selected),
+                "per_sample_loss": _on_host(losses),
+                "selected": _on_host(selected),
             }
         )
         return {
             "batches": n_batches,
             "skipped_batches": skipped,
-            "sum_loss": distributed.all_reduce_sum(sum_loss),
+            "sum_loss": distributed.all_reduce_sum(float(sum_loss)),
             "sum_correct": distributed.all_reduce_sum(sum_correct),
             "n_selected": int(distributed.all_reduce_sum(n_selected_total)),
             "n_samples": int(distributed.all_reduce_sum(n_samples)),
@@ -296,8 +300,9 @@ def stage2_epoch(
             batch_keep = None if keep is None else torch.from_numpy(keep[batch["index"].numpy()])
             out = model(wave, labels, gate, batch_keep)  # encoder: (B, T) → (B, 192)
         index.append(batch["index"].numpy())
-        losses.append(out.per_sample.float().cpu().numpy())
-        selected.append(out.selected.cpu().numpy())
+        # Kept where they are and copied to the host once per epoch: a copy per batch waits for the device.
+        losses.append(out.per_sample.float())
+        selected.append(out.selected)
         n_samples += labels.shape[0]
         n_batches += 1
         n_selected_all = distributed.all_reduce_sum(out.n_selected)
@@ -314,11 +319,14 @@ def stage2_epoch(
             if after_step is not None:
                 after_step()
             n_selected_total += out.n_selected
-            sum_loss += float(out.loss.detach()) * out.n_selected
+            # A float64 sum on the device: the same numbers as float(loss) * n added up on the host, without a wait.
+            sum_loss = sum_loss + out.loss.detach().double() * out.n_selected
             sum_correct += out.accuracy * out.n_selected
-            bar.set_postfix(
-                loss=f"{sum_loss / max(n_selected_total, 1):.3f}", acc=f"{sum_correct / max(n_selected_total, 1):.1f}"
-            )
+            if n_batches % POSTFIX_EVERY == 1:
+                bar.set_postfix(
+                    loss=f"{float(sum_loss) / max(n_selected_total, 1):.3f}",
+                    acc=f"{sum_correct / max(n_selected_total, 1):.1f}",
+                )
         if mid is not None:
             mid.checkpoints.after_batch(mid.where, n_batches, lambda: mid.write(running()))
     bar.close()
@@ -328,7 +336,7 @@ def stage2_epoch(
         int(distributed.all_reduce_sum(n_samples)),
         int(distributed.all_reduce_sum(n_selected_total)),
     )
-    sum_loss, sum_correct = distributed.all_reduce_sum(sum_loss), distributed.all_reduce_sum(sum_correct)
+    sum_loss, sum_correct = distributed.all_reduce_sum(float(sum_loss)), distributed.all_reduce_sum(sum_correct)
     stats = {
         "loss": sum_loss / n_selected_total if n_selected_total else 0.0,
         "accuracy": sum_correct / n_selected_total if n_selected_total else 0.0,
@@ -339,10 +347,20 @@ def stage2_epoch(
     }
     arrays = {
         "index": np.concatenate(index).astype(np.int64),
-        "per_sample_loss": np.concatenate(losses).astype(np.float32),
-        "selected": np.concatenate(selected).astype(bool),
+        "per_sample_loss": _on_host(losses).astype(np.float32),
+        "selected": _on_host(selected).astype(bool),
     }
     return stats, distributed.gather_concat(arrays)
+
+
+def _on_host(parts: list) -> np.ndarray:
+    """One array of an epoch's per-batch parts: device tensors (copied in one transfer) after the
+    numpy arrays a resumed epoch starts with."""
+    arrays = [part for part in parts if isinstance(part, np.ndarray)]
+    tensors = [part for part in parts if isinstance(part, torch.Tensor)]
+    if tensors:
+        arrays.append(torch.cat(tensors).cpu().numpy())
+    return np.concatenate(arrays)
 
 
 def _resumed_arrays(resume: dict | None) -> tuple[list, list, list]:

@@ -20,6 +20,7 @@ from lgl_helpers.core.evaluation import final_evaluation, plan_evaluation, store
 from lgl_helpers.core.losses import AATDiscriminator, ContrastiveLoss
 from lgl_helpers.core.metrics import TEST_SCORES
 from lgl_helpers.core.models import ECAPATDNN, REFERENCE_MFA_CHANNELS, load_encoder
+from lgl_helpers.timings import PartTimes
 from lgl_helpers.training import launch, retention
 from lgl_helpers.training.executor import MidEpoch, Stage1Models, enable_tf32, stage1_epoch
 from lgl_helpers.training.stage1.config import RUN_CONTROL_FIELDS, STAGE_DIR, Stage1Config, stage_folder
@@ -72,6 +73,8 @@ class _State:
     best: dict | None = None
     untrained: dict | None = None
     wall_seconds: float = 0.0
+    # Seconds per part (untrained_evaluation, training, validation, checkpoints, final_evaluation).
+    timings: PartTimes = dataclasses.field(default_factory=PartTimes)
     # The running epoch's progress from a mid-epoch checkpoint (with its "rng"), until that epoch resumes.
     partial: dict | None = None
 
@@ -156,7 +159,13 @@ def _resume_or_start(config: Stage1Config, stage_dir: Path, params: dict, models
         restore_rng(ckpt["rng"])
         partial = {**ckpt["partial"], "rng": ckpt["rng"]} if "partial" in ckpt else None
         state = _State(
-            ckpt["epoch"], list(ckpt["history"]), ckpt["best"], ckpt["untrained"], float(ckpt["wall_seconds"]), partial
+            ckpt["epoch"],
+            list(ckpt["history"]),
+            ckpt["best"],
+            ckpt["untrained"],
+            float(ckpt["wall_seconds"]),
+            PartTimes(ckpt.get("timings")),
+            partial,
         )
         if partial is None:
             log.info("resuming Stage I from %s (epoch %d done)", point, state.epoch)
@@ -188,6 +197,7 @@ def _checkpoint_extra(models: Stage1Models, state: _State, params: dict) -> dict
         "best": state.best,
         "untrained": state.untrained,
         "wall_seconds": state.wall_seconds,
+        "timings": state.timings.seconds,
     }
 
 
@@ -225,8 +235,9 @@ def _thin_checkpoints(stage_dir: Path, state: _State, keep_every: int = retentio
 def _evaluate_untrained(encoder: ECAPATDNN, data: Stage1Data, state: _State, device) -> dict:
     """Epoch 0: the untrained encoder on the validation (and test) trials. Returns its history record."""
     tic = time.perf_counter()
-    val = _evaluate(encoder, data.val_trials, data.paths["test_root"], device)
-    test = val if data.same_val_test else _evaluate(encoder, data.test_trials, data.paths["test_root"], device)
+    with state.timings.part("untrained_evaluation"):
+        val = _evaluate(encoder, data.val_trials, data.paths["test_root"], device)
+        test = val if data.same_val_test else _evaluate(encoder, data.test_trials, data.paths["test_root"], device)
     state.untrained = {"val": val, "test": test}
     state.wall_seconds += time.perf_counter() - tic
     record = {"epoch": 0, **val, "seconds": time.perf_counter() - tic}
@@ -257,7 +268,8 @@ def _finish_epoch(
     evaluated = epoch % config.test_interval == 0 or epoch == config.epochs
     improved = False
     if evaluated:
-        metrics = _evaluate(models.encoder, data.val_trials, data.paths["test_root"], device)
+        with state.timings.part("validation"):
+            metrics = _evaluate(models.encoder, data.val_trials, data.paths["test_root"], device)
         record.update(metrics)
         improved = state.best is None or record["eer"] < state.best["eer"]
         if improved:
@@ -297,9 +309,10 @@ def _final_metrics(
     best_path = stage_dir / "best.model"
     scores_path = stage_dir / TEST_SCORES
     plan = plan_evaluation(config, data.paths, data.entries, data.val_trials, data.test_trials)
-    result = final_evaluation(
-        load_encoder(best_path), plan, data.paths["test_root"], stage_dir, scores_path, device=device
-    )
+    with state.timings.part("final_evaluation"):
+        result = final_evaluation(
+            load_encoder(best_path), plan, data.paths["test_root"], stage_dir, scores_path, device=device
+        )
     store_threshold(best_path, result["eer_threshold"])
     test = result["test"]
     untrained = state.untrained["test"]
@@ -313,6 +326,7 @@ def _final_metrics(
         "epochs_run": state.epoch,
         "wall_seconds": state.wall_seconds,
         "call_seconds": time.perf_counter() - started,
+        "timings": state.timings.seconds,
         "best_checkpoint": str(best_path),
         "test_scores": str(scores_path),
         "trials": str(data.paths["trials"]),
@@ -392,16 +406,17 @@ def train_stage1(
                 partial = {**running, "epoch": epoch, "seconds": time.perf_counter() - tic}
                 _save_mid_epoch(stage_dir, models, state, params, partial)
 
-            means, n_batches, completed = stage1_epoch(
-                models,
-                loader,
-                config.aat_weight,
-                device,
-                config.precision,
-                f"stage1 epoch {epoch}/{config.epochs}",
-                max_batches=config.max_steps - steps_done if config.max_steps else None,
-                mid=MidEpoch(checkpoints, write, f"epoch {epoch}", resume),
-            )
+            with state.timings.part("training"):
+                means, n_batches, completed = stage1_epoch(
+                    models,
+                    loader,
+                    config.aat_weight,
+                    device,
+                    config.precision,
+                    f"stage1 epoch {epoch}/{config.epochs}",
+                    max_batches=config.max_steps - steps_done if config.max_steps else None,
+                    mid=MidEpoch(checkpoints, write, f"epoch {epoch}", resume),
+                )
             steps_done += n_batches - (resume["batches"] if resume else 0)
             if not completed:
                 log.info(
@@ -412,8 +427,9 @@ def train_stage1(
                 config, data, models, state, epoch, lr, means, n_batches, tic, device
             )
             if distributed.is_main():
-                _save(stage_dir, models, state, params, evaluated, improved)
-                _thin_checkpoints(stage_dir, state, config.keep_every)
+                with state.timings.part("checkpoints"):
+                    _save(stage_dir, models, state, params, evaluated, improved)
+                    _thin_checkpoints(stage_dir, state, config.keep_every)
             runs.atomic_write_text(stage_dir / "scores.txt", _scores_text(state.history))
             if on_epoch:
                 on_epoch(record, state.history)

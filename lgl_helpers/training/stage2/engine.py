@@ -30,6 +30,7 @@ from lgl_helpers.core.gate_evidence import gate_evidence
 from lgl_helpers.core.losses import AAMSoftmax
 from lgl_helpers.core.metrics import TEST_SCORES
 from lgl_helpers.core.models import CHECKPOINT_KEYS, ECAPATDNN, load_encoder, save_encoder
+from lgl_helpers.timings import PartTimes
 from lgl_helpers.training import launch
 from lgl_helpers.training.stage2.clean_losses import clean_pass_losses
 from lgl_helpers.training.stage2.config import Stage2Config, stage_folder
@@ -74,6 +75,9 @@ class Engine:
         self.stage1_channels, self.mfa_channels = stage1.channels, stage1.mfa_channels
         self.last_commit = time.perf_counter()
         self.state: dict = {}
+        # Seconds per part (clustering, training, validation, checkpoints, clean_pass, final_evaluation),
+        # committed with the state as its "timings".
+        self.times = PartTimes()
         self.checkpoints = StepCheckpoints(config.checkpoint_minutes)
 
     # -- bookkeeping ------------------------------------------------------------------------
@@ -90,6 +94,7 @@ class Engine:
         now = time.perf_counter()
         self.state["wall_seconds"] += now - self.last_commit
         self.last_commit = now
+        self.state["timings"] = self.times.seconds
         runs.write_json(self.path("state.json"), self.state)
         distributed.barrier()
 
@@ -134,6 +139,7 @@ class Engine:
             state.update(iteration=state["iteration"] + 1, phase="cluster", epoch=0, gate=None, status="running")
         state["params"] = params
         self.state = state
+        self.times = PartTimes(state.get("timings"))
         log.info(
             "resuming Stage II %s: iteration %d, phase %s, epoch %d done, gate %s",
             self.config.mode,
@@ -381,7 +387,8 @@ class Engine:
             info["last_model"] = info["best_model"]
         if phase == "T" and self.config.mode == "lgl":
             if self.config.gate_losses == "clean":
-                info["gate_losses"] = self.score_clean_losses(iteration, info["best_model"])
+                with self.times.part("clean_pass"):
+                    info["gate_losses"] = self.score_clean_losses(iteration, info["best_model"])
             self.state.update(phase="L", epoch=0, gate=None)
         elif iteration < self.config.max_iterations:
             self.state.update(iteration=iteration + 1, phase="cluster", epoch=0, gate=None)
@@ -409,7 +416,8 @@ class Engine:
                 break
             iteration, phase = self.state["iteration"], self.state["phase"]
             if phase == "cluster":
-                self.cluster_step(iteration)
+                with self.times.part("clustering"):
+                    self.cluster_step(iteration)
                 self.checkpoints.after_epoch(f"the clustering of iteration {iteration}")
                 continue
             if (
@@ -454,9 +462,10 @@ class Engine:
         labels = self.pseudo_labels(len(self.state["iterations"])) if cfg.norm_cohort == "centroids" else None
         plan = plan_evaluation(cfg, data.paths, data.entries, data.val_trials, data.test_trials, labels)
         scores_path = self.path(TEST_SCORES)
-        result = final_evaluation(
-            load_encoder(best_path), plan, data.paths["test_root"], self.stage_dir, scores_path, device=self.device
-        )
+        with self.times.part("final_evaluation"):
+            result = final_evaluation(
+                load_encoder(best_path), plan, data.paths["test_root"], self.stage_dir, scores_path, device=self.device
+            )
         store_threshold(best_path, result["eer_threshold"])
         test = result["test"]
         iterations = []
@@ -515,6 +524,7 @@ class Engine:
             # The run ended at max_epochs (inside an iteration) rather than after its last iteration.
             "max_epochs_reached": self.state["phase"] != "done",
             "wall_seconds": self.state["wall_seconds"],
+            "timings": self.times.seconds,
         }
         runs.write_json(self.path("metrics.json"), metrics)
         return metrics

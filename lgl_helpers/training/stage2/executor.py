@@ -130,44 +130,47 @@ def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: d
                 save_checkpoint(engine.path(f"{rel_dir}/{MID_EPOCH}"), averaged.model, {**extra, "partial": partial})
 
         where = f"iteration {iteration} {phase} epoch {epoch}"
-        stats, arrays = stage2_epoch(
-            model,
-            optimizer,
-            loader,
-            gate,
-            engine.device,
-            f"iter {iteration} {phase} epoch {epoch}",
-            after_step=averaged.update,
-            precision=cfg.precision,
-            mid=MidEpoch(engine.checkpoints, write, where, resume),
-            keep=keep,
-        )
+        with engine.times.part("training"):
+            stats, arrays = stage2_epoch(
+                model,
+                optimizer,
+                loader,
+                gate,
+                engine.device,
+                f"iter {iteration} {phase} epoch {epoch}",
+                after_step=averaged.update,
+                precision=cfg.precision,
+                mid=MidEpoch(engine.checkpoints, write, where, resume),
+                keep=keep,
+            )
         resume = None
         if reliable is not None:
             arrays["reliable"] = reliable[arrays["index"]]
-        result = evaluate_trials(
-            averaged.model,
-            engine.data.val_trials,
-            engine.data.paths["test_root"],
-            device=engine.device,
-            show_progress=False,
-        )
+        with engine.times.part("validation"):
+            result = evaluate_trials(
+                averaged.model,
+                engine.data.val_trials,
+                engine.data.paths["test_root"],
+                device=engine.device,
+                show_progress=False,
+            )
         evaluation = {k: float(result[k]) for k in ("eer", "min_dcf", "min_dcf_0.01")}
-        save_epoch(
-            engine,
-            iteration,
-            phase,
-            epoch,
-            averaged,
-            head,
-            optimizer,
-            info,
-            stats,
-            arrays,
-            evaluation,
-            gate,
-            time.perf_counter() - tic,
-        )
+        with engine.times.part("checkpoints"):
+            save_epoch(
+                engine,
+                iteration,
+                phase,
+                epoch,
+                averaged,
+                head,
+                optimizer,
+                info,
+                stats,
+                arrays,
+                evaluation,
+                gate,
+                time.perf_counter() - tic,
+            )
         if engine.on_epoch:
             engine.on_epoch(engine.state["history"][-1], engine.state)
         engine.checkpoints.after_epoch(where)
