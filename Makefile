@@ -3,7 +3,7 @@ RUN ?= demo
 PROFILE ?= demo
 PY := .venv/bin/python
 
-.PHONY: setup demo test test-fast test-latest lock lab clean-runs
+.PHONY: setup demo test test-fast test-latest lock lab clean-runs gpu-wheels gpu-check
 
 setup:
 	@bash scripts/setup.sh
@@ -29,6 +29,13 @@ lock:  ## after editing pyproject.toml: re-resolve uv.lock and re-export require
 
 lab: setup  ## step through the notebooks interactively
 	@.venv/bin/jupyter lab notebooks/
+
+gpu-wheels: setup  ## wheelhouse/gpu: what a GPU machine without network lacks, at the lock's versions (docs/gpu-check.md)
+	@$(PY) scripts/gpu_wheels.py
+
+GPU_OUT ?= runs/gpu_check
+gpu-check:  ## on the GPU machine: offline install from wheelhouse/gpu, then benchmarks/gpu_check.py into GPU_OUT
+	@bash scripts/gpu_check.sh $(GPU_OUT)
 
 clean-runs:
 	rm -rf runs/

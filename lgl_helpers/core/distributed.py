@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 # torchrun's environment; WORLD_SIZE > 1 means this process is one rank of a launched job.
 _ENV_WORLD = "WORLD_SIZE"
 _ENV_LOCAL_RANK = "LOCAL_RANK"
+# On GPUs the small CPU collectives (counts, flags, gathered objects) go through gloo, the tensors through NCCL.
+CUDA_BACKEND = "cpu:gloo,cuda:nccl"
 # A rank that waits longer than this for the others fails instead of hanging a cluster job forever.
 TIMEOUT = datetime.timedelta(minutes=float(os.environ.get("LGL_DIST_TIMEOUT_MINUTES", "30")))
 
@@ -75,8 +77,7 @@ def init(device_name: str) -> torch.device:
     if not active():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        # On GPUs the small CPU collectives (counts, flags, gathered objects) go through gloo, the tensors through NCCL.
-        backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+        backend = CUDA_BACKEND if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=TIMEOUT)
         log.info("rank %d of %d on %s", rank(), world_size(), device)
     return device
