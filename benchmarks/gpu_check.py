@@ -333,6 +333,8 @@ def _train_table(out: Path, sizes: Sizes, compiled: bool) -> dict:
     name = "train_compiled" if compiled else "train_eager"
     # compiled: the precisions a run would use first, since compiling may not finish within the limit
     order = ("tf32", "bf16", "fp32") if compiled else PRECISIONS
+    if compiled and sizes.dry:
+        order = order[:1]  # the same code for every precision; tracing costs a dry run most of its time
     for stage in ("stage1", "stage2"):
         for precision in order:
             try:

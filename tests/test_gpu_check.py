@@ -32,8 +32,9 @@ def test_dry_run_runs_every_step(tmp_path):
     assert not failed
     for name in ("train_eager", "train_compiled"):
         rows = steps[name]["result"]["rows"]
+        per_stage = 1 if name == "train_compiled" else 3  # a dry run compiles one precision per stage
         assert [(r["stage"], r["compiled"]) for r in rows] == [
-            (s, name == "train_compiled") for s in ("stage1", "stage2") for _ in range(3)
+            (s, name == "train_compiled") for s in ("stage1", "stage2") for _ in range(per_stage)
         ]
         assert all(r["samples_per_s"] > 0 for r in rows)
     assert [r["workers"] for r in steps["loader"]["result"]["rows"]] == [0, 1]
