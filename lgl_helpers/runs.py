@@ -291,6 +291,61 @@ def run_folder(run_name: str, runs_dir: str | os.PathLike = "runs") -> Path:
     return resolve_path(runs_dir) / run_name
 
 
+class RunNotFoundError(FileNotFoundError):
+    """The run a notebook's ``run_name`` names does not exist (or lacks what the notebook reads)."""
+
+
+def _other_runs(runs_dir: Path) -> str:
+    found = sorted(path.parent.name for path in runs_dir.glob("*/data.json"))
+    return f"runs there: {', '.join(found)}" if found else "no runs there yet"
+
+
+def require_run(run_name: str, runs_dir: str, needs: str = "data.json", made_by: str = "notebook 00") -> Path:
+    """The run folder of ``run_name``, checked to hold ``needs`` (a path inside it, written by ``made_by``).
+
+    Raises :class:`RunNotFoundError` in one line naming the folder, the runs that do exist and what to
+    run first, instead of a later cell failing on a missing file.
+    """
+    run_dir = run_folder(run_name, runs_dir)
+    if not run_dir.is_dir():
+        raise RunNotFoundError(
+            f"run_name={run_name!r}: no run folder {run_dir} ({_other_runs(run_dir.parent)}); "
+            f"set run_name to one of them, or run notebook 00 (or `lgl-kit run --run-name {run_name}`) first"
+        )
+    if not (run_dir / needs).exists():
+        raise RunNotFoundError(
+            f"run_name={run_name!r}: {run_dir / needs} does not exist; run {made_by} for this run first"
+        )
+    return run_dir
+
+
+def relative_to_run(path: str | os.PathLike | None, run_dir: str | os.PathLike) -> str:
+    """How a run stores a path: relative to ``run_dir`` (POSIX) when inside it, so that the run folder can be
+    copied or moved; absolute otherwise (the corpus, a checkpoint elsewhere); ``""`` for None / ``""``."""
+    if path is None or str(path) == "":
+        return ""
+    path, run_dir = Path(path).resolve(), Path(run_dir).resolve()
+    return path.relative_to(run_dir).as_posix() if path.is_relative_to(run_dir) else str(path)
+
+
+def path_in_run(value: str | os.PathLike | None, run_dir: str | os.PathLike) -> Path | None:
+    """The inverse of :func:`relative_to_run`: a stored relative path against ``run_dir``, an absolute one
+    unchanged, ``""`` / None → None."""
+    if value is None or str(value) == "":
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else Path(run_dir) / path
+
+
+def stored_paths(params: dict, keys, run_dir: str | os.PathLike) -> dict:
+    """``params`` with the paths under ``keys`` as :func:`relative_to_run` stores them: what a resumed run
+    compares, so that a run recorded with absolute paths (earlier kits) still resumes where it is."""
+    return {
+        **params,
+        **{key: relative_to_run(path_in_run(params[key], run_dir), run_dir) for key in keys if params.get(key)},
+    }
+
+
 DATA_KEYS = ("train_root", "train_list", "test_root", "trials", "val_trials", "musan_root", "rir_root")
 
 
@@ -311,7 +366,9 @@ def resolve_data_paths(
     if base is not None:
         paths.update({key: base.get(key) for key in DATA_KEYS})
     elif data_file.is_file():
-        paths.update({key: resolve_path(value) for key, value in read_json(data_file).items() if key in DATA_KEYS})
+        # data.json keeps the lists inside the run relative to it (notebook 00), so a copied run finds its own.
+        stored = read_json(data_file)
+        paths.update({key: path_in_run(value, run_dir) for key, value in stored.items() if key in DATA_KEYS})
     paths.update({key: resolve_path(value) for key, value in overrides.items() if value})
     if paths["val_trials"] is None:
         paths["val_trials"] = paths["trials"]
@@ -327,4 +384,4 @@ def data_eval_trials(run_dir: str | os.PathLike) -> dict[str, Path]:
     data_file = Path(run_dir) / "data.json"
     if not data_file.is_file():
         return {}
-    return {name: resolve_path(path) for name, path in read_json(data_file).get(EVAL_TRIALS_KEY, {}).items()}
+    return {name: path_in_run(path, run_dir) for name, path in read_json(data_file).get(EVAL_TRIALS_KEY, {}).items()}

@@ -34,3 +34,16 @@ def training_seed() -> int:
     ``benchmarks/ci_margins.py --unit`` reruns those tests over several seeds to measure their margins.
     """
     return int(os.environ.get("LGL_TEST_SEED", "0"))
+
+
+@pytest.fixture(scope="session")
+def ci_run(tmp_path_factory):
+    """The whole pipeline on the ``ci`` profile, once per session: (run folder, the --set overrides it
+    used, its pipeline state, the pipeline's messages). Tests that change the run put it back."""
+    from lgl_helpers.app import pipeline
+
+    runs_dir = tmp_path_factory.mktemp("runs")
+    overrides = {"00_data_setup.toy_root": str(runs_dir / "toy_small")}
+    messages = []
+    state = pipeline.run_pipeline("ci", "ci", overrides, runs_dir=str(runs_dir), echo=messages.append)
+    return runs_dir / "ci", overrides, state, messages

@@ -272,12 +272,17 @@ def test_cluster_size_histogram_counts_every_cluster():
     assert isinstance(fig, Figure)
     bars = fig.axes[0].containers[0]
     assert sum(bar.get_height() for bar in bars) == 8  # six non-empty clusters + two empty ones
+    # the true speakers on their own axis: a corpus of equal speakers (one tall bar) flattens nothing
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "true speakers"
+    assert fig.axes[0].get_ylim()[1] < 1.2 * max(bar.get_height() for bar in bars)
 
 
 def test_purity_scatter_has_one_point_per_cluster():
     fig = clustering_view.plot_purity_vs_size(LABELS, SPEAKERS)
     offsets = fig.axes[0].collections[0].get_offsets()
     assert len(offsets) == 6
+    fig.canvas.draw()  # no minor-tick labels on the log axis: they overlap on a short range
+    assert not [t for t in fig.axes[0].xaxis.get_minorticklabels() if t.get_text()]
     np.testing.assert_allclose(sorted(offsets[:, 1]), sorted([2 / 3, 1, 0.5, 1, 1, 1]))
 
 
@@ -292,7 +297,8 @@ def test_umap_projection_keeps_speakers_apart_and_plots_two_panels(tmp_path):
         xy, truth[index], np.array([f"s{t}" for t in truth[index]]), highlight_cluster=int(truth[index][0])
     )
     assert len(fig.axes) == 2
-    assert len(fig.axes[0].collections) == 2  # all points + the highlighted cluster's circles
+    # all points, the highlighted cluster's rings, and its points again on top in their own colours
+    assert len(fig.axes[0].collections) == 3
     paths = clustering_view.save_figures({"umap": fig}, tmp_path / "figures")
     assert paths["umap"].read_bytes()[:4] == b"\x89PNG"
 

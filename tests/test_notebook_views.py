@@ -1,6 +1,7 @@
 """What notebooks 01, 03 and 04 show while and after a stage trains: training curves, TensorBoard files, the log file."""
 
 import dataclasses
+import json
 import logging
 
 import numpy as np
@@ -31,7 +32,7 @@ def test_training_curves_before_the_first_epoch_and_in_both_modes():
     history = [_record(1, "T", 1), _record(1, "T", 2, eer=25.0), _record(1, "L", 1, gate=3.0, eer=20.0, kept=0.6)]
     empty = stage2_curves.plot_training_curves([], "lgl")
     assert "waiting for the first epoch" in empty._suptitle.get_text()
-    baseline = stage2_curves.plot_training_curves(history[:2], "baseline", stage1_eer=35.0)
+    baseline = stage2_curves.plot_training_curves(history[:2], "baseline", stage1_val_eer=35.0)
     assert len(baseline.axes) == 3
     lgl = stage2_curves.plot_training_curves(history, "lgl")
     assert len(lgl.axes) == 5  # loss, accuracy, EER, kept fraction and the gate's twin axis
@@ -67,8 +68,10 @@ def trained(tiny_corpus, tmp_path_factory):
         device="cpu",
         interactive=False,
     )
-    stage_dir = stage2_view.open_stage(config)
+    stage_dir, view_only = stage2_view.open_stage(config)
+    assert not view_only
     assert stage2_view.train(config, stage_dir)["status"] == "paused_before_gate"
+    assert not stage2_view.open_stage(config)[1], "a paused run is not finished: the training cell continues it"
     paused_log = (stage_dir / "stage2_lgl.log").read_text()
     assert stage2_view.train(config, stage_dir)["status"] == "done"
     return config, stage_dir, paused_log
@@ -89,6 +92,27 @@ def test_training_writes_its_log_and_looking_at_the_run_does_not(trained, capsys
     assert "selected" in printed and "no phase L left to train" in printed  # headless: readout and why no button
 
 
+def test_a_finished_stage_is_viewed_without_writing(trained, capsys, monkeypatch):
+    config, stage_dir, _ = trained
+    before = {p: p.read_bytes() for p in stage_dir.rglob("*") if p.is_file()}
+    shown = []
+    monkeypatch.setattr(stage2_view, "display", lambda figure, display_id=False: shown.append(figure))
+    stage_dir_again, view_only = stage2_view.open_stage(config)
+    assert stage_dir_again == stage_dir and view_only
+    printed = capsys.readouterr().out
+    assert "viewing: Stage II lgl" in printed and "nothing is trained or written" in printed
+    result = stage2_view.train(config, stage_dir, view_only)
+    assert result == {"status": "done", **json.loads((stage_dir / "metrics.json").read_text())}
+    assert len(shown) == 1
+    assert {p: p.read_bytes() for p in stage_dir.rglob("*") if p.is_file()} == before
+    # Another value of a parameter that defines the results: the run's results are shown, and it says so.
+    stage2_view.open_stage(dataclasses.replace(config, n_clusters=3))
+    assert "the run was made with n_clusters = " in capsys.readouterr().out
+    # recompute = True: the notebook computes again (here a finished run: its final evaluation).
+    assert not stage2_view.open_stage(dataclasses.replace(config, recompute=True))[1]
+    assert "recomputing: recompute = True" in capsys.readouterr().out
+
+
 def test_every_stage2_epoch_is_in_tensorboard(trained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -96,8 +120,11 @@ def test_every_stage2_epoch_is_in_tensorboard(trained):
     events = EventAccumulator(str(stage_dir / tensorboard_log.FOLDER), size_guidance={"histograms": 0})  # 0: all
     events.Reload()
     tags = events.Tags()
-    for tag in ("loss/train", "val/eer", "gate/fraction_kept", "gate/value", "reliability/kept", "reliability/dropped"):
+    kept, dropped = "reliability/reliable_among_kept_pct", "reliability/reliable_among_dropped_pct"
+    for tag in ("loss/train", "val/eer", "gate/fraction_kept", "gate/value", kept, dropped):
         assert tag in tags["scalars"], tag
+    gated = [r for r in stage2.read_state(stage_dir)["history"] if r.get("precision_selected") is not None]
+    assert [e.value for e in events.Scalars(kept)] == pytest.approx([100 * r["precision_selected"] for r in gated])
     history = stage2.read_state(stage_dir)["history"]
     eers = events.Scalars("val/eer")
     assert [e.step for e in eers] == list(range(1, len(history) + 1))  # paused and resumed: each epoch once

@@ -21,15 +21,6 @@ T_LOSS_DROP = 2.0
 RUN_SPECIFIC = {"run_name", "run_dir", "wall_seconds", "timings", "figures"}
 
 
-@pytest.fixture(scope="module")
-def ci_run(tmp_path_factory):
-    runs_dir = tmp_path_factory.mktemp("runs")
-    overrides = {"00_data_setup.toy_root": str(runs_dir / "toy_small")}
-    messages = []
-    state = pipeline.run_pipeline("ci", "ci", overrides, runs_dir=str(runs_dir), echo=messages.append)
-    return runs_dir / "ci", overrides, state, messages
-
-
 def _t_phase_losses(run_dir, mode):
     history = read_json(run_dir / f"stage2_{mode}" / "state.json")["history"]
     return [record["loss"] for record in history if record["phase"] == "T"]

@@ -31,12 +31,16 @@ NOTEBOOKS = (
     "05_compare",
 )
 # Set by the pipeline itself for every notebook, so a profile never has to repeat them.
-PIPELINE_PARAMETERS = ("run_name", "runs_dir", "interactive")
+PIPELINE_PARAMETERS = ("run_name", "runs_dir", "interactive", "recompute")
+# Not part of a notebook's fingerprint: where the run folder lives (a copied run resumes where it was) and
+# recompute, which the pipeline always sets (it only executes a notebook whose results are to be computed).
+_UNFINGERPRINTED = ("runs_dir", "recompute")
 # What to write instead of setting one of them in a profile or --set (the pipeline's value would win).
 _PIPELINE_PARAMETER_HINTS = {
     "run_name": "use the command-line option --run-name",
     "runs_dir": "use the command-line option --runs-dir",
     "interactive": "headless runs always use interactive=False; open the notebook in JupyterLab for widgets",
+    "recompute": "lgl-kit run computes every notebook it executes; --force executes finished ones again",
 }
 
 
@@ -223,7 +227,8 @@ class PlannedNotebook:
 
     @property
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.parameters, sort_keys=True).encode()).hexdigest()[:16]
+        defining = {key: value for key, value in self.parameters.items() if key not in _UNFINGERPRINTED}
+        return hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def plan_run(
@@ -279,7 +284,8 @@ def plan_run(
     plan = []
     for name in notebooks:
         parameters = dict(resolved[name])
-        for key, value in (("run_name", run_name), ("runs_dir", str(resolve_path(runs_dir))), ("interactive", False)):
+        pipeline_values = {"run_name": run_name, "runs_dir": str(resolve_path(runs_dir))}
+        for key, value in {**pipeline_values, "interactive": False, "recompute": True}.items():
             if key in defaults[name]:
                 parameters[key] = value
         plan.append(PlannedNotebook(name, notebook_path(name), out_dir / f"{name}.ipynb", parameters))

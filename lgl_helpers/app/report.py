@@ -30,7 +30,7 @@ from lgl_helpers.corpus.lists import Trial
 from lgl_helpers.notebook.gate_tuner import plot_loss_histogram
 from lgl_helpers.notebook.report_figures import report_figures
 from lgl_helpers.notebook.stage2_figures import gate_evidence_table
-from lgl_helpers.runs import atomic_write_text, environment_info, read_json, run_folder, write_json
+from lgl_helpers.runs import atomic_write_text, environment_info, read_json, relative_to_run, run_folder, write_json
 from lgl_helpers.training.stage2.statefile import gate_losses_record, read_epoch_losses, read_state
 
 SYSTEMS = (
@@ -56,6 +56,7 @@ class CompareConfig(NotebookConfig):
     bootstrap_seed: int = bootstrap.SEED
     eval_trials: dict = field(default_factory=dict)
     interactive: bool = True
+    recompute: bool = False  # True: compute again where the run has results (lgl_helpers.notebook.viewing)
 
     def validate(self) -> None:
         check_int(self.name_of("bootstrap_resamples"), self.bootstrap_resamples, minimum=1)
@@ -192,6 +193,7 @@ def collect_report(
         entry["wall_seconds"] = metrics.get("wall_seconds")
         stage_parts[NOTEBOOK_OF[key]] = metrics.get("timings")
         if key == "stage1":
+            entry["val_eer"] = metrics.get("val_eer")  # the line Stage II's validation EERs are drawn against
             entry["untrained_eer"] = metrics.get("untrained_eer")
             entry["untrained_min_dcf"] = metrics.get("untrained_min_dcf")
             entry["best_epoch"] = metrics.get("best_epoch")
@@ -360,7 +362,7 @@ def write_report(
         path = figures_dir / f"{name}.png"
         fig.savefig(path, dpi=110)
         images[name] = path
-    report["figures"] = {name: str(path) for name, path in images.items()}
+    report["figures"] = {name: relative_to_run(path, run_dir) for name, path in images.items()}
     write_json(run_dir / "report.json", report)
 
     lines = [
@@ -435,6 +437,12 @@ def report_for_run(config: CompareConfig) -> tuple[dict, Path]:
     return write_report(
         run_dir, n_resamples=config.bootstrap_resamples, seed=config.bootstrap_seed, lists=list(config.eval_trials)
     )
+
+
+def read_report(run_dir: str | Path) -> tuple[dict, Path]:
+    """A finished run's report as :func:`write_report` left it: (``report.json``'s content, ``report.md``)."""
+    run_dir = Path(run_dir)
+    return read_json(run_dir / "report.json"), run_dir / "report.md"
 
 
 def run_status_lines(run_dir: str | Path, runs_dir: str = "runs") -> list[str]:

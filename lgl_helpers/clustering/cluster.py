@@ -57,7 +57,15 @@ from lgl_helpers.clustering.quality import UntrainedBaseline, clustering_quality
 from lgl_helpers.config import NotebookConfig, check, check_int, check_n_clusters, check_non_negative, check_positive
 from lgl_helpers.core import distributed
 from lgl_helpers.corpus.lists import TrainEntry, check_list, read_train_list
-from lgl_helpers.runs import atomic_save_npy, read_json, resolve_data_paths, resolve_path, run_folder, write_json
+from lgl_helpers.runs import (
+    atomic_save_npy,
+    read_json,
+    require_run,
+    resolve_data_paths,
+    resolve_path,
+    run_folder,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -321,6 +329,7 @@ class ClusteringConfig(NotebookConfig):
     device: str = "auto"
     seed: int = 0
     interactive: bool = True
+    recompute: bool = False  # True: compute again where the run has results (lgl_helpers.notebook.viewing)
 
     def validate(self) -> None:
         check_n_clusters(self.n_clusters)
@@ -387,6 +396,8 @@ def resolve_inputs(cfg: ClusteringConfig) -> ClusteringInputs:
     """Run folder, encoder checkpoint ``init_model`` (``""`` = ``runs/<run>/stage1/best.model``), training list and root
     (``""`` = from ``runs/<run>/data.json``), checked by :func:`check_inputs`; a missing one raises
     naming its parameter."""
+    if not cfg.init_model:  # the run's own Stage I model: the run must exist
+        require_run(cfg.run_name, cfg.runs_dir, needs="stage1/best.model", made_by="notebooks 00 and 01")
     run_dir = run_folder(cfg.run_name, cfg.runs_dir)
     data = resolve_data_paths(run_dir, train_list=cfg.train_list, train_root=cfg.train_root)
     init_model = resolve_path(cfg.init_model) or run_dir / "stage1" / "best.model"
@@ -484,15 +495,7 @@ def compare_untrained(
     k = sample_n_clusters(cfg.n_clusters, size, n_total)
     sample = dataclasses.replace(inputs, entries=[inputs.entries[i] for i in index])
     untrained = cluster_from_config(cfg, sample, encoder=encoder, out_dir=out_dir, n_clusters=k)
-    labels, _ = kmeans_pseudo_labels(
-        result.emb[index],
-        k,
-        n_iter=cfg.cluster_n_iter,
-        seed=cfg.cluster_seed,
-        max_points_per_centroid=cfg.cluster_max_points_per_centroid,
-        use_gpu=cfg.use_gpu,
-    )
-    trained = clustering_quality(labels, sample.speakers, k)
+    trained = _trained_on_sample(cfg, result, index, k, sample.speakers)
     log.info(
         "on a sample of %d of %d utterances, k = %d: NMI %.4f trained, %.4f untrained",
         size,
@@ -502,3 +505,58 @@ def compare_untrained(
         untrained.quality["nmi"],
     )
     return UntrainedBaseline(index, n_total, k, cfg.seed, trained, untrained.quality)
+
+
+def finished(out_dir: str | os.PathLike) -> bool:
+    """Whether notebook 02 has finished in ``out_dir``: its clustering's files, and a ``quality.json``
+    with the untrained-encoder comparison (written last, :func:`~lgl_helpers.clustering.quality.write_quality`)."""
+    out_dir = Path(out_dir)
+    names = ("embeddings.npy", "centroids.npy", "quality.json", "pseudo_labels.txt")
+    return all((out_dir / name).is_file() for name in names) and "untrained_nmi" in read_json(out_dir / "quality.json")
+
+
+def load_clustering(inputs: ClusteringInputs) -> ClusteringResult:
+    """The finished clustering in ``inputs.out_dir``, read as :func:`cluster_from_config` returned it; nothing written."""
+    out_dir = inputs.out_dir
+    quality = read_json(out_dir / "quality.json")
+    labels = read_pseudo_labels(out_dir / "pseudo_labels.txt", inputs.entries, quality["kmeans"]["n_clusters"])
+    emb = np.load(out_dir / "embeddings.npy", allow_pickle=False)
+    centroids = np.load(out_dir / "centroids.npy", allow_pickle=False)
+    log.info("read the finished clustering of %s: NMI %.4f", out_dir, quality["nmi"])
+    return ClusteringResult(labels, emb, centroids, quality, out_dir, True)
+
+
+def load_untrained(
+    cfg: ClusteringConfig, inputs: ClusteringInputs, result: ClusteringResult
+) -> UntrainedBaseline | None:
+    """:func:`compare_untrained`'s result of a finished notebook 02, from ``out_dir/untrained/quality.json``
+    and ``quality.json`` (None: skipped); on a sample, the trained encoder's k-means of the same sample is
+    run again in memory (seconds; its NMI equals the recorded ``trained_nmi``). Nothing is written."""
+    record = result.quality
+    if record.get("untrained_nmi") is None:
+        return None
+    untrained = read_json(inputs.out_dir / "untrained" / "quality.json")
+    n_total = len(inputs.entries)
+    sample = record.get("untrained_sample")
+    if sample is None:
+        return UntrainedBaseline(np.arange(n_total), n_total, record["kmeans"]["n_clusters"], None, record, untrained)
+    index = sample_index(n_total, sample["n_utterances"], sample["seed"])
+    trained = _trained_on_sample(cfg, result, index, sample["n_clusters"], inputs.speakers[index])
+    return UntrainedBaseline(index, n_total, sample["n_clusters"], sample["seed"], trained, untrained)
+
+
+def _trained_on_sample(
+    cfg: ClusteringConfig, result: ClusteringResult, index: np.ndarray, k: int, speakers: np.ndarray
+) -> dict:
+    """Quality of the trained encoder's embeddings ``result.emb[index]`` clustered into ``k`` with the
+    k-means settings the clustering used."""
+    settings = result.quality["kmeans"]
+    labels, _ = kmeans_pseudo_labels(
+        result.emb[index],
+        k,
+        n_iter=settings["n_iter"],
+        seed=settings["seed"],
+        max_points_per_centroid=settings["max_points_per_centroid"],
+        use_gpu=cfg.use_gpu,
+    )
+    return clustering_quality(labels, speakers, k)

@@ -128,6 +128,9 @@ def kmeans_pseudo_labels(
     clustering.niter = int(n_iter)
     clustering.seed = int(seed)
     clustering.max_points_per_centroid = int(max_points_per_centroid)
+    # faiss uses min_points_per_centroid (39) only to print "please provide at least ... training points" on
+    # stderr, outside the log; the points per centroid are in the log line below, so the raw warning is off.
+    clustering.min_points_per_centroid = 1
     clustering.verbose = bool(verbose)
     index, _resources = _ip_index(d, gpu)
     start = time.perf_counter()

@@ -43,6 +43,7 @@ class DataSetupConfig(NotebookConfig):
     n_spectrograms: int = 3  # example spectrograms to draw
     seed: int = 0  # which examples are drawn
     interactive: bool = True  # widgets (False under papermill)
+    recompute: bool = False  # True: compute again where the run has results (lgl_helpers.notebook.viewing)
 
     def validate(self) -> None:
         for field in dataclasses.fields(self):
@@ -169,7 +170,9 @@ def prepare_lists(paths: dict[str, Path | None], run_dir: str | os.PathLike, *, 
         out["val_trials"] = runs.atomic_write_text(folder / "val_trials.txt", Path(paths["val_trials"]).read_text())
     eval_trials = {name: out["trials"] for name in toy_lists if name not in extra_lists}
     eval_trials |= {name: runs.atomic_write_text(folder / p.name, p.read_text()) for name, p in extra_lists.items()}
-    data = {key: out[key] for key in runs.DATA_KEYS} | {runs.EVAL_TRIALS_KEY: eval_trials}
+    # Paths inside the run are stored relative to it: a copied or moved run folder finds its own lists.
+    data = {key: runs.relative_to_run(out[key], run_dir) or None for key in runs.DATA_KEYS}
+    data[runs.EVAL_TRIALS_KEY] = {name: runs.relative_to_run(path, run_dir) for name, path in eval_trials.items()}
     runs.write_json(run_dir / "data.json", data)
     return {"paths": out, "checks": checks, "built_train_list": built, "eval_trials": eval_trials}
 
@@ -230,10 +233,29 @@ def find_augmentation_sets(musan_root: str | os.PathLike | None, rir_root: str |
     }
 
 
+def finished(run_dir: str | os.PathLike) -> bool:
+    """Whether notebook 00 has finished in ``run_dir``: ``data.json`` and ``data_summary.json`` (written last)."""
+    return (Path(run_dir) / "data.json").is_file() and (Path(run_dir) / "data_summary.json").is_file()
+
+
+def read_setup(run_dir: str | os.PathLike) -> dict:
+    """A finished set-up as :func:`prepare_lists` returned it, from ``data.json`` and ``data_summary.json``
+    (nothing checked again, nothing written)."""
+    run_dir = Path(run_dir)
+    summary = runs.read_json(run_dir / "data_summary.json")
+    paths = runs.resolve_data_paths(run_dir)
+    return {
+        "paths": paths,
+        "checks": summary["checks"],
+        "built_train_list": summary["built_train_list"],
+        "eval_trials": runs.data_eval_trials(run_dir),
+    }
+
+
 def write_data_summary(run_dir: str | os.PathLike, setup: dict, train_summary: dict, augmentation: dict) -> dict:
     """Write ``run_dir/data_summary.json``: paths, list checks, training-data and augmentation counts."""
     summary = {
-        "paths": {key: (str(value) if value is not None else None) for key, value in setup["paths"].items()},
+        "paths": {key: runs.relative_to_run(value, run_dir) or None for key, value in setup["paths"].items()},
         "built_train_list": setup["built_train_list"],
         "checks": setup["checks"],
         "train": train_summary,

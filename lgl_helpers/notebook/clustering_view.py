@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from lgl_helpers.clustering.pseudo_labels import check_labels
 from lgl_helpers.clustering.quality import MIN_MEMBERS, UntrainedBaseline, cluster_summary
@@ -82,8 +83,9 @@ def format_quality(columns: dict[str, dict | None]) -> str:
 def plot_cluster_sizes(pseudo_labels: np.ndarray, speakers: Sequence | None = None, n_clusters: int | None = None):
     """Histogram of utterances per cluster (empty clusters count as size 0 when ``n_clusters`` is given).
 
-    With ``speakers`` (N,), the utterances-per-speaker histogram is drawn over it for comparison.
-    Returns a matplotlib Figure.
+    With ``speakers`` (N,), the utterances-per-speaker histogram is drawn over it for comparison, on
+    its own (right) axis: on a corpus where every speaker has the same number of utterances it is one
+    tall bar, which on a shared axis would flatten the clusters' histogram. Returns a matplotlib Figure.
     """
     labels = check_labels(pseudo_labels)
     sizes = np.bincount(labels, minlength=n_clusters or 0)
@@ -95,15 +97,20 @@ def plot_cluster_sizes(pseudo_labels: np.ndarray, speakers: Sequence | None = No
     fig = Figure(figsize=(6.5, 3.6))
     ax = fig.add_subplot(1, 1, 1)
     ax.hist(sizes, bins=edges, color="tab:blue", alpha=0.75, label=f"clusters ({sizes.size})")
+    handles = []
     if per_speaker is not None:
-        ax.hist(
+        speaker_ax = ax.twinx()
+        *_, patches = speaker_ax.hist(
             per_speaker,
             bins=edges,
             histtype="step",
             color="black",
             linewidth=1.5,
-            label=f"true speakers ({per_speaker.size})",
+            label=f"true speakers ({per_speaker.size}, right axis)",
         )
+        speaker_ax.set_ylabel("true speakers")
+        speaker_ax.set_ylim(bottom=0)
+        handles = patches if isinstance(patches, list) else [patches]
     ax.axvline(
         labels.size / max(int((sizes > 0).sum()), 1),
         color="tab:red",
@@ -112,9 +119,10 @@ def plot_cluster_sizes(pseudo_labels: np.ndarray, speakers: Sequence | None = No
         label="mean cluster size",
     )
     ax.set_xlabel("utterances")
-    ax.set_ylabel("count")
+    ax.set_ylabel("clusters")
     ax.set_title("cluster-size distribution")
-    ax.legend(fontsize=8)
+    own, labels = ax.get_legend_handles_labels()
+    ax.legend([*own, *handles[:1]], [*labels, *[h.get_label() for h in handles[:1]]], fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -129,6 +137,11 @@ def plot_purity_vs_size(pseudo_labels: np.ndarray, speakers: Sequence):
     jitter = np.random.default_rng(0).uniform(-0.15, 0.15, size.size)  # separates clusters of equal size
     ax.scatter(size * np.exp(jitter * 0.2), purity, s=12, alpha=0.6, color="tab:blue", edgecolors="none")
     ax.set_xscale("log")
+    # Plain numbers at 1-2-5 steps; matplotlib would also label minor ticks on a short log range,
+    # and those labels run into each other.
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_ylim(-0.02, 1.05)
     ax.set_xlabel("cluster size (utterances, log scale)")
     ax.set_ylabel("purity (majority speaker's share)")
@@ -196,14 +209,27 @@ def plot_umap(xy: np.ndarray, pseudo_labels: np.ndarray, speakers: Sequence, hig
     for ax, colour, title in panels:
         ax.scatter(xy[:, 0], xy[:, 1], c=colour, cmap="tab20", vmin=0, vmax=19, s=6, alpha=0.8, edgecolors="none")
         if members is not None and members.any():
+            # A thin ring well outside each member's dot, and the dot drawn again larger on top: the
+            # highlight leaves the colours (which speakers the cluster mixes) visible.
             ax.scatter(
                 xy[members, 0],
                 xy[members, 1],
-                s=40,
+                s=110,
                 facecolors="none",
                 edgecolors="black",
-                linewidths=1.2,
+                linewidths=0.7,
                 label=f"cluster {highlight_cluster} ({int(members.sum())} in sample)",
+            )
+            ax.scatter(
+                xy[members, 0],
+                xy[members, 1],
+                c=colour[members],
+                cmap="tab20",
+                vmin=0,
+                vmax=19,
+                s=30,
+                edgecolors="none",
+                zorder=3,
             )
             ax.legend(loc="best", fontsize=8)
         ax.set_title(title)

@@ -67,13 +67,12 @@ class GateSummary:
         )
 
     def text(self) -> str:
-        parts = [
-            f"gate {self.gate:.3f}: {self.n_selected}/{self.n_total} selected ({100 * self.fraction_selected:.1f} %)"
-        ]
+        """The readout, in the words of the gate evidence table and the report (kept / dropped, reliable, %)."""
+        parts = [f"gate {self.gate:.4f}: {self.n_selected}/{self.n_total} kept ({100 * self.fraction_selected:.1f} %)"]
         if self.precision_selected is not None or self.precision_rejected is not None:
             parts.append(
-                f"pseudo-label precision selected {_percent(self.precision_selected)}, "
-                f"rejected {_percent(self.precision_rejected)}"
+                f"reliable among kept {_percent(self.precision_selected)}, "
+                f"among dropped {_percent(self.precision_rejected)}"
             )
         warning = self.warning()
         if warning:
@@ -82,16 +81,19 @@ class GateSummary:
 
 
 def _nice_step(span: float, n_steps: int = 400) -> float:
-    """The smallest 1, 2 or 5 × 10^k that is at least ``span / n_steps``: round values such as 5 or 2.5
-    lie on the slider's grid, so a typed gate is kept as typed."""
+    """The smallest 1, 2 or 5 × 10^k that is at least ``span / n_steps``."""
     raw = max(span / n_steps, 1e-9)
     power = 10.0 ** math.floor(math.log10(raw))
     return next(m * power for m in (1, 2, 5, 10) if m * power >= raw * (1 - 1e-9))
 
 
-def _digits(step: float) -> int:
-    """Decimals that hold every multiple of ``step`` exactly (0.05 → 2, 2.0 → 0)."""
-    return max(0, -math.floor(math.log10(step) + 1e-9))
+def loss_axis_top(losses: np.ndarray, gate: float | None = None) -> float:
+    """The right end of a loss histogram's x axis: past the bulk of the losses (115 % of the 99th
+    percentile), not the largest one, whose long tail would leave most of the axis empty; always
+    beyond ``gate``. Losses above it are counted in the last bar."""
+    largest = float(losses.max()) * 1.02 + 1e-6
+    top = min(largest, max(float(np.quantile(losses, 0.99)) * 1.15, 1e-3))
+    return max(top, 1.05 * gate + 1e-6) if gate is not None else top
 
 
 class GateTuner:
@@ -99,10 +101,11 @@ class GateTuner:
 
     per_sample_loss: (N,) one epoch's losses. reliable: optional (N,) bool, True where the sample's
     pseudo label equals the majority true speaker of its cluster (analysis only). ``gate``: the
-    starting value: the one training would use (:func:`stage2_gate_tuner` resolves it).
+    starting value: the one training used or will use (:func:`stage2_gate_tuner` resolves it); the
+    slider's grid passes through it exactly and the figures mark it, named by ``gate_label``.
     """
 
-    def __init__(self, per_sample_loss, reliable=None, *, gate: float):
+    def __init__(self, per_sample_loss, reliable=None, *, gate: float, gate_label: str = "the run's gate"):
         self.per_sample_loss = check_losses(per_sample_loss)
         if reliable is not None:
             reliable = np.asarray(reliable).ravel()
@@ -112,20 +115,25 @@ class GateTuner:
                 )
             reliable = reliable.astype(bool)
         self.reliable = reliable
-        self.gate = check_gate(gate)
+        self.gate = self.start = check_gate(gate)
+        self.gate_label = gate_label
         self.applied: list[float] = []
 
     def slider_range(self) -> tuple[float, float, float]:
-        """(min, max, step) for a slider: 0 to just beyond the largest loss (and the starting gate) in
-        about 400 steps of a round size; the histogram's x axis spans the same range."""
-        top = max(float(self.per_sample_loss.max()) * 1.02 + 1e-6, self.gate)
-        step = _nice_step(top)
-        return 0.0, round(math.ceil(top / step - 1e-9) * step, _digits(step)), step
+        """(min, max, step) for a slider: about 400 steps of a round size from just above 0 to
+        :func:`loss_axis_top`, laid so that the starting gate is one of them (a slider snaps to
+        min + k × step: it could otherwise not show the gate the run uses); the histogram's x axis
+        spans the same range."""
+        step = _nice_step(loss_axis_top(self.per_sample_loss, self.start))
+        low = self.start - math.floor(self.start / step + 1e-9) * step  # in [0, step)
+        top = loss_axis_top(self.per_sample_loss, self.start)
+        return low, low + math.ceil((top - low) / step - 1e-9) * step, step
 
     def on_grid(self, gate: float) -> float:
-        """``gate`` moved to the slider's nearest step, without float noise (5.000000000000001 → 5.0)."""
+        """``gate`` moved to the slider's nearest step, within its range; the starting gate exactly."""
         low, high, step = self.slider_range()
-        return round(min(high, low + round((gate - low) / step) * step), _digits(step))
+        moved = min(high, max(low, low + round((gate - low) / step) * step))
+        return self.start if abs(moved - self.start) < 1e-6 * step else moved
 
     def summary(self, gate: float | None = None) -> GateSummary:
         gate = self.gate if gate is None else float(gate)
@@ -149,36 +157,50 @@ class GateTuner:
         return on_apply(self.gate)
 
     def figure(self, title: str | None = None) -> Figure:
-        """The static histogram at the current gate, on the slider's x range (what the widget shows)."""
+        """The static histogram at the current gate, on the slider's x range (what the widget shows),
+        with the run's gate marked when the current one differs."""
         low, high, _ = self.slider_range()
-        return plot_loss_histogram(
+        fig = plot_loss_histogram(
             self.per_sample_loss, gate=self.gate, reliable=self.reliable, title=title, xlim=(low, high)
         )
+        if abs(self.gate - self.start) > 1e-12:
+            ax = fig.axes[0]
+            _mark_run_gate(ax, self.start, self.gate_label)
+            ax.legend(loc="upper right", fontsize=8)
+        return fig
 
 
 def _gate_label(losses: np.ndarray, gate: float) -> str:
-    return f"gate {gate:.2f} keeps {100 * float((losses <= gate).mean()):.1f} %"
+    return f"gate {gate:.4f} keeps {100 * float((losses <= gate).mean()):.1f} %"
+
+
+def _mark_run_gate(ax, gate: float, label: str) -> None:
+    """A dotted purple line at the gate the run uses (the dashed black one is the tuner's)."""
+    ax.axvline(gate, color="tab:purple", linestyle=":", linewidth=1.6, label=f"{label} {gate:.4f}")
 
 
 def _draw_histogram(ax, losses: np.ndarray, reliable, bins: int, xlim, title: str | None) -> None:
-    """The bars of :func:`plot_loss_histogram` on ``ax``, labelled for its legend."""
-    top = float(losses.max()) if xlim is None else float(xlim[1])
-    edges = np.linspace(0.0, top if top > 0 else 1.0, bins + 1)
+    """The bars of :func:`plot_loss_histogram` on ``ax``, labelled for its legend; losses beyond the x
+    range are counted in its last bar (and the axis label says how many)."""
+    low, top = (0.0, loss_axis_top(losses)) if xlim is None else (0.0, float(xlim[1]))
+    edges = np.linspace(low, top if top > 0 else 1.0, bins + 1)
+    beyond = int((losses > edges[-1]).sum())
+    shown = np.minimum(losses, edges[-1])  # the tail in the last bar: every sample stays counted
     if reliable is None:
-        ax.hist(losses, bins=edges, color="tab:blue", alpha=0.8, label="samples")
+        ax.hist(shown, bins=edges, color="tab:blue", alpha=0.8, label="samples")
     else:
         reliable = np.asarray(reliable, dtype=bool).ravel()
         ax.hist(
-            [losses[reliable], losses[~reliable]],
+            [shown[reliable], shown[~reliable]],
             bins=edges,
             stacked=True,
             color=["tab:green", "tab:red"],
             alpha=0.8,
-            label=["pseudo label = cluster majority", "pseudo label ≠ majority"],
+            label=["reliable: pseudo label = cluster majority", "unreliable: pseudo label ≠ majority"],
         )
-    if xlim is not None:
-        ax.set_xlim(*xlim)
-    ax.set_xlabel("per-sample AAM-softmax loss")
+    ax.set_xlim(*(xlim if xlim is not None else (low, edges[-1])))
+    tail = f" (last bar: {beyond} losses above {edges[-1]:.2f})" if beyond else ""
+    ax.set_xlabel(f"per-sample AAM-softmax loss{tail}")
     ax.set_ylabel("samples")
     ax.set_title(title or "per-sample loss histogram")
 
@@ -199,6 +221,8 @@ def plot_loss_histogram(
     Returns the matplotlib Figure (not displayed).
     """
     losses = check_losses(per_sample_loss)
+    if xlim is None and gate is not None:
+        xlim = (0.0, loss_axis_top(losses, gate))
     if ax is None:
         fig = Figure(figsize=(7, 3.6))
         ax = fig.add_subplot(1, 1, 1)
@@ -227,17 +251,19 @@ class TunerFigure:
     :meth:`axes_span_px` says and the slider can be placed under them.
     """
 
-    WIDTH_IN, HEIGHT_IN, DPI = 7.0, 3.6, 90  # a 630 × 324 px image
+    # Shown as a 630 × 324 px image, drawn at SCALE times that so that it is sharp on HiDPI screens.
+    WIDTH_IN, HEIGHT_IN, DPI, SCALE = 7.0, 3.6, 90, 2
     MARGINS = {"left": 0.09, "right": 0.98, "bottom": 0.15, "top": 0.91}
 
     def __init__(self, tuner: GateTuner, title: str | None = None, bins: int = 80):
         self.losses = tuner.per_sample_loss
         low, high, _ = tuner.slider_range()
-        self.fig = Figure(figsize=(self.WIDTH_IN, self.HEIGHT_IN), dpi=self.DPI)
+        self.fig = Figure(figsize=(self.WIDTH_IN, self.HEIGHT_IN), dpi=self.DPI * self.SCALE)
         self.canvas = FigureCanvasAgg(self.fig)
         self.ax = self.fig.add_subplot(1, 1, 1)
         self.fig.subplots_adjust(**self.MARGINS)
         _draw_histogram(self.ax, self.losses, tuner.reliable, bins, (low, high), title)
+        _mark_run_gate(self.ax, tuner.start, tuner.gate_label)
         handles, labels = self.ax.get_legend_handles_labels()
         self.line = self.ax.axvline(tuner.gate, color="black", linestyle="--", linewidth=1.5, animated=True)
         self.legend = self.ax.legend(
@@ -249,13 +275,13 @@ class TunerFigure:
 
     @property
     def size_px(self) -> tuple[int, int]:
-        """(width, height) of the PNG in pixels."""
+        """(width, height) the image is shown at, in CSS pixels (the PNG has SCALE times as many)."""
         width, height = self.canvas.get_width_height()
-        return int(width), int(height)
+        return round(width / self.SCALE), round(height / self.SCALE)
 
     def axes_span_px(self) -> tuple[float, float]:
-        """Left and right edge of the axes, in pixels from the image's left edge: where the x range's
-        ends (the slider's min and max) are drawn."""
+        """Left and right edge of the axes, in CSS pixels from the image's left edge: where the x
+        range's ends (the slider's min and max) are drawn."""
         box = self.ax.get_position()
         width = self.size_px[0]
         return box.x0 * width, box.x1 * width
@@ -288,18 +314,15 @@ def build_gate_widget(
     the button calls :meth:`GateTuner.apply` with ``on_apply`` and shows the message it returns.
     ``on_apply=None``: nothing can take a gate now, the button is disabled. ``note``: what the button
     does (or why it is disabled), shown until it is pressed. The tuner's gate is moved to the nearest
-    step of the slider first. Returns the VBox; its children are (image, slider, readout, button,
-    status) for callers and tests.
+    step of the slider first (the run's gate is one of its steps). Returns the VBox; its children are
+    (image, slider, readout, button, status) for callers and tests.
     """
     import ipywidgets as widgets
 
     low, high, step = tuner.slider_range()
-    start = tuner.gate
     # The browser snaps a slider's value to its grid and sends it back; snapping here first keeps the
-    # readout, the image and a pressed button on the value the slider shows, and says so.
-    tuner.set_gate(tuner.on_grid(start))
-    if abs(tuner.gate - start) > 1e-9:
-        note = f"The slider starts at {tuner.gate:.3f}, its nearest step to the gate training would use, {start:.4f}. {note}"
+    # readout, the image and a pressed button on the value the slider shows.
+    tuner.set_gate(tuner.on_grid(tuner.gate))
     drawing = TunerFigure(tuner, title)
     width, height = drawing.size_px
     left, right = drawing.axes_span_px()
@@ -315,7 +338,7 @@ def build_gate_widget(
         step=step,
         description="",
         continuous_update=True,  # the frontend sends the next value only once the kernel is idle again
-        readout_format=".3f",
+        readout_format=".4f",
         layout=widgets.Layout(
             width=f"{right - left + _SLIDER_TRACK_LEFT_PX + _SLIDER_TRACK_RIGHT_PX:.0f}px",
             margin=f"0 0 0 {left - _SLIDER_TRACK_LEFT_PX:.0f}px",
@@ -403,7 +426,8 @@ def stage2_gate_tuner(stage_dir: str | Path, config: LGLConfig) -> tuple[GateTun
         start = float(latest["gate"])
     else:
         start = auto_gate(latest["per_sample_loss"], seed=config.seed)
-    tuner = GateTuner(latest["per_sample_loss"], latest.get("reliable"), gate=start)
+    label = f"gate phase L of iteration {target} will use" if target is not None else "gate phase L used"
+    tuner = GateTuner(latest["per_sample_loss"], latest.get("reliable"), gate=start, gate_label=label)
     clean = record is not None and record["losses_source"] == "clean"
     title = f"iteration {latest['iteration']}, phase {latest['phase']}, epoch {latest['epoch']}"
     title += (" (clean pass)" if clean else "") + (f" → gate for iteration {target}" if target is not None else "")

@@ -11,9 +11,11 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import DetCurveDisplay
 
 from lgl_helpers.core.score_norm import METHOD_LABELS
+from lgl_helpers.notebook.stage2_curves import stage1_line_label
 
 SYSTEM_KEYS = ("stage1", "baseline", "lgl")
 STAGE2_COLORS = (("baseline", "#dd8452"), ("lgl", "#55a868"))
@@ -57,25 +59,63 @@ def plot_eer_by_system(report: dict[str, Any]) -> Figure:
     return fig
 
 
+# Baseline wide and pale underneath, LGL narrow on top: LGL's phase T repeats the baseline's epochs
+# (same seed, same clustering), and drawn alike the first curve would hide under the second.
+_STAGE2_STYLES = {"baseline": {"linewidth": 5.0, "alpha": 0.45, "zorder": 2}, "lgl": {"linewidth": 1.4, "zorder": 3}}
+
+
 def plot_stage2_curves(report: dict[str, Any]) -> Figure:
-    """Validation EER per Stage II epoch for baseline and LGL, with iteration boundaries marked."""
-    fig = Figure(figsize=(7, 3.5))
+    """Validation EER per Stage II epoch (run order) for baseline and LGL: one line per phase of an
+    iteration, phase T circles and phase L squares, a vertical line where each phase L starts, and
+    Stage I's EER on the same validation trials dotted."""
+    fig = Figure(figsize=(7.5, 3.6))
     ax = fig.subplots()
     for key, color in STAGE2_COLORS:
         evaluations = (report.get(key) or {}).get("evaluations", [])
         if not evaluations:
             continue
-        steps = range(1, len(evaluations) + 1)
-        ax.plot(steps, [e["eer"] for e in evaluations], marker=".", color=color, label=key)
-        for step, (previous, current) in enumerate(zip(evaluations, evaluations[1:]), start=1):
-            if current["iteration"] != previous["iteration"]:
-                ax.axvline(step + 0.5, color=color, alpha=0.3, linestyle="--")
-    if report.get("stage1") and report["stage1"].get("eer") is not None:
-        ax.axhline(report["stage1"]["eer"], color="#4c72b0", linestyle=":", label="Stage I")
-    ax.set_xlabel("Stage II evaluation (epoch, iterations separated by dashes)")
-    ax.set_ylabel("EER (%)")
+        steps = np.arange(1, len(evaluations) + 1)
+        eers = np.array([e["eer"] for e in evaluations], dtype=float)
+        segments = [(e["iteration"], e.get("phase", "T")) for e in evaluations]
+        for n, segment in enumerate(dict.fromkeys(segments)):
+            mask = np.array([s == segment for s in segments])
+            ax.plot(
+                steps[mask], eers[mask], color=color, label=SYSTEM_NAMES[key] if n == 0 else None, **_STAGE2_STYLES[key]
+            )
+        for phase, marker in (("T", "o"), ("L", "s")):
+            mask = np.array([s[1] == phase for s in segments])
+            if mask.any():
+                ax.scatter(
+                    steps[mask],
+                    eers[mask],
+                    marker=marker,
+                    s=16 if key == "lgl" else 36,
+                    color=color,
+                    zorder=_STAGE2_STYLES[key]["zorder"],
+                    alpha=_STAGE2_STYLES[key].get("alpha", 1.0),
+                )
+        for step, (previous, current) in enumerate(zip(segments, segments[1:]), start=1):
+            if current[0] != previous[0]:
+                ax.axvline(step + 0.5, color="black", alpha=0.4, linestyle="--", linewidth=0.8)
+            elif current[1] == "L" and previous[1] != "L":
+                ax.axvline(step + 0.5, color=color, linestyle="-.", linewidth=1.0)
+                ax.annotate(
+                    f"phase L starts (it {current[0]})",
+                    (step + 0.6, 0.98),
+                    xycoords=("data", "axes fraction"),
+                    va="top",
+                    fontsize=7,
+                    color=color,
+                )
+    val_eer = (report.get("stage1") or {}).get("val_eer")
+    if val_eer is not None:
+        ax.axhline(val_eer, color=SYSTEM_COLORS["stage1"], linestyle=":", label=stage1_line_label(val_eer))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("Stage II epoch (run order; dashed lines separate iterations)")
+    ax.set_ylabel("validation EER (%)")
+    ax.set_title("Stage II validation EER (circles: phase T, squares: phase L)", fontsize=10)
     if ax.get_legend_handles_labels()[0]:  # nothing ran: no empty legend
-        ax.legend()
+        ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     return fig
 

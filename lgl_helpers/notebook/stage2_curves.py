@@ -14,6 +14,12 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+
+def stage1_line_label(stage1_val_eer: float) -> str:
+    """The legend of the dotted Stage I line: validation against validation, never the test EER."""
+    return f"Stage I, same validation trials ({stage1_val_eer:.2f} %)"
+
+
 _PHASES = (("T", "o", "tab:blue", "phase T (all samples)"), ("L", "s", "tab:green", "phase L (gated)"))
 
 
@@ -38,13 +44,13 @@ def _run_order(ax, history: Sequence[dict], values: Sequence[float | None], labe
 
 
 def plot_training_curves(
-    history: Sequence[dict], mode: str, stage1_eer: float | None = None, title: str | None = None
+    history: Sequence[dict], mode: str, stage1_val_eer: float | None = None, title: str | None = None
 ) -> Figure:
     """Loss, accuracy and validation EER per Stage II epoch; for ``mode == "lgl"`` also the kept fraction and gate.
 
     ``history``: ``state["history"]`` (records with ``iteration``, ``phase``, ``epoch``, ``loss``,
     ``accuracy``, ``eer``, ``fraction_selected``, ``gate``); empty draws empty axes (before the first
-    epoch). ``stage1_eer``: the Stage I model's EER, drawn dotted. Returns the Figure (not displayed).
+    epoch). ``stage1_val_eer``: the Stage I model's EER on the same validation trials, drawn dotted. Returns the Figure (not displayed).
     """
     lgl = mode == "lgl"
     fig = Figure(figsize=(11, 6.0) if lgl else (12, 3.2))
@@ -65,8 +71,8 @@ def plot_training_curves(
             edgecolors="black",
             label=f"best: it {history[best]['iteration']} {history[best]['phase']} epoch {history[best]['epoch']}",
         )
-    if stage1_eer is not None:
-        axes[2].axhline(stage1_eer, color="tab:red", linestyle=":", label=f"Stage I ({stage1_eer:.2f} %)")
+    if stage1_val_eer is not None:
+        axes[2].axhline(stage1_val_eer, color="tab:red", linestyle=":", label=stage1_line_label(stage1_val_eer))
     if lgl:
         kept = axes[3]
         _run_order(kept, history, [100 * r["fraction_selected"] for r in history], label_phases=False)

@@ -10,11 +10,14 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from lgl_helpers.notebook.stage2_curves import stage1_line_label
 
-def plot_eer_per_epoch(history: list[dict], stage1_eer: float | None = None, ax=None) -> Figure:
+
+def plot_eer_per_epoch(history: list[dict], stage1_val_eer: float | None = None, ax=None) -> Figure:
     """Validation EER of every Stage II epoch in run order; T and L phases marked, iterations separated.
 
-    history: ``state["history"]``. Returns the matplotlib Figure (not displayed).
+    history: ``state["history"]``; ``stage1_val_eer``: Stage I's EER on the same validation trials
+    (dotted). Returns the matplotlib Figure (not displayed).
     """
     if ax is None:
         fig = Figure(figsize=(8, 3.6))
@@ -48,8 +51,8 @@ def plot_eer_per_epoch(history: list[dict], stage1_eer: float | None = None, ax=
             ax.annotate(
                 f"it {rec['iteration']}", (i + 1, 1.0), xycoords=("data", "axes fraction"), va="top", fontsize=8
             )
-    if stage1_eer is not None:
-        ax.axhline(stage1_eer, color="tab:red", linestyle=":", label=f"Stage I ({stage1_eer:.2f} %)")
+    if stage1_val_eer is not None:
+        ax.axhline(stage1_val_eer, color="tab:red", linestyle=":", label=stage1_line_label(stage1_val_eer))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("Stage II epoch (run order; dashed lines separate iterations)")
     ax.set_ylabel("validation EER (%)")
@@ -76,7 +79,7 @@ def plot_nmi_per_iteration(iterations: list[dict], ax=None) -> Figure:
 
 
 def plot_selection_precision(history: list[dict], ax=None) -> Figure:
-    """Per gated epoch: the fraction of kept and of dropped samples whose pseudo label is reliable.
+    """Per gated epoch: the share of reliable pseudo labels among the kept and among the dropped samples (%).
 
     A working gate keeps mostly reliable labels (upper curve) and drops mostly unreliable ones.
     """
@@ -88,17 +91,18 @@ def plot_selection_precision(history: list[dict], ax=None) -> Figure:
     gated = [rec for rec in history if rec["phase"] == "L" and rec.get("precision_selected") is not None]
     labels = [f"{rec['iteration']}.{rec['epoch']}" for rec in gated]
     x = np.arange(len(gated))
-    ax.plot(x, [rec["precision_selected"] for rec in gated], marker="o", label="kept samples")
+    ax.plot(x, [100 * rec["precision_selected"] for rec in gated], marker="o", label="reliable among kept")
     ax.plot(
         x,
-        [np.nan if rec["precision_rejected"] is None else rec["precision_rejected"] for rec in gated],
+        [np.nan if rec["precision_rejected"] is None else 100 * rec["precision_rejected"] for rec in gated],
         marker="x",
-        label="dropped samples",
+        label="reliable among dropped",
     )
     ax.set_xticks(x, labels, fontsize=7)
     ax.set_xlabel("iteration.epoch of phase L")
-    ax.set_ylabel("pseudo-label precision")
-    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("reliable pseudo labels (%)")
+    ax.set_ylim(0, 102)
+    ax.set_title("per gated epoch: the samples its gate kept and dropped", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -3,28 +3,48 @@
 The figures come from :mod:`lgl_helpers.notebook.stage2_figures` and
 :mod:`lgl_helpers.notebook.stage2_curves`, the gate tuner from :mod:`lgl_helpers.notebook.gate_tuner`;
 here they are put in the order the notebooks present them. Only :func:`train` writes the stage's log
-file: looking at a run (the gate tuner, the figures) leaves its training log as training left it.
+file: looking at a run (the gate tuner, the figures) leaves its training log as training left it, and on
+a finished run (``recompute = False``) the training cell only shows what was trained.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 from IPython.display import Markdown, display
 
 from lgl_helpers import runs
-from lgl_helpers.notebook import gate_tuner, stage2_curves, stage2_figures, tensorboard_log
+from lgl_helpers.notebook import gate_tuner, stage2_curves, stage2_figures, tensorboard_log, viewing
 from lgl_helpers.training import stage2
 
 
-def open_stage(cfg: stage2.Stage2Config) -> Path:
-    """The stage folder of ``cfg`` (where the training cell writes and the later cells read)."""
+def finished(stage_dir: Path) -> bool:
+    """Whether the stage in ``stage_dir`` has trained and written its final metrics."""
+    state = stage2.read_state(stage_dir)
+    return state is not None and state["status"] == "done" and (stage_dir / "metrics.json").is_file()
+
+
+def open_stage(cfg: stage2.Stage2Config) -> tuple[Path, bool]:
+    """The stage folder of ``cfg`` (where the training cell writes and the later cells read), and whether
+    the notebook only views it (:func:`lgl_helpers.notebook.viewing.choose_mode`: a finished stage and
+    ``recompute = False``). Prints the folder, its status and that mode in one line each; raises in one
+    line when the run does not exist (with ``init_model = ""``: its Stage I model)."""
+    if not cfg.init_model:
+        runs.require_run(cfg.run_name, cfg.runs_dir, needs="stage1/best.model", made_by="notebooks 00 and 01")
     stage_dir = stage2.stage_folder(cfg)
     state = stage2.read_state(stage_dir)
     status = "no run yet" if state is None else f"run status: {state['status']}"
     print(f"stage folder: {stage_dir} ({status})")
-    return stage_dir
+    view_only = viewing.choose_mode(finished(stage_dir), cfg.recompute, f"Stage II {cfg.mode}", stage_dir)
+    if view_only:
+        names = [name for name in cfg.fixed_fields if name not in stage2.PATH_PARAMS and name != "mode"]
+        names += ["gates"] if cfg.mode == "lgl" else []
+        note = viewing.differing_parameters(dataclasses.asdict(cfg), state["params"], names)
+        if note:
+            print(note)
+    return stage_dir, view_only
 
 
 def _detach_file_log(path: Path) -> None:
@@ -36,22 +56,29 @@ def _detach_file_log(path: Path) -> None:
             handler.close()
 
 
-def train(cfg: stage2.Stage2Config, stage_dir: Path) -> dict:
-    """Check every input, then run (or resume) the stage: :func:`lgl_helpers.training.stage2.run_stage2`.
+def train(cfg: stage2.Stage2Config, stage_dir: Path, view_only: bool = False) -> dict:
+    """Check every input, then run (or resume) the stage: :func:`lgl_helpers.training.stage2.run_stage2`;
+    with ``view_only`` (from :func:`open_stage`) only draw the finished run's curves and return its metrics,
+    writing nothing.
 
     While it trains, the log goes to ``<stage>/<stage>.log`` and the cell output (one line per epoch),
     TensorBoard event files to ``<stage>/tensorboard/`` and, when ``cfg.interactive``, the training
-    curves are redrawn after every epoch; headless they are drawn once at the end. Returns run_stage2's result.
+    curves are redrawn after every epoch; headless they are drawn once at the end. Returns run_stage2's
+    result (in view: ``{"status": "done", **metrics.json}``).
     """
+    stage1_val_eer = stage2.stage1_eer(cfg, "val_eer")
+
+    def curves(history):
+        return stage2_curves.plot_training_curves(history, cfg.mode, stage1_val_eer=stage1_val_eer)
+
+    if view_only:
+        state = stage2.read_state(stage_dir)
+        display(curves(state["history"]))
+        return {"status": state["status"], **runs.read_json(stage_dir / "metrics.json")}
     log_path = runs.add_file_log(stage_dir, stage_dir.name)
     try:
         data = stage2.prepare_data(cfg)
         print(f"{len(data.entries)} training utterances, {len(data.val_trials)} validation trials -> {stage_dir}")
-        stage1_eer = stage2.stage1_eer(cfg)
-
-        def curves(history):
-            return stage2_curves.plot_training_curves(history, cfg.mode, stage1_eer=stage1_eer)
-
         state = stage2.read_state(stage_dir)
         live = display(curves(state["history"] if state else []), display_id=True) if cfg.interactive else None
         with tensorboard_log.EventLog(stage_dir, start_over=state is None or not cfg.resume) as events:
@@ -120,7 +147,7 @@ def show_selection_precision(stage_dir: Path) -> None:
 def show_results(cfg: stage2.Stage2Config, stage_dir: Path) -> None:
     """Validation EER per epoch, NMI per iteration, the results table (once done) and the saved files."""
     state = stage2.read_state(stage_dir)
-    display(stage2_figures.plot_eer_per_epoch(state["history"], stage1_eer=stage2.stage1_eer(cfg)))
+    display(stage2_figures.plot_eer_per_epoch(state["history"], stage1_val_eer=stage2.stage1_eer(cfg, "val_eer")))
     display(stage2_figures.plot_nmi_per_iteration(state["iterations"]))
     metrics = runs.read_json(stage_dir / "metrics.json") if state["status"] == "done" else None
     display(

@@ -25,6 +25,9 @@ from lgl_helpers.training.step_checkpoints import DEFAULT_MINUTES
 STAGE_DIR = "stage1"
 # Fields that only steer one call (where to stop, how to show it) and may change when a run is resumed.
 RUN_CONTROL_FIELDS = (
+    "run_name",  # where the run is (a copied run folder resumes), not what it computed
+    "runs_dir",
+    "recompute",
     "epochs",
     "resume",
     "allow_changed_params",
@@ -85,6 +88,7 @@ class Stage1Config(NotebookConfig):
     checkpoint_minutes: float = DEFAULT_MINUTES
     seed: int = 0
     interactive: bool = True
+    recompute: bool = False  # True: compute again where the run has results (lgl_helpers.notebook.viewing)
 
     def validate(self) -> None:
         check_channels(self.name_of("channels"), self.channels)

@@ -102,9 +102,10 @@ def _scores_text(history: list[dict]) -> str:
 
 
 def _resolved_params(config: Stage1Config, data: Stage1Data) -> dict:
+    """The config with its data paths as resolved, those inside the run relative to it (a run folder can move)."""
     params = dataclasses.asdict(config)
-    params.update({key: (str(value) if value is not None else "") for key, value in data.paths.items()})
-    return params
+    params.update({key: "" if value is None else str(value) for key, value in data.paths.items()})
+    return runs.stored_paths(params, data.paths, stage_folder(config).parent)
 
 
 def _build(config: Stage1Config, device) -> Stage1Models:
@@ -149,7 +150,8 @@ def _resume_or_start(config: Stage1Config, stage_dir: Path, params: dict, models
                     f"use the same {width} or resume=False to start over"
                 )
         fixed = [k for k in params if k not in RUN_CONTROL_FIELDS]
-        check_resume(point, ckpt["params"], params, fixed, config.allow_changed_params)
+        saved = runs.stored_paths(ckpt["params"], runs.DATA_KEYS, stage_dir.parent)
+        check_resume(point, saved, params, fixed, config.allow_changed_params)
         models.encoder.load_state_dict(ckpt["encoder"])
         models.loss_fn.load_state_dict(ckpt["loss"])
         models.aat.load_state_dict(ckpt["aat"])
@@ -327,10 +329,10 @@ def _final_metrics(
         "wall_seconds": state.wall_seconds,
         "call_seconds": time.perf_counter() - started,
         "timings": state.timings.seconds,
-        "best_checkpoint": str(best_path),
-        "test_scores": str(scores_path),
-        "trials": str(data.paths["trials"]),
-        "val_trials": str(data.paths["val_trials"]),
+        "best_checkpoint": runs.relative_to_run(best_path, stage_dir.parent),
+        "test_scores": runs.relative_to_run(scores_path, stage_dir.parent),
+        "trials": runs.relative_to_run(data.paths["trials"], stage_dir.parent),
+        "val_trials": runs.relative_to_run(data.paths["val_trials"], stage_dir.parent),
         "val_is_test": data.same_val_test,
         "eer_threshold": result["eer_threshold"],
         "eval": result["eval"],

@@ -71,6 +71,7 @@ from lgl_helpers.training.stage2.gates import (
 from lgl_helpers.training.stage2.inputs import Stage2Data, check_inputs, prepare_data
 from lgl_helpers.training.stage2.statefile import (
     GATE_OVERRIDES,
+    PATH_PARAMS,
     STATE_FORMAT,
     gate_losses_record,
     latest_epoch_losses,
@@ -83,6 +84,7 @@ __all__ = [
     "CONFIGS",
     "FIXED_FIELDS",
     "GATE_OVERRIDES",
+    "PATH_PARAMS",
     "REFERENCE_GATES",
     "STATE_FORMAT",
     "BaselineConfig",

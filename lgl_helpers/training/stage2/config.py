@@ -112,6 +112,7 @@ class Stage2Config(NotebookConfig):
     sync_batchnorm: bool = False
     seed: int = 0
     interactive: bool = True
+    recompute: bool = False  # True: compute again where the run has results (lgl_helpers.notebook.viewing)
 
     def validate(self) -> None:
         check_n_clusters(self.n_clusters, name=self.name_of("n_clusters"))

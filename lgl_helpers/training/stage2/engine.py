@@ -129,7 +129,7 @@ class Engine:
             return
         check_resume(
             self.path("state.json"),
-            saved_params(state),
+            saved_params(state, self.stage_dir.parent),
             params,
             self.config.fixed_fields,
             self.config.allow_changed_params,
@@ -491,11 +491,12 @@ class Engine:
             "mode": self.config.mode,
             **test,
             "best": {k: best[k] for k in ("iteration", "phase", "epoch")} | {"val_eer": best["eer"]},
-            "best_checkpoint": str(self.path("best.model")),
-            "test_scores": str(scores_path),
+            "best_checkpoint": runs.relative_to_run(self.path("best.model"), self.stage_dir.parent),
+            "test_scores": runs.relative_to_run(scores_path, self.stage_dir.parent),
             "eer_threshold": result["eer_threshold"],
             "eval": result["eval"],
             "stage1_eer": stage1_eer(self.config),
+            "stage1_val_eer": stage1_eer(self.config, "val_eer"),
             "iterations": iterations,
             "gate_evidence": [item["gate_evidence"] for item in self.state["iterations"] if item.get("gate_evidence")],
             "evaluations": [
@@ -517,8 +518,8 @@ class Engine:
                 }
                 for rec in self.state["history"]
             ],
-            "trials": str(self.data.paths["trials"]),
-            "val_trials": str(self.data.paths["val_trials"]),
+            "trials": runs.relative_to_run(self.data.paths["trials"], self.stage_dir.parent),
+            "val_trials": runs.relative_to_run(self.data.paths["val_trials"], self.stage_dir.parent),
             "val_is_test": self.data.same_val_test,
             "epochs_run": self.epochs_done(),
             # The run ended at max_epochs (inside an iteration) rather than after its last iteration.

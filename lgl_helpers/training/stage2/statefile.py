@@ -37,21 +37,28 @@ PREDATING_PARAMS = {
 }
 
 
-def saved_params(state: dict) -> dict:
+def saved_params(state: dict, run_dir: str | Path | None = None) -> dict:
     """The parameters a run was started with; one it predates holds the value of the behaviour it ran with,
-    so that the resume check names the value to set to continue it."""
+    so that the resume check names the value to set to continue it. With ``run_dir`` (the run folder the
+    state is in now), paths inside it as :func:`fixed_params` stores them."""
     saved = dict(state["params"])
     for name, value in PREDATING_PARAMS.items():
         saved.setdefault(name, value(saved))
+    if run_dir is not None:  # earlier kits stored absolute paths inside the run
+        saved = runs.stored_paths(saved, PATH_PARAMS, run_dir)
     return saved
 
 
+PATH_PARAMS = (*runs.DATA_KEYS, "init_model")
+
+
 def fixed_params(config: Stage2Config, data: Stage2Data) -> dict:
-    """Every parameter of the run as resolved (data paths from data.json, the Stage I checkpoint), plus ``mode``."""
+    """Every parameter of the run as resolved (data paths from data.json, the Stage I checkpoint), plus
+    ``mode``; paths inside the run folder relative to it, so that a copied or moved run resumes."""
     params = {"mode": config.mode, **dataclasses.asdict(config)}
     params.update({key: (str(value) if value is not None else "") for key, value in data.paths.items()})
     params["init_model"] = str(data.init_model)
-    return params
+    return runs.stored_paths(params, PATH_PARAMS, runs.run_folder(config.run_name, config.runs_dir))
 
 
 def new_state(config: Stage2Config, params: dict) -> dict:
@@ -139,7 +146,8 @@ def latest_epoch_losses(stage_dir: str | Path, phase: str | None = None) -> dict
     return out
 
 
-def stage1_eer(config: Stage2Config) -> float | None:
-    """Test EER of Stage I from ``runs/<run>/stage1/metrics.json`` (None when absent)."""
+def stage1_eer(config: Stage2Config, key: str = "eer") -> float | None:
+    """Stage I's EER from ``runs/<run>/stage1/metrics.json`` (None when absent): ``key="eer"`` on the
+    test trials, ``"val_eer"`` on the validation trials (the line Stage II's validation EERs are drawn against)."""
     path = runs.run_folder(config.run_name, config.runs_dir) / "stage1" / "metrics.json"
-    return runs.read_json(path).get("eer") if path.is_file() else None
+    return runs.read_json(path).get(key) if path.is_file() else None
