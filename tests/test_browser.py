@@ -5,13 +5,16 @@ drives Debian's ``chromium`` (no browser download): it runs the setup cell and t
 slider with the arrow keys and by typing a value, checks that the readout and the histogram's gate
 line follow (and that the line sits above the slider's handle), presses "use this gate", checks
 ``gate_overrides.json``, runs the training cell and checks that phase L trained with that gate, then
-reruns the tuner on the finished run (button disabled). Any browser console error fails the test.
-A screenshot of the widget is saved in the run folder (``browser/gate_tuner.png``).
+reruns the tuner on the finished run (button disabled). Then every notebook is opened on a finished
+ci run and run whole: each figure renders, the run folder stays byte-identical, and screenshots of
+02's, 04's and 05's figures are saved (in ``$LGL_SCREENS_DIR`` when set, e.g. ``docs/screens``). Any
+browser console error fails the test.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,26 +91,28 @@ def paused_run(tiny_corpus, tmp_path_factory):
     return config, stage_dir
 
 
-@pytest.fixture(scope="module")
-def lab(paused_run, tmp_path_factory):
-    """JupyterLab on a free local port (token, loopback only) serving notebook 04 with the run's parameters.
-
-    Yields (url of the notebook, folder it serves). Its own config, settings and workspace folders, so
-    nothing of the machine's Jupyter set-up leaks in; the news and update checks are off (no network).
-    """
+def _parameterized_copy(notebook: str, parameters: dict, folder) -> None:
+    """``folder/<notebook>.ipynb``: the notebook with papermill's parameters cell injected, as a user
+    would have set the parameters cell (every cell with an id, as nbformat 4.5 wants)."""
     import papermill.iorw
     import papermill.parameterize
 
     from lgl_helpers.app import planning
 
-    config, _ = paused_run
-    folder = tmp_path_factory.mktemp("lab")
-    parameters = {name: getattr(config, name) for name in stage2.LGLConfig.field_names()}
-    notebook = papermill.iorw.load_notebook_node(str(planning.notebook_path("04_stage2_lgl")))
-    notebook = papermill.parameterize.parameterize_notebook(notebook, parameters)
-    for cell in notebook.cells:
-        cell.setdefault("id", secrets.token_hex(4))  # the injected cell has none; nbformat 4.5 wants one
-    papermill.iorw.write_ipynb(notebook, str(folder / "04_stage2_lgl.ipynb"))
+    node = papermill.iorw.load_notebook_node(str(planning.notebook_path(notebook)))
+    node = papermill.parameterize.parameterize_notebook(node, parameters)
+    for cell in node.cells:
+        cell.setdefault("id", secrets.token_hex(4))  # the injected cell has none
+    papermill.iorw.write_ipynb(node, str(folder / f"{notebook}.ipynb"))
+
+
+@contextlib.contextmanager
+def _jupyterlab(folder):
+    """JupyterLab on a free local port (token, loopback only) serving ``folder``: yields (base url, token).
+
+    Its own config, settings and workspace folders, so nothing of the machine's Jupyter set-up leaks
+    in; the news and update checks are off (no network).
+    """
     settings = folder / ".settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(
@@ -138,7 +144,7 @@ def lab(paused_run, tmp_path_factory):
                 if server.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"JupyterLab did not start:\n{(folder / 'jupyterlab.log').read_text()[-2000:]}")
                 time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/lab/tree/04_stage2_lgl.ipynb?token={token}", folder
+        yield f"http://127.0.0.1:{port}", token
     finally:
         server.terminate()  # jupyter_server shuts its kernels down on SIGTERM
         try:
@@ -146,6 +152,18 @@ def lab(paused_run, tmp_path_factory):
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def lab(paused_run, tmp_path_factory):
+    """JupyterLab serving notebook 04 with the paused run's parameters: yields (url of the notebook, folder)."""
+    config, _ = paused_run
+    folder = tmp_path_factory.mktemp("lab")
+    _parameterized_copy(
+        "04_stage2_lgl", {name: getattr(config, name) for name in stage2.LGLConfig.field_names()}, folder
+    )
+    with _jupyterlab(folder) as (base, token):
+        yield f"{base}/lab/tree/04_stage2_lgl.ipynb?token={token}", folder
 
 
 def _run_cell(page, needle: str) -> None:
@@ -190,16 +208,18 @@ def _image_png(image) -> bytes:
     return base64.b64decode(encoded)
 
 
-def _gate_line_x(png: bytes, left: float, right: float) -> int:
-    """Column of the dashed gate line: the most black pixels between the axes' spines."""
+def _gate_line_x(png: bytes, left: float, right: float) -> float:
+    """Column of the dashed gate line in CSS pixels: the most black pixels between the axes' spines
+    (the PNG has TunerFigure.SCALE pixels per CSS pixel, for HiDPI screens)."""
     import io
 
     from PIL import Image
 
+    scale = gate_tuner.TunerFigure.SCALE
     rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
     black = (rgb.sum(axis=2) < 100).sum(axis=0)
-    columns = np.arange(black.size)[int(left) + 3 : int(right) - 3]
-    return int(columns[np.argmax(black[columns])])
+    columns = np.arange(black.size)[int(left * scale) + 3 : int(right * scale) - 3]
+    return float(columns[np.argmax(black[columns])]) / scale
 
 
 def _readout_gate(widget) -> float:
@@ -253,11 +273,8 @@ def _use_the_tuner(page, url: str, config, stage_dir, tuner) -> float:
     assert abs(track_px[0] - left) <= 2 and abs(track_px[1] - right) <= 2, (
         f"slider track spans {track_px[0]:.1f}-{track_px[1]:.1f} px, the axes {left:.1f}-{right:.1f} px"
     )
-    start = _readout_gate(widget)
-    on_grid = round(tuner.gate / step) * step
-    assert start == pytest.approx(on_grid, abs=5e-4)
-    if on_grid != pytest.approx(tuner.gate, abs=1e-9):
-        assert f"{tuner.gate:.4f}" in widget.inner_text(), "the exact gate training would use is named"
+    # The slider sits on the very gate training would use (its grid is laid through it).
+    assert _readout_gate(widget) == pytest.approx(tuner.gate, abs=5e-5)
 
     def handle_x() -> float:
         handle_box = handle.bounding_box()
@@ -281,11 +298,11 @@ def _use_the_tuner(page, url: str, config, stage_dir, tuner) -> float:
         )
 
     # A typed value in the slider's readout.
-    typed = round(float(np.median(tuner.per_sample_loss)) / step) * step
+    typed = tuner.on_grid(float(np.median(tuner.per_sample_loss)))
     src = image.get_attribute("src")
     widget.locator(".widget-readout").click()
     page.keyboard.press("Control+A")
-    page.keyboard.type(f"{typed:.3f}")
+    page.keyboard.type(f"{typed:.4f}")
     page.keyboard.press("Enter")
     _wait_for_gate(page, widget, typed, src)
     check_alignment(typed)
@@ -302,7 +319,7 @@ def _use_the_tuner(page, url: str, config, stage_dir, tuner) -> float:
     check_alignment(chosen)
     page.wait_for_timeout(500)  # no late redraw moves the image away from the readout
     check_alignment(_readout_gate(widget))
-    widget.screenshot(path=str(stage_dir.parent / "browser" / "gate_tuner.png"))
+    widget.screenshot(path=str(_screens_dir(stage_dir.parent / "browser") / "04_gate_tuner_paused_run.png"))
     assert log_file.read_text() == log_before, "tuning must not write into the run's training log"
 
     button.click()
@@ -312,12 +329,14 @@ def _use_the_tuner(page, url: str, config, stage_dir, tuner) -> float:
     assert overrides == {"1": pytest.approx(chosen, abs=1e-9)}
 
     # Phase L trains with the chosen gate; the live curves are drawn in the training cell's output.
-    _run_cell(page, "stage2_view.train(cfg, stage_dir)")
+    _run_cell(page, "stage2_view.train(cfg, stage_dir, view_only)")
     state = stage2.read_state(stage_dir)
     assert state["status"] == "done" and state["iterations"][0]["gate"] == pytest.approx(chosen)
     gated = [r for r in state["history"] if r["phase"] == "L"]
     assert gated and all(r["gate"] == pytest.approx(chosen) for r in gated)
-    train_cell = page.locator(".jp-Notebook .jp-CodeCell").filter(has_text="stage2_view.train(cfg, stage_dir)")
+    train_cell = page.locator(".jp-Notebook .jp-CodeCell").filter(
+        has_text="stage2_view.train(cfg, stage_dir, view_only)"
+    )
     assert train_cell.locator(".jp-OutputArea-output img").count() == 1, "one live figure, updated in place"
 
     # On the finished run the tuner only explores: the button is disabled and says why.
@@ -350,3 +369,123 @@ def test_gate_tuner_in_jupyterlab(paused_run, lab):
             browser.close()
     print(f"browser test: {time.monotonic() - started:.0f} s in the browser, image caught up in {catch_up_s:.2f} s")
     assert not problems, "\n".join(problems)
+
+
+def _screens_dir(default: Path) -> Path:
+    """Where screenshots go: ``$LGL_SCREENS_DIR`` (``docs/screens`` to refresh the committed ones), else ``default``."""
+    folder = Path(os.environ.get("LGL_SCREENS_DIR") or default)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def finished_lab(ci_run, tmp_path_factory):
+    """JupyterLab serving the six notebooks with a finished ci run's run_name (the only parameters a
+    researcher sets), and notebooks 02 and 04 as committed: yields (base url, token, folder, run folder)."""
+    from lgl_helpers.app import planning
+
+    run_dir = ci_run[0]
+    folder = tmp_path_factory.mktemp("finished_lab")
+    for name in planning.NOTEBOOKS:
+        _parameterized_copy(name, {"run_name": run_dir.name, "runs_dir": str(run_dir.parent)}, folder)
+    for name in ("02_clustering_umap", "04_stage2_lgl"):
+        shutil.copy(planning.notebook_path(name), folder / f"committed_{name}.ipynb")
+    with _jupyterlab(folder) as (base, token):
+        yield base, token, folder, run_dir
+
+
+def _open(page, base: str, token: str, name: str) -> None:
+    page.goto(f"{base}/lab/tree/{name}.ipynb?token={token}")
+    page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=TIMEOUT_MS)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=TIMEOUT_MS)
+
+
+def _run_all_and_wait(page, name: str) -> None:
+    """Run > Run All Cells, then wait until every code cell has run; fails on the first traceback."""
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    prompts = page.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt")
+    deadline = time.monotonic() + 10 * TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:
+        errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        tracebacks = [text for text in errors.all_inner_texts() if "Traceback" in text or "Error" in text]
+        assert not tracebacks, f"{name}: a cell failed:\n{tracebacks[0][-2000:]}"
+        texts = prompts.all_inner_texts()
+        if texts and all(re.fullmatch(r"\[\d+\]:", text.strip()) for text in texts):
+            return
+        page.wait_for_timeout(500)
+    pytest.fail(f"{name}: not every cell ran (prompts {prompts.all_inner_texts()})")
+
+
+def _rendered_images(page) -> list[dict]:
+    """Every image in the notebook's outputs: its pixel size and the size it is shown at."""
+    return page.locator(".jp-Notebook .jp-OutputArea-output img").evaluate_all(
+        "imgs => imgs.map(i => ({natural: i.naturalWidth, shown: i.getBoundingClientRect().width, ok: i.complete}))"
+    )
+
+
+# Figures a notebook draws of a finished ci run in JupyterLab (interactive: widgets included).
+FIGURES = {
+    "00_data_setup": 1,
+    "01_stage1_contrastive": 2,
+    "02_clustering_umap": 3,
+    "03_stage2_baseline": 3,
+    "04_stage2_lgl": 6,
+    "05_compare": 4,
+}
+SCREENSHOTS = {  # file name -> (notebook, text of the cell whose output is taken)
+    "02_umap.png": ("02_clustering_umap", "widgets.interact("),
+    "02_cluster_sizes.png": ("02_clustering_umap", 'figures["cluster_sizes"] = '),
+    "04_gate_tuner.png": ("04_stage2_lgl", "stage2_view.show_gate_tuner(cfg, stage_dir)"),
+    "04_results.png": ("04_stage2_lgl", "stage2_view.show_results(cfg, stage_dir)"),
+    "05_eer_by_system.png": ("05_compare", "report_figures.plot_eer_by_system(summary)"),
+    "05_stage2_eer.png": ("05_compare", "report_figures.plot_stage2_curves(summary)"),
+    "05_nmi.png": ("05_compare", "report_figures.plot_nmi(summary)"),
+    "05_det.png": ("05_compare", "report_figures.plot_det(summary)"),
+}
+
+
+def test_every_notebook_on_a_finished_run_in_jupyterlab(finished_lab):
+    """Each notebook opened on a finished run and run whole, as after ``make demo``: every figure renders
+    (sharp: twice the pixels it is shown at), no cell fails, the notebook says it is viewing, and the
+    run folder is byte-identical afterwards; the committed notebooks open unmodified."""
+    from test_finished_run import file_hashes
+
+    from lgl_helpers.app import planning
+
+    base, token, folder, run_dir = finished_lab
+    before = file_hashes(run_dir)
+    screens = _screens_dir(folder / "screens")
+    problems: list[str] = []
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.on("console", lambda message: message.type == "error" and problems.append(f"console: {message.text}"))
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        try:
+            for name in ("02_clustering_umap", "04_stage2_lgl"):
+                _open(page, base, token, f"committed_{name}")
+                page.wait_for_timeout(2000)  # the kernel's info and the metadata it brings have arrived
+                assert page.locator(".lm-TabBar-tab.jp-mod-current.jp-mod-dirty").count() == 0, (
+                    f"{name} is marked modified on open"
+                )
+            for name in planning.NOTEBOOKS:
+                _open(page, base, token, name)
+                _run_all_and_wait(page, name)
+                assert "viewing: " in page.locator(".jp-Notebook").inner_text(), f"{name} does not say it is viewing"
+                images = _rendered_images(page)
+                assert len(images) >= FIGURES[name], f"{name}: {len(images)} images shown, expected {FIGURES[name]}"
+                assert all(image["ok"] and image["natural"] > 0 for image in images), f"{name}: an image did not load"
+                static = [image for image in images if image["shown"] < image["natural"] * 0.75]
+                assert len(static) >= FIGURES[name] - 1, f"{name}: figures not drawn for HiDPI screens: {images}"
+                for file_name, (notebook, needle) in SCREENSHOTS.items():
+                    if notebook == name:
+                        cell = page.locator(".jp-Notebook .jp-CodeCell").filter(has_text=needle)
+                        cell.locator(".jp-OutputArea").first.screenshot(path=str(screens / file_name))
+        except Exception:
+            page.screenshot(path=str(folder / "failure.png"))
+            raise
+        finally:
+            browser.close()
+    assert not problems, "\n".join(problems)
+    assert file_hashes(run_dir) == before, "looking at the finished run in JupyterLab changed it"

@@ -98,8 +98,8 @@ def test_prepare_lists_copies_checked_lists_and_writes_data_json(tiny_corpus, tm
     assert not setup["built_train_list"]
     data = json.loads((run_dir / "data.json").read_text())
     assert list(data) == [*runs.DATA_KEYS, runs.EVAL_TRIALS_KEY]
-    assert data["train_list"] == str((run_dir / "lists" / "train_list.txt").resolve())
-    assert data["trials"] == data["val_trials"] == str((run_dir / "lists" / "trials.txt").resolve())
+    assert data["train_list"] == "lists/train_list.txt"  # inside the run: relative to it
+    assert data["trials"] == data["val_trials"] == "lists/trials.txt"
     assert data["train_root"] == str(tiny_corpus / "train") and data["rir_root"] == str(tiny_corpus / "rirs")
     assert (run_dir / "lists" / "train_list.txt").read_text() == (tiny_corpus / "lists" / "train_list.txt").read_text()
     assert runs.resolve_data_paths(run_dir)["musan_root"] == tiny_corpus / "musan_split"

@@ -54,10 +54,12 @@ def test_notebook00_sets_up_the_toy_corpus(tiny_corpus, tiny_config, tmp_path):
     data = json.loads((run_dir / "data.json").read_text())
     assert list(data) == [*runs.DATA_KEYS, runs.EVAL_TRIALS_KEY]
     lists = run_dir / "lists"
-    assert data[runs.EVAL_TRIALS_KEY] == {"toy-O": str(lists / "trials.txt"), "toy-H": str(lists / "trials_hard.txt")}
+    # inside the run: relative to it (the run folder can be moved); the corpus outside it: absolute
+    assert data[runs.EVAL_TRIALS_KEY] == {"toy-O": "lists/trials.txt", "toy-H": "lists/trials_hard.txt"}
     assert data["train_root"] == str(tiny_corpus / "train")
-    assert data["train_list"] == str(run_dir / "lists" / "train_list.txt")
-    assert data["val_trials"] == data["trials"] == str(run_dir / "lists" / "trials.txt")
+    assert data["train_list"] == "lists/train_list.txt"
+    assert data["val_trials"] == data["trials"] == "lists/trials.txt"
+    assert runs.data_eval_trials(run_dir) == {"toy-O": lists / "trials.txt", "toy-H": lists / "trials_hard.txt"}
     assert (run_dir / "lists" / "trials.txt").read_text() == (tiny_corpus / "lists" / "trials.txt").read_text()
     params = json.loads((run_dir / "data_setup_params.json").read_text())
     assert params["params"]["toy_root"] == str(tiny_corpus) and params["params"]["interactive"] is False

@@ -126,9 +126,11 @@ def test_run_folder_holds_metrics_scores_and_loadable_checkpoints(trained):
         and "EER" not in scores[1]
     )
     assert sorted(p.name for p in (stage_dir / "checkpoints").iterdir()) == ["epoch_003.model", "last.model"]
-    encoder = load_encoder(metrics["best_checkpoint"])
+    # stored relative to the run folder, so that the run can be moved
+    assert metrics["best_checkpoint"] == "stage1/best.model"
+    encoder = load_encoder(stage_dir.parent / metrics["best_checkpoint"])
     assert encoder.channels == 32
-    ckpt = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=True)
+    ckpt = torch.load(stage_dir.parent / metrics["best_checkpoint"], map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 3 and ckpt["params"]["frames"] == 60 and ckpt["params"]["train_root"] == config.train_root
     for key in ("loss", "aat", "optimizer", "aat_optimizer", "scheduler", "rng", "history"):
         assert key in ckpt
@@ -139,13 +141,14 @@ def test_run_folder_holds_metrics_scores_and_loadable_checkpoints(trained):
 @pytest.mark.slow
 def test_export_to_reference_format(trained, tmp_path):
     config, result, _, _ = trained
-    out = stage1.export_reference(result["best_checkpoint"], tmp_path / "ref.model")
+    best = stage1.stage_folder(config) / "best.model"
+    out = stage1.export_reference(best, tmp_path / "ref.model")
     exported = torch.load(out, map_location="cpu", weights_only=True)
     reference = torch.load(reference_path("stage1_checkpoint.model"), map_location="cpu", weights_only=True)
     assert set(exported) == set(reference)
     for key in ("Loss.w", "Loss.b", *[k for k in reference if k.startswith("AATNet.")]):
         assert exported[key].shape == reference[key].shape
-    kit = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=True)
+    kit = torch.load(best, map_location="cpu", weights_only=True)
     torch.testing.assert_close(exported["Network.conv1.weight"], kit["encoder"]["conv1.weight"], rtol=0, atol=0)
     assert load_encoder(out).channels == 32
 

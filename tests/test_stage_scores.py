@@ -73,9 +73,9 @@ def test_a_copy_of_the_test_list_is_the_test_list(tiny_corpus, tmp_path, caplog)
     assert not data.same_val_test
 
 
-def _check_scores_file(metrics, trials_path):
+def _check_scores_file(metrics, trials_path, run_dir):
     """The file lists the test trials in order, and its scores give metrics.json's numbers."""
-    trials, scores = read_trial_scores(metrics["test_scores"])
+    trials, scores = read_trial_scores(run_dir / metrics["test_scores"])
     assert trials == read_trials(trials_path)
     labels = np.array([t.label for t in trials])
     assert compute_eer(scores, labels) == pytest.approx(metrics["eer"], abs=1e-9)
@@ -97,9 +97,9 @@ def test_stage1_keeps_its_test_scores(tiny_corpus, tmp_path, monkeypatch, separa
     config = _stage1_config(tiny_corpus, tmp_path / "runs", **overrides)
     stage1.train_stage1(config)
     metrics = json.loads((stage1.stage_folder(config) / "metrics.json").read_text())
-    assert metrics["val_is_test"] and metrics["test_scores"].endswith("stage1/test_scores.txt")
+    assert metrics["val_is_test"] and metrics["test_scores"] == "stage1/test_scores.txt"  # relative to the run
     assert len(calls) == 2  # untrained and epoch 1, each once: validation = test is not scored twice
-    _check_scores_file(metrics, trials_path)
+    _check_scores_file(metrics, trials_path, stage1.stage_folder(config).parent)
 
 
 @pytest.mark.slow
@@ -110,7 +110,7 @@ def test_stage1_with_a_separate_validation_list_scores_the_test_list_at_the_end(
     stage1.train_stage1(config)
     metrics = json.loads((stage1.stage_folder(config) / "metrics.json").read_text())
     assert not metrics["val_is_test"]
-    _check_scores_file(metrics, tiny_corpus / "lists" / "trials.txt")
+    _check_scores_file(metrics, tiny_corpus / "lists" / "trials.txt", stage2.stage_folder(config).parent)
 
 
 @pytest.mark.slow
@@ -137,6 +137,6 @@ def test_stage2_keeps_its_test_scores(tiny_corpus, tmp_path):
     result = stage2.run_stage2(config)
     assert result["status"] == "done" and result["val_is_test"]
     metrics = json.loads((stage2.stage_folder(config) / "metrics.json").read_text())
-    assert metrics["test_scores"] == str(stage2.stage_folder(config) / "test_scores.txt")
+    assert metrics["test_scores"] == f"{stage2.stage_folder(config).name}/test_scores.txt"  # relative to the run
     assert metrics["eer"] == pytest.approx(metrics["best"]["val_eer"], abs=1e-9)  # val = test: the same model
-    _check_scores_file(metrics, tiny_corpus / "lists" / "trials.txt")
+    _check_scores_file(metrics, tiny_corpus / "lists" / "trials.txt", stage2.stage_folder(config).parent)

@@ -392,10 +392,11 @@ def check_inputs(cfg: ClusteringConfig, paths: dict, *, audio: bool = True) -> l
     return entries
 
 
-def resolve_inputs(cfg: ClusteringConfig) -> ClusteringInputs:
+def resolve_inputs(cfg: ClusteringConfig, view_only: bool = False) -> ClusteringInputs:
     """Run folder, encoder checkpoint ``init_model`` (``""`` = ``runs/<run>/stage1/best.model``), training list and root
     (``""`` = from ``runs/<run>/data.json``), checked by :func:`check_inputs`; a missing one raises
-    naming its parameter."""
+    naming its parameter. ``view_only``: for showing a finished clustering, where the k-means
+    parameters and the audio are not used: only the list is read."""
     if not cfg.init_model:  # the run's own Stage I model: the run must exist
         require_run(cfg.run_name, cfg.runs_dir, needs="stage1/best.model", made_by="notebooks 00 and 01")
     run_dir = run_folder(cfg.run_name, cfg.runs_dir)
@@ -404,7 +405,7 @@ def resolve_inputs(cfg: ClusteringConfig) -> ClusteringInputs:
     if not init_model.is_file():
         hint = "set init_model" if cfg.init_model else "run notebook 01 first or set init_model"
         raise FileNotFoundError(f"init_model={cfg.init_model!r}: {init_model} does not exist ({hint})")
-    entries = check_inputs(cfg, data)
+    entries = read_train_list(data["train_list"]) if view_only else check_inputs(cfg, data)
     return ClusteringInputs(
         run_dir, run_dir / "clustering", init_model, data["train_list"], data["train_root"], entries
     )
