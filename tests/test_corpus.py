@@ -181,4 +181,4 @@ def test_write_data_summary(tiny_corpus, tmp_path):
         corpus.find_augmentation_sets(tiny_corpus / "musan_split", None),
     )
     assert json.loads((tmp_path / "data_summary.json").read_text()) == json.loads(json.dumps(summary))
-    assert summary["paths"]["trials"] == str(tmp_path / "lists" / "trials.txt")
+    assert summary["paths"]["trials"] == "lists/trials.txt"  # inside the run: relative to it

@@ -89,7 +89,7 @@ def test_training_writes_its_log_and_looking_at_the_run_does_not(trained, capsys
     stage2_view.show_gate_evidence(stage_dir)
     assert log_file.read_text() == before
     printed = capsys.readouterr().out
-    assert "selected" in printed and "no phase L left to train" in printed  # headless: readout and why no button
+    assert "kept (" in printed and "no phase L left to train" in printed  # headless: readout and why no button
 
 
 def test_a_finished_stage_is_viewed_without_writing(trained, capsys, monkeypatch):
