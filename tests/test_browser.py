@@ -130,6 +130,7 @@ def _jupyterlab(folder):
     command = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.port_retries=0"]
     command += ["--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}"]
     command += ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    command.append("--LabApp.expose_app_in_browser=True")  # window.jupyterapp: "Run All Cells" by its command id
     if os.geteuid() == 0:
         command.append("--allow-root")
     log = open(folder / "jupyterlab.log", "w")
@@ -399,9 +400,9 @@ def _open(page, base: str, token: str, name: str) -> None:
 
 
 def _run_all_and_wait(page, name: str) -> None:
-    """Run > Run All Cells, then wait until every code cell has run; fails on the first traceback."""
-    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    """Run All Cells (the command of the Run menu), then wait until every code cell has run; fails on the
+    first traceback."""
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     prompts = page.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt")
     deadline = time.monotonic() + 10 * TIMEOUT_MS / 1000
     while time.monotonic() < deadline:

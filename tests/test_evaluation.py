@@ -49,11 +49,11 @@ def test_every_file_is_embedded_once_and_each_list_gets_scores_and_metrics(tiny_
         record = result["eval"]["lists"][name]
         assert set(record["metrics"]) == {"raw", "mean", "asnorm"}
         for variant, path in record["scores"].items():
-            trials, scores = read_trial_scores(path)
+            trials, scores = read_trial_scores(tmp_path.parent / path)  # relative to the run (the stage's parent)
             assert trials == lists[name].trials
             assert compute_eer(scores, [t.label for t in trials]) == pytest.approx(record["metrics"][variant]["eer"])
     # the O list is the test list: its raw scores are test_scores.txt, not a copy
-    assert result["eval"]["lists"]["toy-O"]["scores"]["raw"] == str(tmp_path / "test_scores.txt")
+    assert result["eval"]["lists"]["toy-O"]["scores"]["raw"] == f"{tmp_path.name}/test_scores.txt"
     assert not (tmp_path / "eval" / "toy-O" / "scores_raw.txt").exists()
     assert result["eval"]["score_norm"] == {"cohort": "train", "n_utterances": 20, "n_members": 20, "top_n": 5}
 

@@ -19,7 +19,7 @@ from scipy.special import ndtri
 from lgl_helpers.core import bootstrap
 from lgl_helpers.core.metrics import TrialScoreReader, det_points, match_trials
 from lgl_helpers.core.score_norm import METHOD_LABELS, METHODS
-from lgl_helpers.runs import read_json
+from lgl_helpers.runs import path_in_run, read_json
 
 METRIC_KEYS = ("eer", "min_dcf", "min_dcf_0.01")
 DET_STEP = 0.02  # DET points kept: one per this step in probit units along either axis
@@ -59,7 +59,8 @@ def _scored(
             variants = {}
             for variant, score_path in record["scores"].items():
                 try:
-                    variants[variant] = read_scores(score_path)
+                    # stored relative to the run folder (earlier kits: absolute)
+                    variants[variant] = read_scores(path_in_run(score_path, run_dir))
                 except (OSError, ValueError) as error:
                     notes.append(f"{label}, {name}, {variant}: {error}")
             scored.setdefault(key, {})[name] = {"trials": record["trials"], "variants": variants}

@@ -313,10 +313,10 @@ def final_evaluation(
             path = test_scores if same_as_test else stage_dir / EVAL_DIR / name / f"scores_{variant}.txt"
             if not same_as_test:
                 write_trial_scores(path, trial_list.trials, scores)
-            files[variant] = str(path)
+            files[variant] = runs.relative_to_run(path, stage_dir.parent)  # the run folder can move
             metrics[variant] = _metrics(scores, labels)
         records[name] = {
-            "trials": str(trial_list.path),
+            "trials": runs.relative_to_run(trial_list.path, stage_dir.parent),
             "n_trials": len(trial_list.trials),
             "n_target": int(labels.sum()),
             "n_files": len({p for t in trial_list.trials for p in (t.path_a, t.path_b)}),
