@@ -53,7 +53,8 @@ def _rows(timings: dict[str, dict]) -> dict[str, float]:
 
 
 def _table(names: list[str], tables: list[dict[str, float]]) -> str:
-    labels = list(dict.fromkeys(label for table in tables for label in table))
+    # Rows in the order of the table with the most of them (a run recorded before the stage parts has fewer).
+    labels = list(dict.fromkeys(label for table in sorted(tables, key=len, reverse=True) for label in table))
     head = "| where | " + " | ".join(names) + (" | last − first |" if len(tables) > 1 else " |")
     lines = [head, "| --- |" + " ---: |" * (len(tables) + (len(tables) > 1))]
     for label in labels:
