@@ -53,8 +53,9 @@ def _rows(timings: dict[str, dict]) -> dict[str, float]:
 
 
 def _table(names: list[str], tables: list[dict[str, float]]) -> str:
-    # Rows in the order of the table with the most of them (a run recorded before the stage parts has fewer).
-    labels = list(dict.fromkeys(label for table in sorted(tables, key=len, reverse=True) for label in table))
+    # Every run's rows grouped by notebook (a run recorded before the stage parts has fewer), totals last.
+    seen = list(dict.fromkeys(label for table in sorted(tables, key=len, reverse=True) for label in table))
+    labels = sorted(seen, key=lambda label: (label[:2] if label[:2].isdigit() else "~", seen.index(label)))
     head = "| where | " + " | ".join(names) + (" | last − first |" if len(tables) > 1 else " |")
     lines = [head, "| --- |" + " ---: |" * (len(tables) + (len(tables) > 1))]
     for label in labels:
