@@ -91,6 +91,13 @@ def summary_line(timings: dict[str, dict]) -> str:
         if record.get("kernel_start") is not None:
             parts["start"] = record["kernel_start"] + sections.get(SETUP_SECTION, 0.0)
         largest = sorted(parts.items(), key=lambda item: -item[1])[:3]
-        detail = ", ".join(f"{part} {value:.0f}" for part, value in largest if value >= 0.5)
+        detail = ", ".join(f"{_short(part)} {value:.0f}" for part, value in largest if value >= 0.5)
         pieces.append(f"{name.split('_', 1)[0]} {record['seconds']:.0f} s" + (f" ({detail})" if detail else ""))
     return f"Time: {total:.0f} s of notebooks; " + "; ".join(pieces)
+
+
+def _short(section: str) -> str:
+    """A section's heading up to its first colon or parenthesis ("7. UMAP of a sample: pseudo labels …" → "7. UMAP of a sample")."""
+    for mark in (":", " ("):
+        section = section.split(mark, 1)[0]
+    return section

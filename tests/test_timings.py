@@ -55,10 +55,15 @@ def test_notebook_timings_and_their_line(tmp_path):
         tmp_path / "notebooks" / "01_stage1_contrastive.ipynb",
         [_cell("code", "import x", 3.0), _cell("markdown", "## 2. Train", 0.0), _cell("code", "t()", 90.0)],
     )
+    _notebook(
+        tmp_path / "notebooks" / "02_clustering_umap.ipynb",
+        [_cell("markdown", "## 7. UMAP of a sample: labels (left)", 0.0), _cell("code", "umap()", 14.0)],
+    )
     pipeline = {
         "notebooks": {
             "00_data_setup": {"status": "done", "wall_seconds": 12.0},
             "01_stage1_contrastive": {"status": "done", "wall_seconds": 100.0},
+            "02_clustering_umap": {"status": "done", "wall_seconds": 20.0},
         }
     }
     parts = {"01_stage1_contrastive": {"training": 70.0, "validation": 15.0, "final_evaluation": 5.0}}
@@ -67,4 +72,7 @@ def test_notebook_timings_and_their_line(tmp_path):
     stage1 = report["01_stage1_contrastive"]
     assert stage1["kernel_start"] == pytest.approx(7.0) and stage1["parts"] == parts["01_stage1_contrastive"]
     line = timings.summary_line(report)
-    assert line == "Time: 112 s of notebooks; 00 12 s; 01 100 s (training 70, validation 15, start 10)"
+    assert line == (
+        "Time: 132 s of notebooks; 00 12 s; 01 100 s (training 70, validation 15, start 10); "
+        "02 20 s (7. UMAP of a sample 14, start 6)"
+    )
