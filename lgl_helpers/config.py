@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 
+# Stage I's methods (notebook 01's stage1_method) and how tables and reports name them; DINO's model is its teacher.
+STAGE1_METHOD_NAMES = {"contrastive_aat": "contrastive + AAT", "dino": "DINO teacher"}
+
 
 @dataclass
 class NotebookConfig:

@@ -194,6 +194,7 @@ def collect_report(
         stage_parts[NOTEBOOK_OF[key]] = metrics.get("timings")
         if key == "stage1":
             entry["val_eer"] = metrics.get("val_eer")  # the line Stage II's validation EERs are drawn against
+            entry["stage1_method"] = metrics.get("stage1_method", "contrastive_aat")
             entry["untrained_eer"] = metrics.get("untrained_eer")
             entry["untrained_min_dcf"] = metrics.get("untrained_min_dcf")
             entry["best_epoch"] = metrics.get("best_epoch")
@@ -299,7 +300,7 @@ def systems_table(report: dict[str, Any]) -> str:
         rows.append(
             f"| untrained encoder | {_fmt(stage1['untrained_eer'])} | – | {_fmt(stage1.get('untrained_min_dcf'), 3)} | – |"
         )
-    for key, _, label in SYSTEMS:
+    for key, _, label in report_eval.named_systems(SYSTEMS, report):
         entry = report.get(key)
         if entry:
             rows.append(
@@ -377,7 +378,7 @@ def write_report(
     ]
     notes = [
         f"- {label}: no interval, {report[key]['ci_note']}."
-        for key, _, label in SYSTEMS
+        for key, _, label in report_eval.named_systems(SYSTEMS, report)
         if (report.get(key) or {}).get("ci_note")
     ]
     if notes:
@@ -425,8 +426,9 @@ def eval_sections(report: dict[str, Any]) -> list[str]:
     evaluation = report.get("eval")
     if not evaluation or not evaluation["lists"]:
         return []
-    lines = ["## Every evaluation list (raw cosine scores)", "", report_eval.lists_table(evaluation, SYSTEMS), ""]
-    lines += ["## Score normalisation without labels", "", report_eval.norm_table(evaluation, SYSTEMS), ""]
+    systems = report_eval.named_systems(SYSTEMS, report)
+    lines = ["## Every evaluation list (raw cosine scores)", "", report_eval.lists_table(evaluation, systems), ""]
+    lines += ["## Score normalisation without labels", "", report_eval.norm_table(evaluation, systems), ""]
     lines += [f"- {note}" for note in evaluation["notes"]] + ([""] if evaluation["notes"] else [])
     return lines
 

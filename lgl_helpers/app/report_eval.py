@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtri
 
+from lgl_helpers.config import STAGE1_METHOD_NAMES
 from lgl_helpers.core import bootstrap
 from lgl_helpers.core.metrics import TrialScoreReader, det_points, match_trials
 from lgl_helpers.core.score_norm import METHOD_LABELS, METHODS
@@ -24,6 +25,13 @@ from lgl_helpers.runs import path_in_run, read_json
 METRIC_KEYS = ("eer", "min_dcf", "min_dcf_0.01")
 DET_STEP = 0.02  # DET points kept: one per this step in probit units along either axis
 DET_LIMIT = 4.0  # probit units (FPR or FNR of 3e-5): points beyond are clipped
+
+
+def named_systems(systems: tuple, report: dict) -> tuple:
+    """``systems`` ((key, folder, label) of each stage) with Stage I named by the method it trained with
+    (``report["stage1"]["stage1_method"]``; reports of older runs have none: the reference's)."""
+    method = STAGE1_METHOD_NAMES[(report.get("stage1") or {}).get("stage1_method", "contrastive_aat")]
+    return tuple((key, folder, f"Stage I ({method})" if key == "stage1" else label) for key, folder, label in systems)
 
 
 def thin_det(fpr: np.ndarray, fnr: np.ndarray) -> dict[str, list[float]]:

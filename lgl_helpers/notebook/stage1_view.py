@@ -3,9 +3,11 @@ files; on a finished run (``recompute = False``) the run's results read back ins
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from IPython.display import display
+from matplotlib.figure import Figure
 
 from lgl_helpers import runs
 from lgl_helpers.notebook import stage1_figures, tensorboard_log, viewing
@@ -43,6 +45,19 @@ def read_finished(stage_dir: Path) -> dict:
     }
 
 
+def curves(cfg: stage1.Stage1Config, history: Sequence[Mapping]) -> Figure:
+    """The training curves of ``cfg.stage1_method``: DINO's loss, entropies and centre norm, or the
+    contrastive and AAT losses and accuracies; the validation EER either way."""
+    if cfg.stage1_method == "dino":
+        return stage1_figures.plot_dino_curves(history, cfg.dino_out_dim)
+    return stage1_figures.plot_training_curves(history)
+
+
+def collapse_lines(history: Sequence[Mapping]) -> list[str]:
+    """The collapse warnings of a DINO history (one per epoch that showed one; empty when none did)."""
+    return [record["collapse"] for record in history if record.get("collapse")]
+
+
 def train(cfg: stage1.Stage1Config, data: stage1.Stage1Data, stage_dir: Path, view_only: bool = False) -> dict:
     """Run (or resume) Stage I: :func:`lgl_helpers.training.stage1.train_stage1`; with ``view_only``
     (from :func:`open_stage`) only :func:`read_finished`.
@@ -52,12 +67,12 @@ def train(cfg: stage1.Stage1Config, data: stage1.Stage1Data, stage_dir: Path, vi
     """
     if view_only:
         return read_finished(stage_dir)
-    live = display(stage1_figures.plot_training_curves([]), display_id=True) if cfg.interactive else None
+    live = display(curves(cfg, []), display_id=True) if cfg.interactive else None
     with tensorboard_log.EventLog(stage_dir) as events:
 
         def on_epoch(record, history):
             events.stage1_epoch(record, history)
             if live is not None:
-                live.update(stage1_figures.plot_training_curves(history))
+                live.update(curves(cfg, history))
 
         return stage1.train_stage1(cfg, on_epoch=on_epoch, data=data)

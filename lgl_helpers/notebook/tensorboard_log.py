@@ -1,7 +1,8 @@
 """TensorBoard event files of a training stage, written from the notebooks' per-epoch callbacks.
 
 Each stage writes into ``<stage folder>/tensorboard/`` (``tensorboard --logdir runs/<run>`` shows every
-stage of a run side by side): Stage I its losses, accuracies and validation EER per epoch; Stage II,
+stage of a run side by side): Stage I its losses, accuracies (DINO: teacher entropies, centre norm and
+schedules) and validation EER per epoch; Stage II,
 per epoch in run order, loss, accuracy, validation EER / minDCF, the fraction the gate keeps, the
 share of reliable pseudo labels among the kept and among the dropped samples (%), the ROC AUC of
 −loss as a detector of reliable labels on that epoch's training-batch losses, the gate, and the
@@ -26,6 +27,19 @@ STAGE1_SCALARS = {
     "loss/aat": "aat_loss",
     "accuracy/contrastive_top1": "top1",
     "accuracy/aat_discriminator": "disc_acc",
+    "val/eer": "eer",
+    "val/min_dcf": "min_dcf",
+    "speed/samples_per_s": "samples_per_s",
+}
+DINO_SCALARS = {
+    "loss/dino": "loss",
+    "dino/teacher_entropy": "teacher_entropy",
+    "dino/teacher_batch_mean_entropy": "teacher_mean_entropy",
+    "dino/student_entropy": "student_entropy",
+    "dino/center_norm": "center_norm",
+    "schedule/lr": "lr",
+    "schedule/teacher_momentum": "teacher_momentum",
+    "schedule/teacher_temp": "teacher_temp",
     "val/eer": "eer",
     "val/min_dcf": "min_dcf",
     "speed/samples_per_s": "samples_per_s",
@@ -90,7 +104,8 @@ class EventLog:
         """Stage I ``on_epoch`` callback: ``record`` is the epoch's history entry (epoch 0: the untrained encoder)."""
         if not self._open(start_over=record["epoch"] == 0):
             return
-        self._scalars(STAGE1_SCALARS, record, record["epoch"])
+        # a DINO record holds teacher statistics; the contrastive one the AAT discriminator's
+        self._scalars(DINO_SCALARS if "teacher_entropy" in record else STAGE1_SCALARS, record, record["epoch"])
         self.writer.flush()
 
     def stage2_epoch(self, record: dict, state: dict) -> None:

@@ -1,4 +1,5 @@
-"""Stage I: contrastive learning with augmentation adversarial training (docs/method.md, "Stage I"); notebook 01.
+"""Stage I (notebook 01): contrastive learning with augmentation adversarial training (docs/method.md,
+"Stage I"), or DINO self-distillation.
 
 Per batch three views of each utterance — A (crop 0, augmentation a), S (crop 1, a), P (crop 1, b) —
 go through the encoder. As in the reference, each training step has two updates:
@@ -13,6 +14,9 @@ Adam with ``lr`` for both, the encoder's decayed by ``lr_decay`` every ``decay_e
 untrained encoder is evaluated first (epoch 0), then every ``test_interval`` epochs and after the
 last one; the best epoch by validation EER is scored on the test trials.
 
+``stage1_method="dino"`` trains by self-distillation instead (:mod:`lgl_helpers.training.stage1.dino`,
+docs/dino.md): the same run folder, checkpoints and resume rules; the Stage I model is DINO's teacher.
+
 Run folder ``runs/<run>/stage1/``: ``stage1_params.json``, ``stage1.log``, ``scores.txt``,
 ``checkpoints/last.model`` (every epoch, the resume point), ``checkpoints/epoch_XXX.model`` (every
 evaluated epoch), ``best.model`` and ``metrics.json``. Checkpoints are kit checkpoints
@@ -21,7 +25,8 @@ optimizers, scheduler, epoch, RNG states, history and resolved parameters.
 """
 
 from lgl_helpers.training.stage1.config import RUN_CONTROL_FIELDS, STAGE_DIR, Stage1Config, stage_folder
-from lgl_helpers.training.stage1.inputs import Stage1Data, check_inputs, prepare_data, preview_views
+from lgl_helpers.training.stage1.dino import collapse_warning
+from lgl_helpers.training.stage1.inputs import Stage1Data, check_inputs, prepare_data, preview_crops, preview_views
 from lgl_helpers.training.stage1.trainer import export_reference, results_table, train_stage1
 
 __all__ = [
@@ -30,8 +35,10 @@ __all__ = [
     "Stage1Config",
     "Stage1Data",
     "check_inputs",
+    "collapse_warning",
     "export_reference",
     "prepare_data",
+    "preview_crops",
     "preview_views",
     "results_table",
     "stage_folder",

@@ -7,7 +7,10 @@ from pathlib import Path
 
 from lgl_helpers import runs
 from lgl_helpers.config import (
+    STAGE1_METHOD_NAMES,
     NotebookConfig,
+    _is_number,
+    check,
     check_channels,
     check_choice,
     check_fraction,
@@ -23,6 +26,9 @@ from lgl_helpers.training.retention import DEFAULT_KEEP_EVERY
 from lgl_helpers.training.step_checkpoints import DEFAULT_MINUTES
 
 STAGE_DIR = "stage1"
+# contrastive_aat: the reference's contrastive loss with AAT; dino: self-distillation (stage1/dino.py)
+STAGE1_METHODS = tuple(STAGE1_METHOD_NAMES)
+DINO_OPTIMIZERS = ("sgd", "adamw")
 # Fields that only steer one call (where to stop, how to show it) and may change when a run is resumed.
 RUN_CONTROL_FIELDS = (
     "run_name",  # where the run is (a copied run folder resumes), not what it computed
@@ -76,6 +82,28 @@ class Stage1Config(NotebookConfig):
     decay_every: int = 5
     test_interval: int = 2
     aat_weight: float = 3.0
+    stage1_method: str = "contrastive_aat"
+    global_crops: int = 2
+    global_frames: int = 150
+    local_crops: int = 2
+    local_frames: int = 80
+    dino_out_dim: int = 4096
+    dino_hidden_dim: int = 512
+    dino_bottleneck_dim: int = 128
+    dino_layers: int = 3
+    dino_optimizer: str = "sgd"
+    dino_lr: float = 0.2
+    dino_min_lr: float = 0.00005
+    dino_warmup_epochs: int = 2
+    dino_weight_decay: float = 0.00005
+    clip_grad: float = 3.0
+    freeze_last_layer: int = 1
+    teacher_momentum: float = 0.99
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_ratio: float = 0.2
+    student_temp: float = 0.1
+    center_momentum: float = 0.9
     workers: int = 1
     device: str = "auto"
     precision: str = "fp32"
@@ -103,6 +131,8 @@ class Stage1Config(NotebookConfig):
         check_int(self.name_of("decay_every"), self.decay_every, 1)
         check_int(self.name_of("test_interval"), self.test_interval, 1)
         check_non_negative(self.name_of("aat_weight"), self.aat_weight)
+        check_choice(self.name_of("stage1_method"), self.stage1_method, STAGE1_METHODS)
+        self._validate_dino()
         check_int(self.name_of("workers"), self.workers, 0)
         check_choice(self.name_of("precision"), self.precision, PRECISIONS)
         check_int(self.name_of("nproc"), self.nproc, 1)
@@ -117,6 +147,42 @@ class Stage1Config(NotebookConfig):
         check_eval_trials(owner, self.eval_trials)
         # Stage I runs before any clustering: no pseudo-label centroids to normalise with yet
         check_norm_parameters(owner, self.norm_cohort, self.norm_cohort_size, self.norm_top_n, ("none", "train"))
+
+    def _validate_dino(self) -> None:
+        """DINO's parameters (checked whatever the method, so that a typo shows before a switch to it)."""
+        check_int(
+            self.name_of("global_crops"), self.global_crops, 2, "an integer >= 2 (each global crop teaches the others)"
+        )
+        check_int(self.name_of("global_frames"), self.global_frames, 1)
+        check_int(self.name_of("local_crops"), self.local_crops, 0)
+        check_int(self.name_of("local_frames"), self.local_frames, 1)
+        check_int(self.name_of("dino_out_dim"), self.dino_out_dim, 2)
+        check_int(self.name_of("dino_hidden_dim"), self.dino_hidden_dim, 1)
+        check_int(self.name_of("dino_bottleneck_dim"), self.dino_bottleneck_dim, 1)
+        check_int(self.name_of("dino_layers"), self.dino_layers, 1)
+        check_choice(self.name_of("dino_optimizer"), self.dino_optimizer, DINO_OPTIMIZERS)
+        check_positive(self.name_of("dino_lr"), self.dino_lr)
+        check_non_negative(self.name_of("dino_min_lr"), self.dino_min_lr)
+        check_int(self.name_of("dino_warmup_epochs"), self.dino_warmup_epochs, 0)
+        check_non_negative(self.name_of("dino_weight_decay"), self.dino_weight_decay)
+        check_non_negative(self.name_of("clip_grad"), self.clip_grad, "a number >= 0 (0 = no clipping)")
+        check_int(self.name_of("freeze_last_layer"), self.freeze_last_layer, 0)
+        for name in ("teacher_momentum", "center_momentum"):
+            value = getattr(self, name)
+            check(self.name_of(name), value, _is_number(value) and 0 <= value < 1, "a number in [0, 1)")
+        for name in ("teacher_temp", "warmup_teacher_temp", "student_temp"):
+            check_positive(self.name_of(name), getattr(self, name))
+        value = self.warmup_teacher_temp_ratio
+        check(
+            self.name_of("warmup_teacher_temp_ratio"),
+            value,
+            _is_number(value) and 0 <= value <= 1,
+            "a number in [0, 1]",
+        )
+        if self.stage1_method == "dino" and self.dino_warmup_epochs >= self.epochs:
+            check(
+                self.name_of("dino_warmup_epochs"), self.dino_warmup_epochs, False, f"fewer than epochs={self.epochs}"
+            )
 
 
 def stage_folder(config: Stage1Config) -> Path:

@@ -1,4 +1,5 @@
-"""Stage I's inputs, resolved and checked before any model is built, and a preview of the three views."""
+"""Stage I's inputs, resolved and checked before any model is built, and a preview of the views (contrastive)
+or crops (DINO)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from lgl_helpers.core.data import Stage1Dataset, check_training_list, make_loade
 from lgl_helpers.core.metrics import match_trials
 from lgl_helpers.corpus.lists import TrainEntry, Trial, check_list, read_eval_trials
 from lgl_helpers.training.stage1.config import Stage1Config
+from lgl_helpers.training.stage1.dino_epoch import multicrop_views
 
 log = logging.getLogger(__name__)
 
@@ -113,4 +115,29 @@ def preview_views(data: Stage1Data, n_items: int = 4, epoch: int = 0) -> dict:
     out = {"crop0": batch["crops"][:, 0].numpy(), "crop1": batch["crops"][:, 1].numpy()}
     out.update({name: view.numpy() for name, view in zip("ASP", views)})
     out["captions"] = captions
+    return out
+
+
+def preview_crops(data: Stage1Data, config: Stage1Config, n_items: int = 4, epoch: int = 0) -> dict:
+    """The first ``n_items`` items of a DINO epoch's first batch: every crop as the networks see it.
+
+    Returns dict ``global`` (n, n_global, Tg) and ``local`` (n, n_local, Tl) numpy arrays of the augmented
+    crops and ``captions``: per item, the augmentation of each crop in words (globals first).
+    """
+    from lgl_helpers.training.stage1.dino_trainer import multicrop_dataset
+
+    dataset = multicrop_dataset(config, data)
+    loader = make_loader(dataset, min(n_items, len(dataset)), 0, dataset.seed, "cpu")
+    loader.sampler.set_epoch(epoch)
+    batch = next(iter(loader))
+    n = batch["global"].shape[0]
+    global_wave, local_wave = multicrop_views(batch, "cpu")
+    out = {"global": global_wave.reshape(-1, n, global_wave.shape[-1]).transpose(0, 1).numpy()}
+    out["local"] = (
+        local_wave.reshape(-1, n, local_wave.shape[-1]).transpose(0, 1).numpy()
+        if local_wave is not None
+        else np.zeros((n, 0, 0), dtype=np.float32)
+    )
+    recipes = batch["global_recipes"] + batch["local_recipes"]
+    out["captions"] = [[describe_recipe(recipe, i) for recipe in recipes] for i in range(n)]
     return out

@@ -1,5 +1,7 @@
 """Stage I's training loop around :func:`lgl_helpers.training.executor.stage1_epoch`: build or resume,
-evaluate, checkpoint, and the final metrics; plus the export to the reference's checkpoint layout."""
+evaluate, checkpoint, and the final metrics; plus the export to the reference's checkpoint layout.
+``stage1_method="dino"`` hands the run to :mod:`lgl_helpers.training.stage1.dino_trainer` after the
+inputs are checked."""
 
 from __future__ import annotations
 
@@ -7,25 +9,32 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from lgl_helpers import runs
+from lgl_helpers.config import STAGE1_METHOD_NAMES
 from lgl_helpers.core import distributed
 from lgl_helpers.core.data import make_loader
 from lgl_helpers.core.embed import evaluate_trials
 from lgl_helpers.core.evaluation import final_evaluation, plan_evaluation, store_threshold
 from lgl_helpers.core.losses import AATDiscriminator, ContrastiveLoss
 from lgl_helpers.core.metrics import TEST_SCORES
-from lgl_helpers.core.models import ECAPATDNN, REFERENCE_MFA_CHANNELS, load_encoder
-from lgl_helpers.timings import PartTimes
-from lgl_helpers.training import launch, retention
+from lgl_helpers.core.models import ECAPATDNN, load_encoder
+from lgl_helpers.training import launch
 from lgl_helpers.training.executor import MidEpoch, Stage1Models, enable_tf32, stage1_epoch
-from lgl_helpers.training.stage1.config import RUN_CONTROL_FIELDS, STAGE_DIR, Stage1Config, stage_folder
+from lgl_helpers.training.stage1.checkpoints import (
+    MID_EPOCH,  # noqa: F401  (read here by the tests)
+    RunState,
+    resume_or_start,
+    save_epoch,
+    save_mid_epoch,
+    thin_checkpoints,
+)
+from lgl_helpers.training.stage1.config import STAGE_DIR, Stage1Config, stage_folder
 from lgl_helpers.training.stage1.inputs import Stage1Data, prepare_data
-from lgl_helpers.training.state import check_resume, load_checkpoint, module_state, restore_rng, save_checkpoint
+from lgl_helpers.training.state import load_checkpoint, module_state
 from lgl_helpers.training.step_checkpoints import StepCheckpoints
 
 log = logging.getLogger(__name__)
@@ -52,31 +61,9 @@ def export_reference(checkpoint: str | Path, out_path: str | Path) -> Path:
     return runs.atomic_torch_save(state, out_path)
 
 
-def _epoch_path(stage_dir: Path, epoch: int) -> Path:
-    return stage_dir / "checkpoints" / f"epoch_{epoch:03d}.model"
-
-
-# Written inside an epoch (every checkpoint_minutes, on SIGTERM): last.model plus the epoch's partial
-# progress; removed once the epoch's own checkpoint is written.
-MID_EPOCH = "mid_epoch.model"
-
-
 # ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _State:
-    epoch: int = 0
-    history: list = dataclasses.field(default_factory=list)
-    best: dict | None = None
-    untrained: dict | None = None
-    wall_seconds: float = 0.0
-    # Seconds per part (untrained_evaluation, training, validation, checkpoints, final_evaluation).
-    timings: PartTimes = dataclasses.field(default_factory=PartTimes)
-    # The running epoch's progress from a mid-epoch checkpoint (with its "rng"), until that epoch resumes.
-    partial: dict | None = None
 
 
 def _evaluate(model, trials, root, device) -> dict:
@@ -120,71 +107,16 @@ def _build(config: Stage1Config, device) -> Stage1Models:
     return Stage1Models(encoder, loss_fn, aat, optimizer, aat_optimizer, scheduler)
 
 
-def _resume_point(ckpt_dir: Path) -> Path | None:
-    """The checkpoint a resumed run starts from: a mid-epoch one of the epoch after ``last.model``'s, else ``last.model``.
-
-    A mid-epoch checkpoint of an epoch that is saved already (the run stopped before removing it) is
-    ignored; the next epoch's checkpoints replace it.
-    """
-    last, mid = ckpt_dir / "last.model", ckpt_dir / MID_EPOCH
-    if mid.is_file():
-        done = load_checkpoint(last)["epoch"] if last.is_file() else 0
-        if load_checkpoint(mid)["epoch"] == done:
-            return mid
-    return last if last.is_file() else None
+def _load_models(models: Stage1Models, ckpt: dict) -> None:
+    models.encoder.load_state_dict(ckpt["encoder"])
+    models.loss_fn.load_state_dict(ckpt["loss"])
+    models.aat.load_state_dict(ckpt["aat"])
+    models.optimizer.load_state_dict(ckpt["optimizer"])
+    models.aat_optimizer.load_state_dict(ckpt["aat_optimizer"])
+    models.scheduler.load_state_dict(ckpt["scheduler"])
 
 
-def _resume_or_start(config: Stage1Config, stage_dir: Path, params: dict, models: Stage1Models) -> _State:
-    """Load the resume point (``checkpoints/last.model``, or a mid-epoch checkpoint after it) into
-    ``models`` when resuming (after the resume policy's check), or, with ``resume=False``, remove an
-    earlier run's files. Returns where the run stands."""
-    ckpt_dir = stage_dir / "checkpoints"
-    point = _resume_point(ckpt_dir) if config.resume else None
-    if point is not None:
-        ckpt = load_checkpoint(point)
-        for width in ("channels", "mfa_channels"):
-            saved = int(ckpt.get(width, REFERENCE_MFA_CHANNELS))
-            if saved != getattr(config, width):
-                raise ValueError(
-                    f"{point}: checkpoint has {width}={saved} but {width}={getattr(config, width)}; "
-                    f"use the same {width} or resume=False to start over"
-                )
-        fixed = [k for k in params if k not in RUN_CONTROL_FIELDS]
-        saved = runs.stored_paths(ckpt["params"], runs.DATA_KEYS, stage_dir.parent)
-        check_resume(point, saved, params, fixed, config.allow_changed_params)
-        models.encoder.load_state_dict(ckpt["encoder"])
-        models.loss_fn.load_state_dict(ckpt["loss"])
-        models.aat.load_state_dict(ckpt["aat"])
-        models.optimizer.load_state_dict(ckpt["optimizer"])
-        models.aat_optimizer.load_state_dict(ckpt["aat_optimizer"])
-        models.scheduler.load_state_dict(ckpt["scheduler"])
-        restore_rng(ckpt["rng"])
-        partial = {**ckpt["partial"], "rng": ckpt["rng"]} if "partial" in ckpt else None
-        state = _State(
-            ckpt["epoch"],
-            list(ckpt["history"]),
-            ckpt["best"],
-            ckpt["untrained"],
-            float(ckpt["wall_seconds"]),
-            PartTimes(ckpt.get("timings")),
-            partial,
-        )
-        if partial is None:
-            log.info("resuming Stage I from %s (epoch %d done)", point, state.epoch)
-        else:
-            log.info("resuming Stage I from %s: epoch %d at batch %d", point, partial["epoch"], partial["batches"] + 1)
-        return state
-    if not config.resume and distributed.is_main():
-        earlier = [stage_dir / name for name in ("best.model", "metrics.json", "scores.txt", TEST_SCORES)]
-        stale = sorted(ckpt_dir.glob("*.model")) + [path for path in earlier if path.is_file()]
-        if stale:
-            log.warning("resume=False: removing %d file(s) of an earlier run in %s", len(stale), stage_dir)
-            for path in stale:
-                path.unlink()
-    return _State()
-
-
-def _checkpoint_extra(models: Stage1Models, state: _State, params: dict) -> dict:
+def _checkpoint_extra(models: Stage1Models, state: RunState, params: dict) -> dict:
     """Everything but the encoder a resume needs after ``state.epoch`` epochs (save_checkpoint adds the RNG states)."""
     return {
         "stage": STAGE_DIR,
@@ -203,38 +135,7 @@ def _checkpoint_extra(models: Stage1Models, state: _State, params: dict) -> dict
     }
 
 
-def _save(stage_dir: Path, models: Stage1Models, state: _State, params: dict, evaluated: bool, improved: bool) -> None:
-    """The epoch's checkpoint: ``epoch_XXX.model`` when evaluated, ``best.model`` when improved, always
-    ``last.model``; the epoch's mid-epoch checkpoint goes after them."""
-    last = stage_dir / "checkpoints" / "last.model"
-    first = _epoch_path(stage_dir, state.epoch) if evaluated else last
-    save_checkpoint(first, models.encoder, _checkpoint_extra(models, state, params))
-    payload = first.read_bytes()
-    if improved:
-        runs.atomic_write_bytes(stage_dir / "best.model", payload)
-    if first != last:
-        runs.atomic_write_bytes(last, payload)  # last.model is written after the others: a complete resume point
-    (stage_dir / "checkpoints" / MID_EPOCH).unlink(missing_ok=True)
-
-
-def _save_mid_epoch(stage_dir: Path, models: Stage1Models, state: _State, params: dict, partial: dict) -> None:
-    """``checkpoints/mid_epoch.model`` (rank 0): the models inside epoch ``partial["epoch"]``, after ``partial["batches"]``."""
-    if distributed.is_main():
-        extra = {**_checkpoint_extra(models, state, params), "partial": partial}
-        save_checkpoint(stage_dir / "checkpoints" / MID_EPOCH, models.encoder, extra)
-
-
-def _thin_checkpoints(stage_dir: Path, state: _State, keep_every: int = retention.DEFAULT_KEEP_EVERY) -> None:
-    """Remove the ``epoch_XXX.model`` files retention drops: all but the best, the latest and every
-    ``keep_every``-th evaluated epoch. ``last.model`` (the resume point) and ``best.model`` are copies and stay."""
-    evaluated = [rec["epoch"] for rec in state.history if rec["epoch"] > 0 and "eer" in rec]
-    for epoch in evaluated[:-1]:
-        path = _epoch_path(stage_dir, epoch)
-        if path.is_file() and not retention.keep_epoch(epoch, keep_every, protected=epoch == state.best["epoch"]):
-            path.unlink()
-
-
-def _evaluate_untrained(encoder: ECAPATDNN, data: Stage1Data, state: _State, device) -> dict:
+def _evaluate_untrained(encoder: ECAPATDNN, data: Stage1Data, state: RunState, device) -> dict:
     """Epoch 0: the untrained encoder on the validation (and test) trials. Returns its history record."""
     tic = time.perf_counter()
     with state.timings.part("untrained_evaluation"):
@@ -252,7 +153,7 @@ def _finish_epoch(
     config: Stage1Config,
     data: Stage1Data,
     models: Stage1Models,
-    state: _State,
+    state: RunState,
     epoch: int,
     lr: float,
     means: dict,
@@ -302,7 +203,7 @@ def _finish_epoch(
 
 
 def _final_metrics(
-    config: Stage1Config, stage_dir: Path, data: Stage1Data, state: _State, started: float, device
+    config: Stage1Config, stage_dir: Path, data: Stage1Data, state: RunState, started: float, device
 ) -> dict:
     """``metrics.json``: the best epoch's encoder on the test trials, against the untrained one, and on
     every list of ``eval_trials``, raw and normalised, in one embedding pass
@@ -320,6 +221,7 @@ def _final_metrics(
     untrained = state.untrained["test"]
     metrics = {
         **test,
+        "stage1_method": config.stage1_method,
         "best_epoch": state.best["epoch"],
         "untrained_eer": untrained["eer"],
         "untrained_min_dcf": untrained["min_dcf"],
@@ -378,8 +280,13 @@ def train_stage1(
     runs.add_file_log(stage_dir, STAGE_DIR)
     data = data if data is not None else prepare_data(config)
     params = _resolved_params(config, data)
+    if config.stage1_method == "dino":
+        # imported here: the DINO driver reuses this module's evaluation and final metrics
+        from lgl_helpers.training.stage1.dino_trainer import train_dino
+
+        return train_dino(config, data, params, stage_dir, device, started, on_epoch)
     models = _build(config, device)
-    state = _resume_or_start(config, stage_dir, params, models)
+    state = resume_or_start(config, stage_dir, params, lambda ckpt: _load_models(models, ckpt))
     models.parallelise(device, config.sync_batchnorm)
     runs.open_run(stage_dir, params, STAGE_DIR)
 
@@ -406,7 +313,7 @@ def train_stage1(
 
             def write(running: dict, epoch=epoch, tic=tic) -> None:
                 partial = {**running, "epoch": epoch, "seconds": time.perf_counter() - tic}
-                _save_mid_epoch(stage_dir, models, state, params, partial)
+                save_mid_epoch(stage_dir, models.encoder, _checkpoint_extra(models, state, params), partial)
 
             with state.timings.part("training"):
                 means, n_batches, completed = stage1_epoch(
@@ -430,8 +337,9 @@ def train_stage1(
             )
             if distributed.is_main():
                 with state.timings.part("checkpoints"):
-                    _save(stage_dir, models, state, params, evaluated, improved)
-                    _thin_checkpoints(stage_dir, state, config.keep_every)
+                    extra = _checkpoint_extra(models, state, params)
+                    save_epoch(stage_dir, models.encoder, extra, state.epoch, evaluated, improved)
+                    thin_checkpoints(stage_dir, state, config.keep_every)
             runs.atomic_write_text(stage_dir / "scores.txt", _scores_text(state.history))
             if on_epoch:
                 on_epoch(record, state.history)
@@ -471,7 +379,8 @@ def results_table(metrics: dict) -> str:
         "| --- | ---: | ---: | ---: |",
         f"| untrained (epoch 0) | {metrics['untrained_eer']:.2f} | {metrics['untrained_min_dcf']:.4f} | "
         f"{metrics['untrained_min_dcf_0.01']:.4f} |",
-        f"| Stage I, best epoch {metrics['best_epoch']} of {metrics['epochs_run']} | {metrics['eer']:.2f} | "
+        f"| Stage I ({STAGE1_METHOD_NAMES[metrics.get('stage1_method', 'contrastive_aat')]}), best epoch "
+        f"{metrics['best_epoch']} of {metrics['epochs_run']} | {metrics['eer']:.2f} | "
         f"{metrics['min_dcf']:.4f} | {metrics['min_dcf_0.01']:.4f} |",
     ]
     note = " (validation = test list: the best epoch was chosen on the test set)" if metrics.get("val_is_test") else ""
