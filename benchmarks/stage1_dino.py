@@ -1,6 +1,9 @@
 """DINO against contrastive + AAT as Stage I on the embedded corpus, at an equal wall-time budget.
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/stage1_dino.py --seeds 0 1 2 --runs-dir runs/dino_study
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/stage1_dino.py --profile ci --seeds 0 --runs-dir runs/dino_study \
+        --set 01_stage1_contrastive.global_frames=100 --set 01_stage1_contrastive.local_frames=50 \
+        --set 01_stage1_contrastive.dino_warmup_epochs=1      # the small corpus (docs/dino.md's table)
 
 Per seed: the demo pipeline (notebooks 00, 01, 02, 04; the baseline 03 is not needed) once with the
 reference's Stage I (the demo's 10 epochs) and once with ``stage1_method=dino`` given the same training
@@ -10,7 +13,8 @@ this process, and DINO's epochs at 1x are ``round(10 · t_contrastive / t_dino)`
 speaker-bootstrap interval, the NMI of the pseudo labels clustered from it, and, for the two equal-budget
 systems, the LGL test EER; then the paired DINO − contrastive differences. Rows are appended to
 ``<runs-dir>/table.md`` as they finish (a long study can be read while it runs) and kept in
-``rows.jsonl``; a finished run is not retrained.
+``rows.jsonl``; a finished run is not retrained. The seconds column is Stage I's wall time with its
+evaluations, so a reader can see the budget each method actually got.
 """
 
 from __future__ import annotations
