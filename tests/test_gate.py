@@ -187,3 +187,49 @@ def test_otsu_fallback_and_degenerate_input():
 
 
 # --- gate tuner (widget logic without a browser) -----------------------------------------------
+
+
+# --- the GMM gate ---------------------------------------------------------------------------------
+
+
+def _log_normal_mixture(seed=0):
+    """80 % reliable labels at log-loss N(log 0.05, 0.6), 20 % unreliable at N(log 5, 0.4)."""
+    rng = np.random.default_rng(seed)
+    low = np.exp(rng.normal(np.log(0.05), 0.6, 8000))
+    high = np.exp(rng.normal(np.log(5.0), 0.4, 2000))
+    return np.concatenate([low, high])
+
+
+def test_gmm_gate_on_a_bimodal_sample_is_the_equal_posterior_point_of_the_true_mixture():
+    losses = _log_normal_mixture()
+    choice = gate.gmm_gate(losses)
+    assert choice.rule == "gmm" and choice.reason is None
+    true_crossing = gate._equal_posterior([0.8, 0.2], [np.log(0.05), np.log(5.0)], [0.6, 0.4])
+    # The fitted mixture's crossing, within 0.1 in log loss of the true one (10,000 samples).
+    assert np.log(choice.gate) == pytest.approx(true_crossing, abs=0.1)
+    assert (losses <= choice.gate).mean() == pytest.approx(0.8, abs=0.005)
+    np.testing.assert_allclose(choice.mixture["weights"], [0.8, 0.2], atol=0.01)
+    np.testing.assert_allclose(choice.mixture["means"], np.log([0.05, 5.0]), atol=0.03)
+
+
+def test_equal_posterior_of_two_equal_components_is_their_midpoint():
+    assert gate._equal_posterior([0.5, 0.5], [0.0, 2.0], [1.0, 1.0]) == pytest.approx(1.0)
+    assert gate._equal_posterior([0.5, 0.5], [0.0, 2.0], [1.0, 1.0]) < gate._equal_posterior(
+        [0.8, 0.2], [0.0, 2.0], [1.0, 1.0]
+    )
+
+
+def test_gmm_gate_on_a_unimodal_sample_falls_back_to_the_valley_rule_and_says_why(caplog):
+    losses = np.exp(np.random.default_rng(1).normal(0.0, 1.0, 5000))
+    with caplog.at_level("WARNING"):
+        choice = gate.gmm_gate(losses, seed=3)
+    assert choice.rule in ("valley", "otsu") and "Ashman" in choice.reason
+    gate_value, rule = gate.valley_gate(losses, seed=3)
+    assert (choice.gate, choice.rule) == (gate_value, rule)
+    assert "no two separated modes" in caplog.text
+
+
+def test_gmm_gate_on_too_few_distinct_losses_falls_back_without_a_fit():
+    choice = gate.gmm_gate([0.0, 1.0, 1.0, 0.0, 2.0])
+    assert choice.mixture is None and "3 distinct" in choice.reason
+    assert choice.gate == pytest.approx(gate.auto_gate([0.0, 1.0, 1.0, 0.0, 2.0]))

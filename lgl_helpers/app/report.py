@@ -29,7 +29,7 @@ from lgl_helpers.core.metrics import TEST_SCORES, TrialScoreReader, match_trials
 from lgl_helpers.corpus.lists import Trial
 from lgl_helpers.notebook.gate_tuner import plot_loss_histogram
 from lgl_helpers.notebook.report_figures import report_figures
-from lgl_helpers.notebook.stage2_figures import gate_evidence_table
+from lgl_helpers.notebook.stage2_figures import gate_evidence_table, label_correction_table
 from lgl_helpers.runs import atomic_write_text, environment_info, read_json, relative_to_run, run_folder, write_json
 from lgl_helpers.training.stage2.statefile import gate_losses_record, read_epoch_losses, read_state
 
@@ -204,6 +204,7 @@ def collect_report(
             entry["evaluations"] = metrics.get("evaluations", [])
             if key == "lgl":
                 entry["gate_evidence"] = metrics.get("gate_evidence", [])
+                entry["label_correction"] = metrics.get("label_correction", [])
         report[key] = entry
     report["bootstrap"] = {
         "method": "speaker bootstrap (core/bootstrap.py)",
@@ -265,6 +266,11 @@ def results_table(report: dict[str, Any]) -> str:
     if evidence:
         parts.append(
             "The loss gate, per LGL iteration (on the losses it was chosen from):\n\n" + gate_evidence_table(evidence)
+        )
+    corrections = (report.get("lgl") or {}).get("label_correction")
+    if corrections:
+        parts.append(
+            "Label correction of the rejected samples, per LGL iteration:\n\n" + label_correction_table(corrections)
         )
     return "\n\n".join(parts)
 
@@ -403,6 +409,19 @@ def write_report(
             "kept and the dropped samples, and the ROC AUC of −loss as a detector of reliable labels (0.5: none).",
             "",
             gate_evidence_table(evidence),
+        ]
+    corrections = (report.get("lgl") or {}).get("label_correction")
+    if corrections:
+        lines += [
+            "",
+            "## Label correction: are the relabelled samples right?",
+            "",
+            "Per LGL iteration: the rejected samples whose sharpened clean-pass prediction reached the confidence "
+            "were relabelled to the predicted cluster and trained on; the share of them whose new label is reliable "
+            "(the majority true speaker of that cluster, a diagnosis only), and the reliable share of phase L's "
+            "training set before and after.",
+            "",
+            label_correction_table(corrections),
         ]
     lines += ["", "## Wall time per notebook", "", timings.summary_line(report["timings"]), ""]
     lines += ["| notebook | seconds | kernel start | where (seconds) |", "| --- | ---: | ---: | --- |"]

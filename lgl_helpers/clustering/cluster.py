@@ -10,11 +10,17 @@ Files of one clustering, all written atomically into ``out_dir``:
 - ``embeddings.npy``: emb (N, 192) float32, unit norm, in training-list order; ``embeddings.json`` records
   the encoder weights' SHA-1, the list's SHA-1, ``train_root`` and ``max_seconds``, so that a later call
   with the same inputs reuses the embeddings instead of embedding again.
-- ``centroids.npy``: (n_clusters, 192) float32, the k-means centroids.
+- ``centroids.npy``: (n_clusters, 192) float32, the k-means centroids (with ``n_clusters_over``: the
+  mean embedding of each merged cluster; the over-clustering's centroids in ``over_centroids.npy``).
 - ``quality.json``: :func:`~lgl_helpers.clustering.quality.clustering_quality` plus the k-means settings
   and the ``fingerprint`` of the whole pass (the embeddings' inputs and the k-means settings).
 - ``pseudo_labels.txt``: one ``<relative wav path> <cluster id>`` a line, in training-list order, cluster
   ids in ``[0, n_clusters)``. Written last, so its presence means the clustering finished.
+
+With ``n_clusters_over`` > 0 k-means clusters into that many clusters and their centroids are merged
+by agglomerative clustering down to ``n_clusters`` (:mod:`lgl_helpers.clustering.merge`); each
+utterance's pseudo label is its k-means cluster's merged cluster, and ``quality.json`` adds the
+quality of the over-clustering under ``"over"``.
 
 Notebook 02 also clusters with an untrained encoder as a floor (:func:`compare_untrained`), on every
 utterance or, to spare a second full pass, on a seeded random sample with k scaled to it, the trained
@@ -52,6 +58,7 @@ from lgl_helpers.clustering.kmeans import (
     kmeans_pseudo_labels,
     resolve_use_gpu,
 )
+from lgl_helpers.clustering.merge import DEFAULT_MERGE_NEIGHBORS, merge_centroids, merged_centroids
 from lgl_helpers.clustering.pseudo_labels import read_pseudo_labels, relative_paths, write_pseudo_labels
 from lgl_helpers.clustering.quality import UntrainedBaseline, clustering_quality
 from lgl_helpers.config import NotebookConfig, check, check_int, check_n_clusters, check_non_negative, check_positive
@@ -210,6 +217,7 @@ def cluster_utterances(
     reuse: bool = True,
     reuse_from: Sequence[str | os.PathLike] = (),
     show_progress: bool = True,
+    n_clusters_over: int = 0,
 ) -> ClusteringResult | None:
     """One clustering pass: embed every entry, k-means, assign, write ``out_dir`` files (module docstring).
 
@@ -221,13 +229,16 @@ def cluster_utterances(
     padded audio per batch. With ``reuse``, a finished clustering of the same fingerprint in
     ``out_dir`` or one of ``reuse_from`` (e.g. :func:`clustering_folders`) is taken whole, else
     embeddings of the same encoder weights, list, root and ``max_seconds``. Raises ``ValueError``
-    before embedding when ``n_clusters`` exceeds the number of entries.
+    before embedding when ``n_clusters`` (or ``n_clusters_over``) exceeds the number of entries.
+    ``n_clusters_over`` > 0: k-means into that many clusters (at least ``n_clusters``), merged to
+    ``n_clusters`` (module docstring).
     """
     from lgl_helpers.core import models
     from lgl_helpers.core.audio import SAMPLE_RATE
     from lgl_helpers.core.embed import embed_files
 
     check_n_clusters(n_clusters, len(entries))
+    check_n_clusters_over(n_clusters_over, n_clusters, len(entries))
     out_dir, train_root = Path(out_dir), Path(train_root)
     checkpoint = None
     if isinstance(encoder, (str, os.PathLike)):
@@ -249,6 +260,15 @@ def cluster_utterances(
         "n_training_points": int(min(len(rel_paths), n_clusters * max_points_per_centroid)),
         "index": "IndexFlatIP (GPU)" if resolve_use_gpu(use_gpu) else "IndexFlatIP (CPU)",
     }
+    if n_clusters_over:
+        # Only then: a clustering without over-clustering keeps the fingerprint it always had.
+        settings["n_training_points"] = int(min(len(rel_paths), n_clusters_over * max_points_per_centroid))
+        settings["merge"] = {
+            "n_clusters_over": int(n_clusters_over),
+            "linkage": "average",
+            "metric": "cosine",
+            "n_neighbors": DEFAULT_MERGE_NEIGHBORS,
+        }
     fingerprint = {**meta, "kmeans": settings}
     folders = [Path(f) for f in reuse_from if Path(f).resolve() != out_dir.resolve()]
     # In a distributed run rank 0 decides what can be reused and clusters; the other ranks only
@@ -283,10 +303,28 @@ def cluster_utterances(
         return reused
     # Renormalising is idempotent and guards against embeddings saved by an older embedder.
     emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
-    pseudo_labels, centroids = kmeans_pseudo_labels(
-        emb, n_clusters, n_iter=n_iter, seed=seed, max_points_per_centroid=max_points_per_centroid, use_gpu=use_gpu
-    )
-    quality = clustering_quality(pseudo_labels, [e.speaker for e in entries], n_clusters)
+    speakers = [e.speaker for e in entries]
+    over = None
+    if n_clusters_over:
+        over_labels, over_centroids = kmeans_pseudo_labels(
+            emb,
+            n_clusters_over,
+            n_iter=n_iter,
+            seed=seed,
+            max_points_per_centroid=max_points_per_centroid,
+            use_gpu=use_gpu,
+        )
+        pseudo_labels = merge_centroids(over_centroids, n_clusters)[over_labels]
+        centroids = merged_centroids(emb, pseudo_labels, n_clusters)
+        over = clustering_quality(over_labels, speakers, n_clusters_over)
+        atomic_save_npy(out_dir / "over_centroids.npy", over_centroids)
+    else:
+        pseudo_labels, centroids = kmeans_pseudo_labels(
+            emb, n_clusters, n_iter=n_iter, seed=seed, max_points_per_centroid=max_points_per_centroid, use_gpu=use_gpu
+        )
+    quality = clustering_quality(pseudo_labels, speakers, n_clusters)
+    if over is not None:
+        quality["over"] = over
     quality["kmeans"] = settings
     quality["checkpoint"] = checkpoint
     quality["max_seconds"] = max_seconds
@@ -321,6 +359,7 @@ class ClusteringConfig(NotebookConfig):
     cluster_max_points_per_centroid: int = REFERENCE_MAX_POINTS_PER_CENTROID
     cluster_max_seconds: float = 0.0
     cluster_seed: int = REFERENCE_SEED
+    n_clusters_over: int = 0
     batch_seconds: float = 240.0
     umap_sample: int = 2000
     untrained_sample: int = -1
@@ -337,6 +376,7 @@ class ClusteringConfig(NotebookConfig):
         check_int("cluster_max_points_per_centroid", self.cluster_max_points_per_centroid, 1)
         check_non_negative("cluster_max_seconds", self.cluster_max_seconds, "0 (full length) or positive")
         check_int("cluster_seed", self.cluster_seed, 0)
+        check_n_clusters_over(self.n_clusters_over, self.n_clusters)
         check_positive("batch_seconds", self.batch_seconds)
         check_int("umap_sample", self.umap_sample, 5)
         check_untrained_sample(self.untrained_sample)
@@ -386,6 +426,7 @@ def check_inputs(cfg: ClusteringConfig, paths: dict, *, audio: bool = True) -> l
             raise FileNotFoundError(f"{name}={getattr(cfg, name)!r}: {paths[name]} does not exist")
     entries = read_train_list(paths["train_list"])
     check_n_clusters(cfg.n_clusters, len(entries), source=str(paths["train_list"]))
+    check_n_clusters_over(cfg.n_clusters_over, cfg.n_clusters, len(entries))
     check_untrained_sample(cfg.untrained_sample, len(entries), source=str(paths["train_list"]))
     if audio:
         check_list(paths["train_list"], paths["train_root"], "train")
@@ -435,7 +476,19 @@ def cluster_from_config(
         device=cfg.device,
         use_gpu=cfg.use_gpu,
         reuse_from=clustering_folders(inputs.run_dir),
+        # The untrained floor (n_clusters given) is plain k-means, its k scaled to the sample.
+        n_clusters_over=cfg.n_clusters_over if n_clusters is None else 0,
     )
+
+
+def check_n_clusters_over(value, n_clusters: int, n_items: int | None = None, name: str = "n_clusters_over") -> int:
+    """``n_clusters_over``: 0 (no over-clustering) or an integer >= ``n_clusters`` (and <= the utterances)."""
+    check_int(name, value, 0, f"0 (off) or an integer >= n_clusters={n_clusters}")
+    if value and value < n_clusters:
+        raise ValueError(f"{name}={value} must be 0 (off) or at least n_clusters={n_clusters}")
+    if value and n_items is not None and value > n_items:
+        raise ValueError(f"{name}={value} is larger than the number of utterances N={n_items}")
+    return int(value)
 
 
 def untrained_encoder(checkpoint: str | os.PathLike, seed: int):

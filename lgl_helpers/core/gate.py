@@ -7,7 +7,10 @@
   the EERs it wrote to ``score.txt`` as ``"%2.2f"`` and read back, so a near-tie is a tie there.
 - :func:`auto_gate`: the automatic gate (an addition to the reference's fixed gates): the valley of
   the bimodal per-sample loss histogram, where reliable pseudo labels form a low-loss peak and
-  unreliable ones a high-loss tail.
+  unreliable ones a high-loss tail (:func:`valley_gate` also says whether the valley or Otsu's rule placed it).
+- :func:`gmm_gate`: the gate of DLG-LC (Han et al., Interspeech 2022): a two-component Gaussian
+  mixture on the log losses, the gate where the two posteriors are equal; without two separated
+  modes the valley rule, with the reason.
 
 The gate tuner of notebook 04 lives in :mod:`lgl_helpers.notebook.gate_tuner`.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -162,6 +166,11 @@ def _kde_valley(x: np.ndarray, split: float, max_points: int = 20_000, seed: int
 
 
 def auto_gate(per_sample_loss, seed: int = 0, max_samples: int = 200_000) -> float:
+    """Gate in the valley of the bimodal per-sample loss histogram (:func:`valley_gate`'s gate)."""
+    return valley_gate(per_sample_loss, seed, max_samples)[0]
+
+
+def valley_gate(per_sample_loss, seed: int = 0, max_samples: int = 200_000) -> tuple[float, str]:
     """Gate in the valley of the bimodal per-sample loss histogram.
 
     per_sample_loss: (N,) cross-entropies of one epoch. The rule:
@@ -176,6 +185,8 @@ def auto_gate(per_sample_loss, seed: int = 0, max_samples: int = 200_000) -> flo
        (a spike of fitted labels with a long tail, no second mode) or the density does not dip at
        least 5 % below the lower peak (a unimodal histogram), the gate falls back to Otsu's threshold.
 
+    Returns (gate, rule): rule ``"valley"``, ``"otsu"`` or ``"constant"`` (all losses equal: keep all).
+
     Peaks and the valley come from the density rather than from the Gaussian components because the
     reliable peak of cross-entropies is skewed (piled up at zero with a long tail), so a Gaussian fit
     places its mean and its decision boundary inside that tail. Raw losses, not logs: the gate
@@ -185,7 +196,7 @@ def auto_gate(per_sample_loss, seed: int = 0, max_samples: int = 200_000) -> flo
     x = check_losses(per_sample_loss)
     if float(x.max()) <= float(x.min()):
         log.warning("auto gate: all %d losses equal %.4f; the gate keeps every sample", x.size, x[0])
-        return float(x.max())
+        return float(x.max()), "constant"
     if x.size > max_samples:
         x = np.random.default_rng(seed).choice(x, size=max_samples, replace=False)
     modes = _two_modes(x, seed) if np.unique(x).size >= 4 else None
@@ -193,7 +204,99 @@ def auto_gate(per_sample_loss, seed: int = 0, max_samples: int = 200_000) -> flo
         valley = _kde_valley(x, 0.5 * (modes[0] + modes[1]), seed=seed)
         if valley is not None:
             log.info("auto gate: density valley at %.4f (mixture means %.4f and %.4f)", valley, *modes)
-            return valley
+            return valley, "valley"
     gate = otsu_threshold(x)
     log.info("auto gate: no valley between two peaks; Otsu threshold %.4f", gate)
-    return gate
+    return gate, "otsu"
+
+
+GATE_RULES = ("valley", "gmm")  # the rules gates="auto" can use (LGL's gate_rule)
+# The GMM gate's fit counts as two modes only when they are this far apart (Ashman's D, in pooled
+# standard deviations: D > 2 is the usual mark of a clean separation) and the smaller one holds at least
+# MIN_GMM_WEIGHT of the samples.
+MIN_ASHMAN_D = 2.0
+MIN_GMM_WEIGHT = 0.02
+LOG_LOSS_FLOOR = 1e-6  # losses are clipped here before the log: a loss of exactly 0 has no log
+
+
+@dataclass
+class GateChoice:
+    """A gate and how it was placed.
+
+    rule: the rule that placed it (``"gmm"``, ``"valley"``, ``"otsu"``, ``"constant"``); reason: why the
+    GMM rule fell back (None when it did not, or was not asked for); mixture: the two components on
+    the log losses, low-loss first, as ``{"weights", "means", "stds"}`` (None without a GMM fit).
+    """
+
+    gate: float
+    rule: str
+    reason: str | None = None
+    mixture: dict | None = None
+
+
+def _equal_posterior(weights, means, stds) -> float | None:
+    """The point between the two means where ``w0 N(z; m0, s0) = w1 N(z; m1, s1)``; None if there is none."""
+    (w0, w1), (m0, m1), (s0, s1) = weights, means, stds
+    # log w0 - log s0 - (z-m0)^2 / 2s0^2 = log w1 - log s1 - (z-m1)^2 / 2s1^2, a quadratic a z^2 + b z + c = 0.
+    a = 1 / (2 * s1**2) - 1 / (2 * s0**2)
+    b = m0 / s0**2 - m1 / s1**2
+    c = m1**2 / (2 * s1**2) - m0**2 / (2 * s0**2) + math.log((w0 * s1) / (w1 * s0))
+    if abs(a) < 1e-12:
+        roots = [-c / b] if b != 0 else []
+    else:
+        disc = b * b - 4 * a * c
+        roots = [] if disc < 0 else [(-b + sign * math.sqrt(disc)) / (2 * a) for sign in (1, -1)]
+    between = [z for z in roots if m0 < z < m1]
+    return min(between) if between else None
+
+
+def gmm_gate(per_sample_loss, seed: int = 0, max_samples: int = 200_000) -> GateChoice:
+    """The gate where a two-component Gaussian mixture on the log losses has equal posteriors.
+
+    per_sample_loss: (N,) losses (clipped at ``LOG_LOSS_FLOOR`` before the log). The mixture is fitted
+    on a seeded subsample of at most ``max_samples``. It counts as two modes when the smaller component
+    holds at least ``MIN_GMM_WEIGHT`` of the weight, the components are ``MIN_ASHMAN_D`` pooled
+    standard deviations apart, and their weighted densities cross between the means; then the gate
+    is ``exp`` of that crossing. Otherwise the valley rule (:func:`valley_gate`) places the gate and
+    ``reason`` says why (the published code asserts here and training aborts).
+    """
+    x = check_losses(per_sample_loss)
+    if x.size > max_samples:
+        x = np.random.default_rng(seed).choice(x, size=max_samples, replace=False)
+    z = np.log(np.maximum(x, LOG_LOSS_FLOOR))
+    reason, mixture = None, None
+    if np.unique(z).size < 4:
+        reason = f"only {np.unique(z).size} distinct loss value(s)"
+    else:
+        from sklearn.mixture import GaussianMixture
+
+        gmm = GaussianMixture(n_components=2, covariance_type="full", n_init=2, random_state=seed)
+        gmm.fit(z.reshape(-1, 1))
+        order = np.argsort(gmm.means_.ravel())
+        weights = [float(w) for w in gmm.weights_[order]]
+        means = [float(m) for m in gmm.means_.ravel()[order]]
+        stds = [float(math.sqrt(v)) for v in gmm.covariances_.ravel()[order]]
+        mixture = {"weights": weights, "means": means, "stds": stds}
+        separation = math.sqrt(2) * (means[1] - means[0]) / math.sqrt(stds[0] ** 2 + stds[1] ** 2)
+        crossing = _equal_posterior(weights, means, stds)
+        if min(weights) < MIN_GMM_WEIGHT:
+            reason = f"a component holds {100 * min(weights):.1f} % of the samples (< {100 * MIN_GMM_WEIGHT:.0f} %)"
+        elif separation < MIN_ASHMAN_D:
+            reason = f"the components overlap (Ashman's D {separation:.2f} < {MIN_ASHMAN_D:.0f})"
+        elif crossing is None:
+            reason = "the weighted component densities do not cross between the means"
+        else:
+            gate = float(math.exp(crossing))
+            log.info(
+                "gmm gate: %.4f where the posteriors are equal (log-loss means %.3f / %.3f, weights %.2f / %.2f, D %.2f)",
+                gate,
+                means[0],
+                means[1],
+                weights[0],
+                weights[1],
+                separation,
+            )
+            return GateChoice(gate, "gmm", None, mixture)
+    gate, rule = valley_gate(x, seed, max_samples)
+    log.warning("gmm gate: no two separated modes (%s); the %s rule gives %.4f", reason, rule, gate)
+    return GateChoice(gate, rule, reason, mixture)

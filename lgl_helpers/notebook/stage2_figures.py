@@ -151,9 +151,34 @@ def gate_evidence_table(entries: list[dict]) -> str:
         kept, dropped = entry["kept_reliable"], entry["dropped_reliable"]
         gap = "–" if kept is None or dropped is None else f"{100 * (kept - dropped):.1f}"
         auc = "–" if entry["auc_reliable"] is None else f"{entry['auc_reliable']:.3f}"
+        # gate_rule: the rule that placed it; an older run's evidence has none.
+        rule = entry.get("gate_rule")
+        source = entry["gate_source"] if rule in (None, "fixed") else f"{entry['gate_source']}: {rule}"
         rows.append(
-            f"| {entry['iteration']} | {entry['gate']:.3f} ({entry['gate_source']}) | {entry['losses_epoch']}"
+            f"| {entry['iteration']} | {entry['gate']:.3f} ({source}) | {entry['losses_epoch']}"
             f"{' (clean pass)' if entry.get('losses_source') == 'clean' else ''} | "
             f"{pct(entry['fraction_kept'])} | {pct(kept)} | {pct(dropped)} | {gap} | {auc} |"
+        )
+    return "\n".join(rows)
+
+
+def label_correction_table(entries: list[dict]) -> str:
+    """Markdown table of ``metrics["label_correction"]``: per iteration, how many rejected samples were
+    relabelled, how many of them to a reliable label, and the reliable share of phase L's training set
+    before (the gate's kept samples) and after (plus the relabelled ones)."""
+
+    def pct(value):
+        return "–" if value is None else f"{100 * value:.1f}"
+
+    rows = [
+        "| iteration | confidence / temperature (predictor) | relabelled (changed) | relabelled to a reliable label (%) "
+        "| training set reliable before → after (%) |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for e in entries:
+        rows.append(
+            f"| {e['iteration']} | {e['confidence']:g} / {e['temperature']:g} ({e['predictor']}) | "
+            f"{e['corrected']} ({e['changed']}) | {pct(e['corrected_accuracy'])} | "
+            f"{pct(e['reliable_before'])} → {pct(e['reliable_after'])} |"
         )
     return "\n".join(rows)

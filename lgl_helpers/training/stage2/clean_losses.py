@@ -22,8 +22,13 @@ from lgl_helpers.core.losses import AAMSoftmax
 GATE_LOSSES = ("training", "clean")
 
 
+def clean_pass_losses(*args, **kwargs) -> np.ndarray:
+    """:func:`clean_pass`'s losses alone: (N,) float32."""
+    return clean_pass(*args, **kwargs)[0]
+
+
 @torch.no_grad()
-def clean_pass_losses(
+def clean_pass(
     encoder: torch.nn.Module,
     head: AAMSoftmax,
     paths: list,
@@ -32,11 +37,12 @@ def clean_pass_losses(
     lengths: list[int] | None = None,
     device: str | torch.device | None = None,
     precision: str = "fp32",
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Each utterance's AAM-softmax loss against its pseudo label, whole and unaugmented, in eval mode.
 
     paths: N wav files; labels: (N,) int pseudo labels in [0, head.n_classes); lengths: (N,)
-    samples per file when known (grouping only, as in :func:`embed_files`). Returns (N,) float32.
+    samples per file when known (grouping only, as in :func:`embed_files`). Returns the losses
+    (N,) float32 and the clean embeddings (N, D) float32 they were computed from.
     Under torch.distributed each rank embeds a share and every rank gets all N losses.
     """
     labels = np.asarray(labels)
@@ -51,4 +57,4 @@ def clean_pass_losses(
         losses = F.cross_entropy(head.logits(x, y), y, reduction="none")
     finally:
         head.train(head_was_training)
-    return losses.float().cpu().numpy()
+    return losses.float().cpu().numpy(), emb

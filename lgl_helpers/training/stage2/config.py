@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from lgl_helpers import runs
+from lgl_helpers.clustering.cluster import check_n_clusters_over
 from lgl_helpers.clustering.kmeans import REFERENCE_MAX_POINTS_PER_CENTROID, REFERENCE_N_ITER, REFERENCE_SEED
 from lgl_helpers.config import (
     NotebookConfig,
@@ -21,10 +22,11 @@ from lgl_helpers.config import (
 )
 from lgl_helpers.core.embed import PRECISIONS
 from lgl_helpers.core.evaluation import check_eval_trials
-from lgl_helpers.core.gate import REFERENCE_EER_DECIMALS
+from lgl_helpers.core.gate import GATE_RULES, REFERENCE_EER_DECIMALS
 from lgl_helpers.core.score_norm import check_norm_parameters
 from lgl_helpers.training.retention import DEFAULT_KEEP_EVERY
 from lgl_helpers.training.stage2.clean_losses import GATE_LOSSES
+from lgl_helpers.training.stage2.correction import check_label_correction
 from lgl_helpers.training.stage2.head_init import HEAD_INITS
 from lgl_helpers.training.step_checkpoints import DEFAULT_MINUTES
 
@@ -41,6 +43,7 @@ FIXED_FIELDS = (
     "musan_root",
     "rir_root",
     "n_clusters",
+    "n_clusters_over",
     "cluster_n_iter",
     "cluster_max_points_per_centroid",
     "cluster_max_seconds",
@@ -85,6 +88,7 @@ class Stage2Config(NotebookConfig):
     rir_root: str = ""
     augment: bool = True
     n_clusters: int = 40
+    n_clusters_over: int = 0
     cluster_n_iter: int = REFERENCE_N_ITER
     cluster_max_points_per_centroid: int = REFERENCE_MAX_POINTS_PER_CENTROID
     cluster_max_seconds: float = 0.0
@@ -116,6 +120,7 @@ class Stage2Config(NotebookConfig):
 
     def validate(self) -> None:
         check_n_clusters(self.n_clusters, name=self.name_of("n_clusters"))
+        check_n_clusters_over(self.n_clusters_over, self.n_clusters, name=self.name_of("n_clusters_over"))
         check_int(self.name_of("cluster_n_iter"), self.cluster_n_iter, 1)
         check_int(self.name_of("cluster_max_points_per_centroid"), self.cluster_max_points_per_centroid, 1)
         check_non_negative(self.name_of("cluster_max_seconds"), self.cluster_max_seconds, "0 (full length) or positive")
@@ -183,13 +188,21 @@ class LGLConfig(Stage2Config):
     per-sample losses the gate is chosen on and applied to: ``"training"`` (the reference: each
     sample's loss in its training batch) or ``"clean"`` (one pass over the whole, unaugmented
     utterances with the model phase L starts from; :mod:`lgl_helpers.training.stage2.clean_losses`).
+    ``gate_rule``: how ``"auto"`` places a gate: ``"valley"`` (the histogram valley, else Otsu) or
+    ``"gmm"`` (equal posteriors of a two-component GMM on the log losses, else the valley rule).
+    ``label_correction``: None (the reference: rejected samples are dropped) or
+    ``{"confidence", "temperature"[, "predictor"]}``: rejected samples with a confident clean-pass
+    prediction are relabelled and trained on (:mod:`lgl_helpers.training.stage2.correction`);
+    it needs ``gate_losses="clean"``.
     """
 
     mode: ClassVar[str] = "lgl"
-    fixed_fields: ClassVar[tuple[str, ...]] = (*FIXED_FIELDS, "gate_losses")
+    fixed_fields: ClassVar[tuple[str, ...]] = (*FIXED_FIELDS, "gate_losses", "gate_rule", "label_correction")
     gates: list | str = field(default_factory=lambda: list(REFERENCE_GATES))
     pause_before_gate: bool = False
     gate_losses: str = "training"
+    gate_rule: str = "valley"
+    label_correction: dict | None = None
 
     def gate_spec(self, iteration: int) -> float | str:
         """The configured gate of ``iteration`` (1-based): a number or ``"auto"``."""
@@ -199,6 +212,13 @@ class LGLConfig(Stage2Config):
     def validate(self) -> None:
         super().validate()
         check_choice(self.name_of("gate_losses"), self.gate_losses, GATE_LOSSES)
+        check_choice(self.name_of("gate_rule"), self.gate_rule, GATE_RULES)
+        self.label_correction = check_label_correction(self.label_correction, self.name_of("label_correction"))
+        if self.label_correction is not None and self.gate_losses != "clean":
+            raise ValueError(
+                f"{self.name_of('label_correction')} needs {self.name_of('gate_losses')}='clean' "
+                f"(it relabels on the clean pass's predictions), got {self.gate_losses!r}"
+            )
         gates_rule = "a list of numbers / 'auto', or 'auto'"
         if isinstance(self.gates, str):
             check(self.name_of("gates"), self.gates, self.gates == "auto", gates_rule)

@@ -32,10 +32,11 @@ from lgl_helpers.core.metrics import TEST_SCORES
 from lgl_helpers.core.models import CHECKPOINT_KEYS, ECAPATDNN, load_encoder, save_encoder
 from lgl_helpers.timings import PartTimes
 from lgl_helpers.training import launch
-from lgl_helpers.training.stage2.clean_losses import clean_pass_losses
+from lgl_helpers.training.stage2.clean_losses import clean_pass
 from lgl_helpers.training.stage2.config import Stage2Config, stage_folder
+from lgl_helpers.training.stage2.correction import CORRECTED_LABELS, correct_labels, correction_evidence
 from lgl_helpers.training.stage2.executor import train_phase
-from lgl_helpers.training.stage2.gates import resolve_gate
+from lgl_helpers.training.stage2.gates import choose_gate
 from lgl_helpers.training.stage2.head_init import init_head_from_centroids
 from lgl_helpers.training.stage2.inputs import Stage2Data, prepare_data
 from lgl_helpers.training.stage2.reuse import reuse_baseline_phase_t
@@ -184,6 +185,7 @@ class Engine:
             use_gpu=False if self.device.type == "cpu" else "auto",
             reuse_from=cluster.clustering_folders(runs.run_folder(cfg.run_name, cfg.runs_dir)),
             show_progress=True,
+            n_clusters_over=cfg.n_clusters_over,
         )
         # Rank 0 clustered (the other ranks embedded their share of the list): its record is every rank's.
         record = distributed.broadcast(None if result is None else self._cluster_record(iteration, model_path, result))
@@ -216,23 +218,65 @@ class Engine:
     def resolve_gate(self, iteration: int) -> dict:
         """The gate of ``iteration``'s phase L, its source and its evidence (the ``gate_evidence`` entry).
 
-        The gate is chosen (:func:`~lgl_helpers.training.stage2.gates.resolve_gate`) on the per-sample
+        The gate is chosen (:func:`~lgl_helpers.training.stage2.gates.choose_gate`) on the per-sample
         losses of the best T epoch, the model phase L starts from (its training-batch losses, or its
         clean-pass losses with ``gate_losses="clean"``); the evidence says, on those same losses, how
-        well the gate separates reliable from unreliable pseudo labels.
+        well the gate separates reliable from unreliable pseudo labels, and ``gate_rule`` which rule
+        placed it (``gate_rule_reason``: why a GMM gate fell back; ``gate_mixture``: its components).
         """
         record = gate_losses_record(self.state, iteration)
         losses = read_epoch_losses(self.path(record["losses"]))
-        gate, source = resolve_gate(self.stage_dir, self.config, iteration, lambda: losses["per_sample_loss"])
-        evidence = gate_evidence(losses["per_sample_loss"], losses.get("reliable"), gate)
+        choice = choose_gate(self.stage_dir, self.config, iteration, lambda: losses["per_sample_loss"])
+        evidence = gate_evidence(losses["per_sample_loss"], losses.get("reliable"), choice["gate"])
         return {
             "iteration": iteration,
-            "gate": gate,
-            "gate_source": source,
+            **choice,
             "losses_epoch": record["epoch"],
             "losses_source": record["losses_source"],
             **evidence,
         }
+
+    def correct_labels_step(self, iteration: int, gate: float) -> dict:
+        """Write ``iter_XX/T/corrected_labels.npz`` (atomic) for phase L of ``iteration`` and return its
+        evidence (:func:`~lgl_helpers.training.stage2.correction.correction_evidence`) with the file's path.
+
+        The rejected samples of the clean-pass gate whose sharpened prediction reaches the confidence
+        are relabelled (:func:`~lgl_helpers.training.stage2.correction.correct_labels`).
+        """
+        settings = self.config.label_correction
+        t_info = self.iteration_record(iteration)["phases"]["T"]
+        losses = read_epoch_losses(self.path(t_info["gate_losses"]))
+        labels = self.pseudo_labels(iteration)
+        keep = losses["per_sample_loss"] <= np.float32(gate)
+        head_weight = None
+        if settings["predictor"] == "head":
+            _, head = encoder_and_head(load_checkpoint(self.path(t_info["best_model"])), self.config.n_clusters)
+            head_weight = head.weight.detach().cpu().numpy()
+        correction = correct_labels(
+            losses["embedding"],
+            labels,
+            keep,
+            self.config.n_clusters,
+            confidence=settings["confidence"],
+            temperature=settings["temperature"],
+            predictor=settings["predictor"],
+            head_weight=head_weight,
+        )
+        rel = f"iter_{iteration:02d}/T/{CORRECTED_LABELS}"
+        runs.atomic_write_bytes(self.path(rel), npz_bytes(correction))
+        evidence = correction_evidence(labels, keep, correction, self.speakers)
+        log.info(
+            "iteration %d: label correction relabels %d of %d rejected samples (%d changed)%s",
+            iteration,
+            evidence["corrected"],
+            int((~keep).sum()),
+            evidence["changed"],
+            ""
+            if evidence["corrected_accuracy"] is None
+            else f", {100 * evidence['corrected_accuracy']:.1f} % of them reliable; training set reliable "
+            f"{100 * evidence['reliable_before']:.1f} % -> {100 * evidence['reliable_after']:.1f} %",
+        )
+        return {"iteration": iteration, "file": rel, **settings, **evidence}
 
     def score_clean_losses(self, iteration: int, model_rel: str) -> str:
         """Write ``iter_XX/T/clean_losses.npz``: every training sample's clean-pass loss under the
@@ -243,7 +287,7 @@ class Engine:
         entries = self.data.entries
         root = Path(self.data.paths["train_root"])
         tic = time.perf_counter()
-        losses = clean_pass_losses(
+        losses, emb = clean_pass(
             encoder,
             head.to(self.device),
             [root / e.path for e in entries],
@@ -253,6 +297,8 @@ class Engine:
             precision=self.config.precision,
         )
         record = {"index": np.arange(len(entries)), "per_sample_loss": losses, "selected": np.ones(len(entries), bool)}
+        if self.config.label_correction is not None:
+            record["embedding"] = emb  # the predictions of the label correction come from these
         if self.speakers is not None:
             record["reliable"] = majority_agreement(labels, self.speakers)
         rel = f"iter_{iteration:02d}/T/clean_losses.npz"
@@ -328,12 +374,17 @@ class Engine:
         if phase == "L" and self.state["gate"] is None:
             evidence = self.resolve_gate(iteration)
             record.update(gate=evidence["gate"], gate_source=evidence["gate_source"], gate_evidence=evidence)
+            if self.config.label_correction is not None:
+                # Written before the commit that fixes the gate: a resumed phase L reads the same file.
+                record["label_correction"] = self.correct_labels_step(iteration, evidence["gate"])
             self.state["gate"] = evidence["gate"]
             log.info(
-                "iteration %d: phase L with gate %.4f (%s) on the %s losses of T epoch %d: keeps %s%s",
+                "iteration %d: phase L with gate %.4f (%s, rule %s%s) on the %s losses of T epoch %d: keeps %s%s",
                 iteration,
                 evidence["gate"],
                 evidence["gate_source"],
+                evidence["gate_rule"],
+                f": {evidence['gate_rule_reason']}" if evidence["gate_rule_reason"] else "",
                 evidence["losses_source"],
                 evidence["losses_epoch"],
                 f"{100 * evidence['fraction_kept']:.1f} %",
@@ -499,6 +550,9 @@ class Engine:
             "stage1_val_eer": stage1_eer(self.config, "val_eer"),
             "iterations": iterations,
             "gate_evidence": [item["gate_evidence"] for item in self.state["iterations"] if item.get("gate_evidence")],
+            "label_correction": [
+                item["label_correction"] for item in self.state["iterations"] if item.get("label_correction")
+            ],
             "evaluations": [
                 {
                     k: rec.get(k)

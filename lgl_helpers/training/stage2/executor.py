@@ -29,6 +29,7 @@ from lgl_helpers.core.gate_evidence import gate_evidence
 from lgl_helpers.training import retention
 from lgl_helpers.training.executor import EncoderWithHead, MidEpoch, stage2_epoch
 from lgl_helpers.training.stage2.averaging import EncoderAverage
+from lgl_helpers.training.stage2.correction import apply_correction, corrected_reliability
 from lgl_helpers.training.stage2.statefile import npz_bytes, read_epoch_losses, scores_text
 from lgl_helpers.training.state import encoder_and_head, load_checkpoint, module_state, restore_rng, save_checkpoint
 
@@ -92,10 +93,18 @@ def train_phase(engine: Engine, iteration: int, phase: str, gate: float, info: d
     labels = engine.pseudo_labels(iteration)
     reliable = majority_agreement(labels, engine.speakers) if engine.speakers is not None else None
     keep = None
-    t_info = engine.iteration_record(iteration)["phases"].get("T", {})
+    record = engine.iteration_record(iteration)
+    t_info = record["phases"].get("T", {})
     if phase == "L" and t_info.get("gate_losses"):
         # The clean-pass gate: the phase trains on the samples whose clean loss passes, chosen once.
         keep = read_epoch_losses(engine.path(t_info["gate_losses"]))["per_sample_loss"] <= np.float32(gate)
+        if record.get("label_correction"):
+            # Relabelled rejected samples join the kept ones; reliable still means "equals the majority
+            # speaker of that cluster in the clustering".
+            correction = read_epoch_losses(engine.path(record["label_correction"]["file"]))
+            if reliable is not None:
+                reliable = corrected_reliability(labels, correction, engine.speakers)
+            labels, keep = apply_correction(labels, keep, correction)
     dataset = Stage2Dataset(
         engine.data.entries,
         engine.data.paths["train_root"],

@@ -1,10 +1,12 @@
 """The gate of each phase L: overrides written by the gate tuner, and the one rule that picks the gate.
 
 Precedence for iteration k: a value in ``gate_overrides.json`` (the tuner's "use this gate"), else
-the config's ``gates[k-1]``, where ``"auto"`` places it with :func:`lgl_helpers.core.gate.auto_gate`
-(seeded with the config's ``seed``) on the per-sample losses of iteration k's best T epoch, the model
-phase L starts from (:func:`lgl_helpers.training.stage2.statefile.gate_losses_record`).
-The engine and the gate tuner both call :func:`resolve_gate`, so the tuner shows the gate training uses.
+the config's ``gates[k-1]``, where ``"auto"`` places it by the config's ``gate_rule`` (seeded with the
+config's ``seed``) on the per-sample losses of iteration k's best T epoch, the model phase L starts from
+(:func:`lgl_helpers.training.stage2.statefile.gate_losses_record`): ``"valley"``
+(:func:`lgl_helpers.core.gate.valley_gate`) or ``"gmm"`` (:func:`lgl_helpers.core.gate.gmm_gate`,
+which falls back to the valley rule and says why). The engine and the gate tuner both call
+:func:`choose_gate` (or its short form :func:`resolve_gate`), so the tuner shows the gate training uses.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from lgl_helpers import runs
 from lgl_helpers.config import check_gate
-from lgl_helpers.core.gate import auto_gate
+from lgl_helpers.core.gate import GateChoice, gmm_gate, valley_gate
 from lgl_helpers.training.stage2.config import LGLConfig
 from lgl_helpers.training.stage2.statefile import GATE_OVERRIDES, read_state
 
@@ -63,17 +65,41 @@ def apply_gate(stage_dir: str | Path, gate: float) -> str:
     return f"gate {float(gate):.3f} will be used by phase L of iteration {target}; run the training cell again"
 
 
-def resolve_gate(
-    stage_dir: str | Path, config: LGLConfig, iteration: int, t_losses: Callable[[], np.ndarray]
-) -> tuple[float, str]:
-    """The gate of ``iteration``'s phase L and where it comes from: ``"override"``, ``"config"`` or ``"auto"``.
+def choose_gate(stage_dir: str | Path, config: LGLConfig, iteration: int, t_losses: Callable[[], np.ndarray]) -> dict:
+    """The gate of ``iteration``'s phase L: ``{"gate", "gate_source", "gate_rule", "gate_rule_reason",
+    "gate_mixture"}``.
 
+    gate_source: ``"override"``, ``"config"`` or ``"auto"``; gate_rule: the rule that placed it
+    (``"gmm"``, ``"valley"``, ``"otsu"``, ``"constant"``; ``"fixed"`` for an override or a number);
+    gate_rule_reason: why ``gate_rule="gmm"`` fell back, else None; gate_mixture: the GMM's components
+    on the log losses when one was fitted (:class:`~lgl_helpers.core.gate.GateChoice`).
     ``t_losses()``: (N,) per-sample losses of the iteration's best T epoch, read only for ``"auto"``.
     """
     overrides = read_gate_overrides(stage_dir)
     if iteration in overrides:
-        return overrides[iteration], "override"
+        return _choice(GateChoice(overrides[iteration], "fixed"), "override")
     spec = config.gate_spec(iteration)
-    if spec == "auto":
-        return float(auto_gate(t_losses(), seed=config.seed)), "auto"
-    return float(spec), "config"
+    if spec != "auto":
+        return _choice(GateChoice(float(spec), "fixed"), "config")
+    if config.gate_rule == "gmm":
+        return _choice(gmm_gate(t_losses(), seed=config.seed), "auto")
+    gate, rule = valley_gate(t_losses(), seed=config.seed)
+    return _choice(GateChoice(float(gate), rule), "auto")
+
+
+def _choice(choice: GateChoice, source: str) -> dict:
+    return {
+        "gate": float(choice.gate),
+        "gate_source": source,
+        "gate_rule": choice.rule,
+        "gate_rule_reason": choice.reason,
+        "gate_mixture": choice.mixture,
+    }
+
+
+def resolve_gate(
+    stage_dir: str | Path, config: LGLConfig, iteration: int, t_losses: Callable[[], np.ndarray]
+) -> tuple[float, str]:
+    """:func:`choose_gate`'s gate and source (``"override"``, ``"config"`` or ``"auto"``)."""
+    choice = choose_gate(stage_dir, config, iteration, t_losses)
+    return choice["gate"], choice["gate_source"]

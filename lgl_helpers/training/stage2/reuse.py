@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from lgl_helpers import runs
 from lgl_helpers.core import distributed
 from lgl_helpers.training.stage2.config import FIXED_FIELDS
-from lgl_helpers.training.stage2.statefile import read_state, scores_text
+from lgl_helpers.training.stage2.statefile import read_state, saved_params, scores_text
 
 if TYPE_CHECKING:
     from lgl_helpers.training.stage2.engine import Engine
@@ -44,7 +44,7 @@ def baseline_phase_t(engine: Engine) -> tuple[Path, dict] | None:
     base = read_state(base_dir)
     if base is None or not base["iterations"]:
         return None
-    mine, theirs = engine.state["params"], base["params"]
+    mine, theirs = saved_params(engine.state), saved_params(base)
     differ = [k for k in (*FIXED_FIELDS, *PHASE_FIELDS) if k != "mode" and mine.get(k) != theirs.get(k)]
     if differ:
         log.info("phase T of iteration 1 is trained: the baseline in %s differs in %s", base_dir, ", ".join(differ))

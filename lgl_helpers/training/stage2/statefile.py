@@ -34,6 +34,9 @@ PREDATING_PARAMS = {
     "head_init": lambda saved: "random",
     "ema_decay": lambda saved: 0.0,
     "gate_losses": lambda saved: "training" if saved.get("mode") == "lgl" else None,
+    "n_clusters_over": lambda saved: 0,
+    "gate_rule": lambda saved: "valley" if saved.get("mode") == "lgl" else None,
+    "label_correction": lambda saved: None,
 }
 
 
