@@ -25,6 +25,7 @@ from lgl_helpers.app import report_eval
 from lgl_helpers.config import NotebookConfig, check_int
 from lgl_helpers.core import bootstrap
 from lgl_helpers.core.evaluation import check_eval_trials
+from lgl_helpers.core.gate import valley_gate
 from lgl_helpers.core.metrics import TEST_SCORES, TrialScoreReader, match_trials
 from lgl_helpers.corpus.lists import Trial
 from lgl_helpers.notebook.gate_tuner import plot_loss_histogram
@@ -288,8 +289,18 @@ def gate_evidence_figures(run_dir: Path, report: dict[str, Any]) -> dict[str, Fi
             f"LGL iteration {entry['iteration']}: {record['losses_source']} losses of T epoch {record['epoch']} "
             "and the gate of phase L"
         )
+        mixture, other = None, None
+        if entry.get("gate_rule") == "gmm":
+            # The GMM gate with its components, and the valley rule's gate on the same losses beside it.
+            mixture = entry["gate_mixture"]
+            other = ("valley rule", valley_gate(losses["per_sample_loss"], seed=state["params"]["seed"])[0])
         figures[f"gate_evidence_iter{entry['iteration']:02d}"] = plot_loss_histogram(
-            losses["per_sample_loss"], gate=entry["gate"], reliable=losses.get("reliable"), title=title
+            losses["per_sample_loss"],
+            gate=entry["gate"],
+            reliable=losses.get("reliable"),
+            title=title,
+            mixture=mixture,
+            other_gate=other,
         )
     return figures
 

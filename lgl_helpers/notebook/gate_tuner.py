@@ -213,12 +213,17 @@ def plot_loss_histogram(
     ax=None,
     title: str | None = None,
     xlim: tuple[float, float] | None = None,
+    mixture: dict | None = None,
+    other_gate: tuple[str, float] | None = None,
 ) -> Figure:
     """Histogram of one epoch's per-sample losses with a vertical line at ``gate``.
 
     per_sample_loss: (N,). reliable: optional (N,) bool; when given, the bars are stacked into
     reliable / unreliable pseudo labels. ``xlim``: the x range (default: 0 to the largest loss).
-    Returns the matplotlib Figure (not displayed).
+    ``mixture``: a GMM gate's components on the log losses (``{"weights", "means", "stds"}``), drawn
+    as their densities on the loss axis in samples per bin; ``other_gate``: (name, value) of a second
+    threshold drawn dotted (e.g. the valley rule's beside the GMM's). Returns the matplotlib Figure
+    (not displayed).
     """
     losses = check_losses(per_sample_loss)
     if xlim is None and gate is not None:
@@ -229,8 +234,21 @@ def plot_loss_histogram(
     else:
         fig = ax.figure
     _draw_histogram(ax, losses, reliable, bins, xlim, title)
+    if mixture is not None:
+        top = float(losses.max()) if xlim is None else float(xlim[1])
+        x = np.linspace(top / 2000, top, 800)
+        scale = losses.size * top / bins  # a density in samples per bin of the histogram
+        for k, colour in enumerate(("darkgreen", "darkred")):
+            w, m, sd = (mixture[key][k] for key in ("weights", "means", "stds"))
+            # A Gaussian on log loss is a log-normal density on the loss.
+            density = w * np.exp(-0.5 * ((np.log(x) - m) / sd) ** 2) / (x * sd * np.sqrt(2 * np.pi))
+            ax.plot(x, scale * density, color=colour, linewidth=1.2, label=f"GMM component {k + 1} (weight {w:.2f})")
     if gate is not None:
         ax.axvline(gate, color="black", linestyle="--", linewidth=1.5, label=_gate_label(losses, gate))
+    if other_gate is not None:
+        ax.axvline(
+            other_gate[1], color="grey", linestyle=":", linewidth=1.5, label=f"{other_gate[0]} {other_gate[1]:.2f}"
+        )
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     return fig
