@@ -35,6 +35,7 @@ import numpy as np
 from seed_study import SHARED, _link_tree
 
 from lgl_helpers.app import pipeline
+from lgl_helpers.app.planning import parse_overrides
 from lgl_helpers.core.bootstrap import bootstrap_metrics, paired_difference, speaker_ids
 from lgl_helpers.core.metrics import read_trial_scores
 from lgl_helpers.runs import read_json
@@ -66,6 +67,7 @@ DEFAULT_ORDER = (
     "over_lgl_training",
 )
 REFERENCE = "lgl_clean"
+EXTRA: dict = {}  # --set: parameters on top of the profile for every run of the study
 
 
 def _quiet(_: str) -> None:
@@ -84,7 +86,7 @@ def shared_run(profile: str, runs_dir: Path, seed: int, wait: bool = False) -> P
     run_dir = runs_dir / f"seed{seed}"
     while wait and not _finished(run_dir, "03_stage2_baseline"):
         time.sleep(30)
-    overrides = {"seed": seed, "00_data_setup.toy_root": str(runs_dir / "toy")}
+    overrides = {**EXTRA, "seed": seed, "00_data_setup.toy_root": str(runs_dir / "toy")}
     for notebook in ("00_data_setup", "01_stage1_contrastive", "03_stage2_baseline"):
         if not _finished(run_dir, notebook):
             pipeline.run_pipeline(profile, run_dir.name, overrides, runs_dir=str(runs_dir), only=notebook, echo=_quiet)
@@ -99,7 +101,12 @@ def over_run(profile: str, runs_dir: Path, seed: int, n_clusters_over: int, wait
     for name in SHARED:
         if name != "clustering":
             _link_tree(source / name, target / name)
-    overrides = {"seed": seed, "00_data_setup.toy_root": str(runs_dir / "toy"), "n_clusters_over": n_clusters_over}
+    overrides = {
+        **EXTRA,
+        "seed": seed,
+        "00_data_setup.toy_root": str(runs_dir / "toy"),
+        "n_clusters_over": n_clusters_over,
+    }
     pipeline.run_pipeline(profile, target.name, overrides, runs_dir=str(runs_dir), only="03", echo=_quiet)
     return target
 
@@ -115,7 +122,12 @@ def lgl_run(profile: str, runs_dir: Path, seed: int, variant: str, n_clusters_ov
     target.mkdir(parents=True, exist_ok=True)
     for name in (*SHARED, "stage2_baseline"):
         _link_tree(source / name, target / name)
-    overrides = {"seed": seed, "00_data_setup.toy_root": str(runs_dir / "toy"), **LGL[variant.removeprefix("over_")]}
+    overrides = {
+        **EXTRA,
+        "seed": seed,
+        "00_data_setup.toy_root": str(runs_dir / "toy"),
+        **LGL[variant.removeprefix("over_")],
+    }
     if over:
         overrides["n_clusters_over"] = n_clusters_over
     pipeline.run_pipeline(profile, target.name, overrides, runs_dir=str(runs_dir), only="04", echo=_quiet)
@@ -234,11 +246,19 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_ORDER), choices=VARIANTS)
     parser.add_argument("--runs-dir", default="runs/correction_study")
     parser.add_argument("--n-clusters", type=int, default=64, help="the profile's n_clusters (for n_clusters_over)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter on top of the profile, as lgl-kit run",
+    )
     parser.add_argument("--table-only", action="store_true", help="print the tables of the finished rows and stop")
     parser.add_argument(
         "--wait-for-shared", action="store_true", help="another process runs each seed's notebooks 00-03: wait for them"
     )
     args = parser.parse_args()
+    EXTRA.update(parse_overrides(args.set))
     runs_dir = Path(args.runs_dir).resolve()
     table = runs_dir / "correction_study.jsonl"
     if not args.table_only:

@@ -21,7 +21,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MERGE_NEIGHBORS = 32  # k of the connectivity graph; the benchmark shows memory grows with it
+DEFAULT_MERGE_NEIGHBORS = 16  # k of the connectivity graph (benchmarks/bench_merge.py: exact groups at 50,000 -> 7,500)
 SEARCH_BLOCK = 4096  # centroids searched at a time, so the (block, K) similarities stay small
 
 

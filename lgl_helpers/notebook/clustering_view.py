@@ -48,7 +48,11 @@ _QUALITY_ROWS = (
 
 def quality_columns(quality: dict, untrained: UntrainedBaseline | None) -> dict[str, dict | None]:
     """:func:`format_quality`'s columns for notebook 02: the trained encoder on every utterance, then the
-    untrained encoder (None: skipped); on a sample, the trained encoder on the same sample before it."""
+    untrained encoder (None: skipped); on a sample, the trained encoder on the same sample before it.
+    With over-clustering, the k-means clusters before the merge come first."""
+    if quality.get("over"):
+        over = {f"k-means, {quality['over']['n_nonempty_clusters']} (before merge)": quality["over"]}
+        return over | quality_columns({k: v for k, v in quality.items() if k != "over"}, untrained)
     if untrained is None:
         return {"trained": quality, "untrained": None}
     if not untrained.on_sample:

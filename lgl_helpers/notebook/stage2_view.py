@@ -16,6 +16,7 @@ from pathlib import Path
 from IPython.display import Markdown, display
 
 from lgl_helpers import runs
+from lgl_helpers.core import gate as gate_rules
 from lgl_helpers.notebook import gate_tuner, stage2_curves, stage2_figures, tensorboard_log, viewing
 from lgl_helpers.training import stage2
 
@@ -132,11 +133,29 @@ def show_gate_evidence(stage_dir: Path) -> None:
             f"iteration {entry['iteration']}: {record['losses_source']} losses of T epoch {record['epoch']}, "
             "the gate of phase L"
         )
+        gmm = entry.get("gate_rule") == "gmm"
+        # Beside a GMM gate, the valley rule's on the same losses.
+        valley = gmm and (
+            "valley rule",
+            gate_rules.valley_gate(losses["per_sample_loss"], seed=state["params"]["seed"])[0],
+        )
+        if entry.get("gate_rule_reason"):
+            print(
+                f"iteration {entry['iteration']}: GMM gate not used ({entry['gate_rule_reason']}): {entry['gate_rule']}"
+            )
         display(
             gate_tuner.plot_loss_histogram(
-                losses["per_sample_loss"], gate=entry["gate"], reliable=losses.get("reliable"), title=title
+                losses["per_sample_loss"],
+                gate=entry["gate"],
+                reliable=losses.get("reliable"),
+                title=title,
+                mixture=entry.get("gate_mixture") if gmm else None,
+                other_gate=valley if gmm else None,
             )
         )
+    corrections = [item["label_correction"] for item in state["iterations"] if item.get("label_correction")]
+    if corrections:
+        display(Markdown(stage2_figures.label_correction_table(corrections)))
 
 
 def show_selection_precision(stage_dir: Path) -> None:
