@@ -97,3 +97,16 @@ def test_clustering_with_over_clustering_merges_to_n_clusters(tiny_corpus, tmp_p
     assert over.quality["nmi"] == pytest.approx(expected["nmi"])
     with pytest.raises(ValueError, match="n_clusters_over=3 must be 0"):
         cluster.cluster_utterances(encoder, entries, tiny_corpus / "train", k, tmp_path / "x", n_clusters_over=3)
+
+
+def test_notebook_02_shows_the_clusters_before_the_merge_beside_the_merged_ones():
+    from lgl_helpers.notebook import clustering_view
+
+    speakers = np.array(["a"] * 4 + ["b"] * 4)
+    over = clustering_quality(np.array([0, 0, 1, 1, 2, 2, 3, 3]), speakers, 4)
+    merged = clustering_quality(np.array([0, 0, 0, 0, 1, 1, 1, 1]), speakers, 2) | {"over": over}
+    columns = clustering_view.quality_columns(merged, None)
+    assert list(columns) == ["k-means, 4 (before merge)", "trained", "untrained"]
+    assert columns["k-means, 4 (before merge)"] is over and "over" not in columns["trained"]
+    table = clustering_view.format_quality(columns)
+    assert "before merge" in table.splitlines()[0]

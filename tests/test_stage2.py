@@ -85,7 +85,17 @@ def test_config_validation_names_the_parameter(changes, message):
 
 def test_baseline_has_no_gate_parameters_and_auto_is_accepted():
     baseline, lgl = stage2.BaselineConfig.field_names(), stage2.LGLConfig.field_names()
-    assert set(lgl) - set(baseline) == {"gates", "gate_losses", "pause_before_gate"} and "mode" not in lgl
+    assert (
+        set(lgl) - set(baseline)
+        == {
+            "gates",
+            "gate_losses",
+            "gate_rule",
+            "label_correction",
+            "pause_before_gate",
+        }
+        and "mode" not in lgl
+    )
     assert (stage2.BaselineConfig.mode, stage2.LGLConfig.mode) == ("baseline", "lgl")
     config = stage2.LGLConfig(gates="auto")
     assert config.gate_spec(3) == "auto"
