@@ -320,3 +320,14 @@ def test_tensorboard_gets_dinos_scalars(tmp_path):
         assert tag in tags
     assert [e.value for e in accumulator.Scalars("dino/teacher_entropy")] == [2.0, 1.0]
     assert "loss/aat" not in tags
+
+
+def test_a_global_crop_longer_than_every_file_names_global_frames(tiny_corpus):
+    from lgl_helpers.core.data import CropError
+    from lgl_helpers.corpus.lists import read_train_list
+
+    entries = read_train_list(tiny_corpus / "lists" / "train_list.txt")
+    with pytest.raises(
+        CropError, match=r"global_frames=400 gives crops of 4.01 s, longer than every file.*global_frames <= 198"
+    ):
+        dino_epoch.MultiCropDataset(entries, tiny_corpus / "train", 2, 400, 2, 50, check_files=False)

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from lgl_helpers import runs
 from lgl_helpers.core import distributed
+from lgl_helpers.core.audio import SAMPLE_RATE
 from lgl_helpers.core.augment import (
     STAGE1_POLICY,
     AugmentSources,
@@ -30,7 +31,7 @@ from lgl_helpers.core.augment import (
     sample_recipe,
     segment_samples,
 )
-from lgl_helpers.core.data import _item_rng, _stack, check_crop_length, check_train_files, random_crop
+from lgl_helpers.core.data import CropError, _item_rng, _stack, check_train_files, random_crop
 from lgl_helpers.core.embed import autocast_context
 from lgl_helpers.core.models import ECAPATDNN
 from lgl_helpers.corpus.lists import TrainEntry
@@ -69,7 +70,13 @@ class MultiCropDataset(Dataset):
         self.global_length, self.local_length = segment_samples(global_frames), segment_samples(local_frames)
         self.sources = sources if sources is not None and not sources.empty else None
         self.seed = int(seed)
-        check_crop_length(self.entries, self.global_length)
+        longest = max(e.duration for e in self.entries)
+        if self.global_length / SAMPLE_RATE > longest:
+            raise CropError(
+                f"global_frames={global_frames} gives crops of {self.global_length / SAMPLE_RATE:.2f} s, longer than "
+                f"every file of the training list (longest {longest:.2f} s); choose global_frames <= "
+                f"{int((longest * SAMPLE_RATE - 240) // 160)}"
+            )
         if check_files:
             check_train_files(self.entries, self.train_root)
 

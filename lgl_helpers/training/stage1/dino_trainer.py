@@ -213,6 +213,7 @@ def train_dino(
     resume rules; ``record`` of ``on_epoch`` holds ``loss``, ``teacher_entropy``, ``teacher_mean_entropy``,
     ``student_entropy``, ``center_norm``, ``lr``, ``teacher_momentum``, ``teacher_temp``,
     ``samples_per_s``, ``seconds``, ``collapse`` (None or the warning) and, when evaluated, ``eer``, ``min_dcf``, ``min_dcf_0.01``)."""
+    dataset = multicrop_dataset(config, data)  # its crop check fails before any model is built
     models = build_models(config, device)
     state = resume_or_start(config, stage_dir, params, lambda ckpt: _load(models, ckpt), SCHEDULE_FIELDS)
     models.parallelise(device, config.sync_batchnorm)
@@ -222,7 +223,6 @@ def train_dino(
         if on_epoch:
             on_epoch(record, state.history)
 
-    dataset = multicrop_dataset(config, data)
     loader = make_loader(dataset, config.batch_size, config.workers, config.seed, device)
     schedules = Schedules(config, len(loader))
     steps_done, completed = 0, True
