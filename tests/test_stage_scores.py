@@ -110,7 +110,7 @@ def test_stage1_with_a_separate_validation_list_scores_the_test_list_at_the_end(
     stage1.train_stage1(config)
     metrics = json.loads((stage1.stage_folder(config) / "metrics.json").read_text())
     assert not metrics["val_is_test"]
-    _check_scores_file(metrics, tiny_corpus / "lists" / "trials.txt", stage2.stage_folder(config).parent)
+    _check_scores_file(metrics, tiny_corpus / "lists" / "trials.txt", stage1.stage_folder(config).parent)
 
 
 @pytest.mark.slow

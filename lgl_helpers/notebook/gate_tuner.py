@@ -199,7 +199,7 @@ def _draw_histogram(ax, losses: np.ndarray, reliable, bins: int, xlim, title: st
             label=["reliable: pseudo label = cluster majority", "unreliable: pseudo label ≠ majority"],
         )
     ax.set_xlim(*(xlim if xlim is not None else (low, edges[-1])))
-    tail = f" (last bar: {beyond} losses above {edges[-1]:.2f})" if beyond else ""
+    tail = f" (last bar: {beyond} loss{'es' if beyond > 1 else ''} above {edges[-1]:.2f})" if beyond else ""
     ax.set_xlabel(f"per-sample AAM-softmax loss{tail}")
     ax.set_ylabel("samples")
     ax.set_title(title or "per-sample loss histogram")
