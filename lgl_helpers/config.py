@@ -3,11 +3,14 @@
 Each notebook builds one config from its parameters cell (``Cfg.from_parameters(globals())``); the
 config checks itself once, when built, so everything below it trusts its typed values. A rule that
 several configs (or a public library function) share has exactly one validator here, with one
-message that names the parameter.
+message that names the parameter. Every config refuses a non-boolean for a boolean field (``"false"``
+is a truthy string), and :meth:`NotebookConfig.from_mapping` (``lgl-kit train --params``) refuses
+names that are no field, suggesting the closest one (:func:`unknown_name`), as ``--set`` does.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -32,7 +35,20 @@ class NotebookConfig:
         """The config from a parameters cell's globals (extra names in ``namespace`` are ignored)."""
         return cls(**{name: namespace[name] for name in cls.field_names()})
 
+    @classmethod
+    def from_mapping(cls, params: Mapping[str, Any], ignored: tuple[str, ...] = ()):
+        """The config from a mapping of parameters (a params file); a key that is neither a field nor in
+        ``ignored`` raises ValueError naming it and the closest field."""
+        names = cls.field_names()
+        for key in params:
+            if key not in names and key not in ignored:
+                raise ValueError(unknown_name(key, names, f"{key!r} is not a parameter of {cls.__name__}"))
+        return cls(**{name: params[name] for name in names if name in params})
+
     def __post_init__(self) -> None:
+        for f in fields(self):
+            if f.type in ("bool", bool):
+                check_bool(self.name_of(f.name), getattr(self, f.name))
         self.validate()
 
     def validate(self) -> None:
@@ -51,6 +67,17 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
+def unknown_name(name: str, valid, problem: str, list_valid: bool = False) -> str:
+    """The message for an unknown parameter ``name``: ``<problem>; did you mean '<closest>'?`` (the closest of
+    ``valid`` by spelling), then, with ``list_valid`` or when none is close, the valid names."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    hints = [f"did you mean {close[0]!r}?"] if close else []
+    if list_valid or not close:
+        hints.append(f"valid names: {valid}")
+    return f"{problem}; {' '.join(hints)}"
+
+
 def check(name: str, value: Any, ok: bool, rule: str) -> None:
     """The one message of every parameter rule: ``<name>=<value> must be <rule>``."""
     if not ok:
@@ -61,6 +88,12 @@ def check_int(name: str, value: Any, minimum: int = 0, rule: str | None = None) 
     """An integer ≥ ``minimum``; ``rule`` words what the bound means (e.g. ``">= 0 (0 = no limit)"``)."""
     check(name, value, _is_int(value) and value >= minimum, rule or f"an integer >= {minimum}")
     return int(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """True or False itself: the string ``"false"`` is truthy, and 0/1 say less than they seem to."""
+    check(name, value, isinstance(value, (bool, np.bool_)), "true or false (a boolean, not a string or number)")
+    return bool(value)
 
 
 def check_positive(name: str, value: Any) -> float:

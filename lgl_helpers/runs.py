@@ -2,11 +2,23 @@
 
 Every artefact of the kit is written through the atomic helpers here (temp file in the same folder,
 then ``os.replace``), so an interruption never leaves a half-written list, checkpoint or report.
+Written files get the mode a plain ``open`` would give them (0666 less the umask), so a group folder
+stays readable by the group.
+
+One process at a time writes a run folder: :func:`hold_run_folder` takes the lock file
+``runs/<run>/.lock`` (``fcntl.flock``, released by the system however the process ends). ``lgl-kit
+run`` holds it for the whole pipeline, a training stage for its whole run, :func:`open_run` while it
+clears temp files and writes the parameters; a second writer gets one line naming the holder's pid.
+The processes a holder starts (notebook kernels, torchrun's ranks) write on its behalf: a lock held
+by an ancestor process counts as held.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import functools
 import importlib.metadata
 import io
 import json
@@ -34,6 +46,18 @@ _TEMP_SUFFIX = ".tmp"
 _TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
+def _umask() -> int:
+    """The process's umask: from /proc (reading it there changes nothing, which matters with threads
+    writing at once), else by setting it and setting it straight back."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: str | os.PathLike, write_fn, mode: str) -> Path:
     path = Path(path)
     if not distributed.is_main():
@@ -41,6 +65,9 @@ def _atomic_write(path: str | os.PathLike, write_fn, mode: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
+        # mkstemp creates the file 0600 (private while it is being written); the published file gets
+        # what open() would have given it, so a lab's group folder stays readable by the group.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as handle:
             write_fn(handle)
             handle.flush()
@@ -120,6 +147,25 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path) as handle:
         return json.load(handle)
+
+
+def read_json_object(path: str | os.PathLike, what: str) -> dict | None:
+    """A JSON object the kit wrote (``what``: pipeline.json, state.json, report.json ...); None when the file
+    does not exist. A truncated, non-JSON or non-object file raises ValueError, one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        obj = read_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        where = f" at line {error.lineno} column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else "not text"
+        raise ValueError(
+            f"{path}: {what} is not valid JSON{where} ({reason}; truncated or edited?): restore or remove it"
+        ) from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: {what} must hold a JSON object, found a {type(obj).__name__}: restore or remove it")
+    return obj
 
 
 def seed_everything(seed: int) -> None:
@@ -212,17 +258,135 @@ def _installed_version(distributions: tuple[str, ...]) -> str | None:
     return None
 
 
-def open_run(run_dir: str | os.PathLike, config: Any, name: str) -> Path:
-    """Create the run folder, clear temp files of interrupted writes in it and write ``<name>_params.json``
-    (the resolved config plus the environment).
+LOCK_FILE = ".lock"  # in runs/<run>/: "<pid> <what holds it>"
 
-    ``config`` is a dataclass (or dict) of the notebook's parameters. Returns the folder as a Path.
+
+class RunFolderBusy(ValueError):
+    """Another process writes the run folder; the message names it (pid and command)."""
+
+
+_held: dict[Path, list] = {}  # run folder → [open lock file, depth of nested holds in this process]
+
+
+def _ancestor_pids() -> set[int]:
+    """Process ids of this process's parent, its parent, ... (from /proc; the parent alone elsewhere)."""
+    pids, pid = set(), os.getppid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            # /proc/<pid>/stat: "pid (name) state ppid ..."; the name may hold spaces and parentheses
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
+
+
+def _lock_holder(handle) -> tuple[int | None, str]:
+    handle.seek(0)
+    pid, _, what = handle.read().strip().partition(" ")
+    return (int(pid) if pid.isdigit() else None), what
+
+
+def _secondary_rank() -> bool:
+    """A torchrun rank other than 0 (also before its process group exists): rank 0 holds the lock for all."""
+    return not distributed.is_main() or int(os.environ.get("RANK", "0")) != 0
+
+
+def _acquire(run_dir: Path, holder: str) -> bool:
+    """Take the lock of ``run_dir``; False when an ancestor process holds it already (nothing to release)."""
+    key = run_dir.resolve()
+    if key in _held:
+        _held[key][1] += 1
+        return True
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid, what = _lock_holder(handle)
+        handle.close()
+        if pid is not None and pid in _ancestor_pids():
+            return False
+        who = f"pid {pid} ({what})" if pid is not None else "another process"
+        stop = f"; `kill {pid}` stops it (a rerun then resumes)" if pid is not None else ""
+        raise RunFolderBusy(
+            f"run folder {run_dir} is in use by {who}: one writer at a time; wait for it to end{stop}"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()} {holder}\n")
+    handle.flush()
+    _held[key] = [handle, 1]
+    return True
+
+
+def _release(run_dir: Path) -> None:
+    key = run_dir.resolve()
+    _held[key][1] -= 1
+    if _held[key][1] == 0:
+        handle = _held.pop(key)[0]
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()  # the file stays: removing a lock file others may have open would let two holders in
+
+
+@contextlib.contextmanager
+def hold_run_folder(run_dir: str | os.PathLike, holder: str):
+    """Hold the run folder's lock (``run_dir/.lock``, the folder created) for the ``with`` block.
+
+    ``holder`` says what holds it (``"lgl-kit run --profile demo"``), for the message a second writer
+    gets: :class:`RunFolderBusy`, one line with the holder's pid. Re-entrant within a process; a lock
+    held by an ancestor process (the ``lgl-kit run`` that started this kernel) counts as held; torchrun
+    ranks other than 0 do not take it.
+    """
+    run_dir = Path(run_dir)
+    if _secondary_rank():
+        yield run_dir
+        return
+    acquired = _acquire(run_dir, holder)
+    try:
+        yield run_dir
+    finally:
+        if acquired:
+            _release(run_dir)
+
+
+def holds_run_folder(holder: str):
+    """Decorator: ``fn(config, ...)`` runs holding the lock of ``config``'s run folder (``run_name``, ``runs_dir``)."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(config, *args, **kwargs):
+            with hold_run_folder(run_folder(config.run_name, config.runs_dir), holder):
+                return fn(config, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _config_run_folder(config: Any, folder: Path) -> Path:
+    """The run folder ``config`` names (its ``run_name`` and ``runs_dir``), else ``folder`` itself."""
+    values = config if isinstance(config, dict) else getattr(config, "__dict__", {})
+    if values.get("run_name") and values.get("runs_dir"):
+        return run_folder(values["run_name"], values["runs_dir"])
+    return folder
+
+
+def open_run(run_dir: str | os.PathLike, config: Any, name: str) -> Path:
+    """Create the folder (a run folder, or a stage's folder inside one), clear temp files of interrupted
+    writes in it and write ``<name>_params.json`` (the resolved config plus the environment), holding the
+    run folder's lock (:func:`hold_run_folder`) meanwhile, so that no other writer's temp file is taken
+    for a stale one.
+
+    ``config`` is a dataclass (or dict) of the notebook's parameters; its ``run_name`` and ``runs_dir``
+    name the run folder whose lock is held (without them, ``run_dir`` itself). Returns the folder as a Path.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if distributed.is_main():
-        remove_stale_temp_files(run_dir)
-    write_json(run_dir / f"{name}_params.json", {"params": config, "environment": environment_info()})
+    with hold_run_folder(_config_run_folder(config, run_dir), f"notebook {name}"):
+        if distributed.is_main():
+            remove_stale_temp_files(run_dir)
+        write_json(run_dir / f"{name}_params.json", {"params": config, "environment": environment_info()})
     return run_dir
 
 
@@ -282,6 +446,32 @@ def resolve_path(path: str | os.PathLike | None) -> Path | None:
         return None
     path = Path(path).expanduser()
     return path if path.is_absolute() else project_root() / path
+
+
+def writable_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot hold a run (None when it can): the one test of ``lgl-kit run`` and ``lgl-kit doctor``.
+
+    A folder that exists gets a probe file written and removed; one that does not gets a probe folder
+    made and removed in its nearest existing parent (what creating it takes), so that the check itself
+    creates nothing. A read-only or impossible runs folder is thus reported before any notebook runs
+    rather than as an OSError in the middle of one.
+    """
+    parent = folder
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    try:
+        if not parent.is_dir():
+            return f"{parent} is not a folder"
+        if parent == folder:
+            fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=".write-check.", dir=parent))
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename and str(error.filename) != str(folder) else ""
+        return f"{error.strerror or error}{where}"
+    return None
 
 
 def run_folder(run_name: str, runs_dir: str | os.PathLike = "runs") -> Path:

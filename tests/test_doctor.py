@@ -167,7 +167,7 @@ def test_only_05_does_not_need_faiss(monkeypatch, tmp_path, tiny_data):
     monkeypatch.setitem(sys.modules, "faiss", None)
     messages = []
     doctor.Preflight(planning.plan_run("ci", "r", tiny_data, str(tmp_path), ("05_compare",)), messages.append)
-    assert messages == ["[preflight] before the first notebook: 2 checks ok"]
+    assert messages == ["[preflight] before the first notebook: 3 checks ok"]
 
 
 def test_torch_torchaudio_mismatch_stops_doctor_and_run_before_any_notebook(tmp_path):

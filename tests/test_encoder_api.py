@@ -162,7 +162,7 @@ def test_a_checkpoint_that_is_not_an_encoder_is_named(tmp_path):
         Encoder.from_checkpoint(other)
     text = tmp_path / "notes.txt"
     text.write_text("not a checkpoint\n")
-    with pytest.raises(ValueError, match=f"^{re.escape(str(text))}: cannot load as a weights-only torch checkpoint"):
+    with pytest.raises(ValueError, match=f"^{re.escape(str(text))}: refused: not a weights-only torch checkpoint"):
         Encoder.from_checkpoint(text)
     with pytest.raises(FileNotFoundError, match="checkpoint file does not exist"):
         Encoder.from_checkpoint(tmp_path / "missing.model")

@@ -64,7 +64,9 @@ def test_full_profile_trains_the_methods_encoder():
 
 
 def test_unknown_set_name_lists_valid_names():
-    with pytest.raises(planning.PipelineError, match=r"no notebook has this parameter; valid names: \[.*'seed'"):
+    with pytest.raises(
+        planning.PipelineError, match=r"no notebook has this parameter; did you mean 'epochs'\? valid names: \[.*'seed'"
+    ):
         planning.plan_run("ci", "x", {"epochz": 3})
 
 

@@ -233,3 +233,65 @@ def test_prep_commands_have_help(argv, capsys):
         cli.main(argv)
     assert exit_info.value.code == 0
     assert "usage: lgl-kit prep" in capsys.readouterr().out
+
+
+# --- a decoder that carries on, and targets that are not what they seem ----------------------------------
+
+
+@needs_ffmpeg
+def test_truncated_m4a_is_refused_not_shortened(tmp_path, capsys):
+    # ffmpeg decodes the first 15 kB of a +faststart m4a to 1.6 s of its 3.5 s, logs the errors and exits 0.
+    source = tmp_path / "src" / "aac" / "id00001" / "vid" / "00001.m4a"
+    source.parent.mkdir(parents=True)
+    signal = tmp_path / "signal.wav"
+    soundfile.write(signal, _speech_like(3.52, seed=4), 16000, subtype="PCM_16")
+    full = tmp_path / "full.m4a"
+    encode = [FFMPEG, "-nostdin", "-loglevel", "error", "-y", "-i", str(signal), "-c:a", "aac", "-b:a", "64k"]
+    subprocess.run([*encode, "-movflags", "+faststart", str(full)], check=True)
+    source.write_bytes(full.read_bytes()[:15000])
+    status = cli.main(["prep", "voxceleb", "--src", str(tmp_path / "src"), "--dst", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 1 and f"{source}: ffmpeg exit status 1: " in err and "(a truncated or corrupt file?)" in err
+    assert _outputs(tmp_path / "out") == []  # nothing shorter published, no temp file left
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.suffix == ".tmp"]
+
+
+def test_dst_inside_a_source_audio_folder_is_refused(tmp_path):
+    _vox1_like(tmp_path / "vox1")
+    with pytest.raises(PrepError, match=r"--dst .* is inside the audio folder .* of --src"):
+        prepare_voxceleb([tmp_path / "vox1"], tmp_path / "vox1" / "wav", workers=1, show_progress=False)
+
+
+def test_an_existing_target_of_the_wrong_format_is_redone_not_counted_done(tmp_path):
+    sources = _vox1_like(tmp_path / "vox1")
+    dst = tmp_path / "out"
+    target = dst / sources[0].relative_to(tmp_path / "vox1" / "wav")
+    target.parent.mkdir(parents=True)
+    soundfile.write(target, _speech_like(1.0, 192000), 192000, subtype="PCM_16")  # a stray 192 kHz file
+    summary = prepare_voxceleb([tmp_path / "vox1"], dst, workers=1, show_progress=False)
+    assert (summary.copied, summary.skipped, summary.failed) == (4, 0, [])
+    assert target.read_bytes() == sources[0].read_bytes()
+    again = prepare_voxceleb([tmp_path / "vox1"], dst, workers=1, show_progress=False)
+    assert (again.copied, again.skipped) == (0, 4)
+
+
+def test_a_decoder_that_logs_an_error_and_exits_0_is_not_trusted(tmp_path):
+    # What ffmpeg without -xerror does with a truncated file: the rest decoded, the error logged, exit 0.
+    source = tmp_path / "src" / "id10001" / "vid" / "00001.wav"
+    source.parent.mkdir(parents=True)
+    soundfile.write(source, _speech_like(1.0), 16000, subtype="FLOAT")  # not the kit's format: decoded
+    decoder = tmp_path / "ffmpeg"
+    decoder.write_text(
+        f"#!/bin/sh\ncp {source} \"$(eval echo \\${{$#}})\"\necho 'Invalid data found when processing input' >&2\n"
+    )
+    decoder.chmod(0o755)
+    summary = prepare_voxceleb(
+        [tmp_path / "src"], tmp_path / "out", workers=1, ffmpeg=str(decoder), show_progress=False
+    )
+    assert summary.failed == [
+        (
+            str(source),
+            "ffmpeg logged a decoding error: Invalid data found when processing input (a truncated or corrupt file?)",
+        )
+    ]
+    assert _outputs(tmp_path / "out") == []

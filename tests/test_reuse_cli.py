@@ -47,14 +47,15 @@ def _embed(capsys, *args: str) -> tuple[int, str, str]:
 
 def test_embed_files_writes_rows_and_keys(tmp_path, capsys, checkpoints, wavs):
     out = tmp_path / "emb.npy"
-    files = [str(p) for p in (*wavs, wavs[0])]  # a repeated file gets one row
+    files = [str(p) for p in (*wavs, wavs[0])]  # a repeated file keeps its row: row i is argument i
     status, stdout, _ = _embed(capsys, "--checkpoint", str(checkpoints["kit"]), *files, "--out", str(out))
-    assert status == 0 and f"{out}: 3 x 192 embeddings" in stdout
+    assert status == 0 and f"{out}: 4 x 192 embeddings" in stdout
     emb = np.load(out)
-    assert emb.shape == (3, 192) and emb.dtype == np.float32
+    assert emb.shape == (4, 192) and emb.dtype == np.float32
     assert keys_path(out) == tmp_path / "emb.keys.txt"
-    assert keys_path(out).read_text().splitlines() == [str(p) for p in wavs]
-    np.testing.assert_allclose(emb, Encoder.from_checkpoint(checkpoints["kit"]).embed(wavs), atol=1e-6)
+    assert keys_path(out).read_text().splitlines() == files
+    np.testing.assert_allclose(emb[:3], Encoder.from_checkpoint(checkpoints["kit"]).embed(wavs), atol=1e-6)
+    np.testing.assert_array_equal(emb[3], emb[0])
 
 
 @pytest.mark.parametrize("kind", ["trials", "train", "paths"])

@@ -179,8 +179,7 @@ def test_unwritable_runs_folder_fails_before_any_notebook(tmp_path, capsys, exec
     runs_dir = blocker / "runs"
     with pytest.raises(
         planning.PipelineError,
-        match=rf"run folder {runs_dir / 'r'} cannot be written: "
-        r"Not a directory.*--runs-dir",
+        match=rf"run folder {runs_dir / 'r'} cannot be written: {blocker} is not a folder.*--runs-dir",
     ):
         pipeline.run_pipeline(
             "ci",

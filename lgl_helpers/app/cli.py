@@ -32,7 +32,7 @@ from lgl_helpers.app.gate_cli import add_gate_parser
 from lgl_helpers.app.planning import PipelineError, parse_overrides, plan_run
 from lgl_helpers.app.reuse import add_embed_parser, add_export_parser, add_verify_parser
 from lgl_helpers.app.train_cli import add_train_parser
-from lgl_helpers.runs import read_json, run_folder
+from lgl_helpers.runs import run_folder
 
 EXIT_ERROR = 1
 
@@ -329,7 +329,7 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from lgl_helpers.app.report import results_table, run_status_lines
+    from lgl_helpers.app.report import read_report_file, results_table, run_status_lines
 
     path = run_folder(args.run_name, args.runs_dir) / "report.json"
     for line in run_status_lines(path.parent, args.runs_dir):
@@ -337,7 +337,7 @@ def _run_report(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"lgl-kit report: {path} does not exist; run notebook 05_compare first", file=sys.stderr)
         return 1
-    report = read_json(path)
+    report = read_report_file(path)
     print(results_table(report))
     timings = report.get("timings") or {}
     if timings and all(isinstance(record, dict) for record in timings.values()):

@@ -7,7 +7,7 @@
   configuration fits its training list (the stage's own ``check_inputs`` without reading wav headers,
   which the stage itself does before building any model: n_clusters and batch_size against the number
   of utterances, the crop of ``frames`` against the longest listed duration); the checkpoint a notebook
-  starts from exists or is written by an earlier notebook of the run.
+  starts from loads as an encoder (weights only) or is written by an earlier notebook of the run.
 
 Data that notebook 00 creates (the toy corpus, a list built from ``train_root``) does not exist yet when
 a run starts: those checks are *pending* until notebook 00 has run.
@@ -303,7 +303,13 @@ def _checkpoint_check(name: str, config, run_dir: Path, stage1_planned: bool) ->
     path = resolve_path(value) or run_dir / "stage1" / "best.model"
     label = f"{name}.{parameter}"
     if path.is_file():
-        return Check(label, True, str(path))
+        from lgl_helpers.core.models import load_encoder
+
+        try:  # loadable weights-only, and an encoder of the kit's architecture: refused now, not in notebook 02
+            model = load_encoder(path)
+        except (OSError, ValueError) as error:
+            return Check(label, False, f"{first_line(error)} (set {parameter} to a Stage I encoder checkpoint)")
+        return Check(label, True, f"{path} (encoder C={model.channels})")
     if not value and stage1_planned:
         return Check(label, True, f"{path} is written by {STAGE1} earlier in this run")
     hint = f"set {parameter} to an existing checkpoint" if value else f"run notebook 01 first or set {parameter}"

@@ -21,7 +21,7 @@ from lgl_helpers.app.checks import DATA_SETUP, TRAINING, Check
 from lgl_helpers.app.data_checks import configuration_checks, data_checks, disk_check, planned_values
 from lgl_helpers.app.environment import Importer, environment_checks
 from lgl_helpers.app.planning import PipelineError, PlannedNotebook
-from lgl_helpers.runs import run_folder
+from lgl_helpers.runs import run_folder, writable_problem
 
 
 def diagnose(
@@ -44,9 +44,18 @@ def diagnose(
     checks += config_checks
     first = next(iter(values.values()))  # every notebook has the pipeline's run_name and runs_dir
     run_dir = run_folder(first["run_name"], first["runs_dir"])
+    checks.append(runs_folder_check(run_dir))
     disk = disk_check(configs, run_dir)
     checks += [disk] if disk else []
     return checks + (data_checks(values, configs, run_dir) if data else [])
+
+
+def runs_folder_check(run_dir) -> Check:
+    """Whether the run folder can be written, by the test ``lgl-kit run`` applies before its first notebook."""
+    problem = writable_problem(run_dir)
+    if problem is None:
+        return Check("run folder", True, f"{run_dir} can be written")
+    return Check("run folder", False, f"{run_dir} cannot be written: {problem}; choose another --runs-dir")
 
 
 class Preflight:

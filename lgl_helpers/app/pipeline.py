@@ -2,7 +2,10 @@
 
 The plan (which notebooks, with which checked parameters) comes from :mod:`lgl_helpers.app.planning`.
 ``runs/<run>/pipeline.json`` records, per notebook, the parameters it ran with and whether it
-finished, so rerunning a run skips finished notebooks and resumes the interrupted one. An LGL run
+finished, so rerunning a run skips finished notebooks and resumes the interrupted one. A run holds its
+folder's lock (:func:`lgl_helpers.runs.hold_run_folder`) from start to end, so a second ``lgl-kit run``
+of the same run name stops at once naming the first one's pid, and each record is written into the
+pipeline.json as it is on disk (read, changed, written), never from a copy read at the start. An LGL run
 with ``pause_before_gate`` that stopped before a phase L is recorded as ``"waiting_for_gate"`` and
 ends the pipeline there; once the gate is set (``lgl-kit gate`` or notebook 04's tuner writes
 ``gate_overrides.json``), rerunning the same command continues it.
@@ -15,7 +18,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,7 +25,16 @@ from typing import Any
 
 from lgl_helpers.app.gate_cli import gate_command
 from lgl_helpers.app.planning import PipelineError, PlannedNotebook, notebook_parameters, plan_run, select_notebooks
-from lgl_helpers.runs import project_root, read_json, remove_stale_temp_files, run_folder, write_json
+from lgl_helpers.runs import (
+    RunFolderBusy,
+    hold_run_folder,
+    project_root,
+    read_json_object,
+    remove_stale_temp_files,
+    run_folder,
+    writable_problem,
+    write_json,
+)
 
 # 128 + SIGINT: the status a shell reports for a command stopped by Ctrl-C.
 EXIT_INTERRUPTED = 130
@@ -61,20 +72,40 @@ def _failure_message(error: Exception, output: Path) -> str:
     return strip_ansi(f"{type(error).__name__}: {error}\nthe partial notebook (if any) is at {output}")
 
 
+ERROR_CHARS = 500  # of a failed notebook's error in pipeline.json
+
+
+def failure_summary(error: Exception) -> str:
+    """The ``error`` pipeline.json keeps of a failed notebook: the exception's type and the first line of its
+    message, where the kit names the file and the cause (its last line may be a library's URL or advice)."""
+    import papermill.exceptions
+
+    if isinstance(error, papermill.exceptions.PapermillExecutionError):
+        name, message = error.ename, strip_ansi(str(error.evalue))
+    else:
+        name, message = type(error).__name__, strip_ansi(str(error))
+    first = next((line.strip() for line in message.splitlines() if line.strip()), "")
+    return f"{name}: {first}"[:ERROR_CHARS] if first else name
+
+
 def _require_writable(folder: Path) -> None:
-    """Create ``folder`` and write a probe file in it, so that a read-only or impossible runs folder
-    is reported before any notebook runs rather than as an OSError in the middle of one."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as error:
-        reason = error.strerror or str(error)
-        where = f" ({error.filename})" if error.filename and str(error.filename) != str(folder) else ""
-        raise PipelineError(
-            f"run folder {folder} cannot be written: {reason}{where}; choose another --runs-dir"
-        ) from None
+    problem = writable_problem(folder)
+    if problem is not None:
+        raise PipelineError(f"run folder {folder} cannot be written: {problem}; choose another --runs-dir")
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def _record(state_path: Path, name: str, record: dict, profile: str) -> dict:
+    """Write notebook ``name``'s ``record`` into pipeline.json as it is now on disk; return the new content.
+
+    Read, changed and written under the run folder's lock: the records of other notebooks, written by
+    another run since this one started, stay as they are.
+    """
+    state = read_json_object(state_path, "pipeline.json") or {"run_name": state_path.parent.name, "notebooks": {}}
+    state["profile"] = profile
+    state.setdefault("notebooks", {})[name] = record
+    write_json(state_path, state)
+    return state
 
 
 # Seconds a signalled kernel gets to write its checkpoint and stop (a batch and one checkpoint; SLURM
@@ -181,17 +212,28 @@ def run_pipeline(
     """
     import papermill
 
-    from lgl_helpers.app.doctor import Preflight
-
     plan = plan_run(profile, run_name, overrides, runs_dir, select_notebooks(start, only))
-    # A doomed run stops here, not hours later: environment, configuration and the data that exists.
-    preflight = Preflight(plan, echo)
     run_dir = run_folder(run_name, runs_dir)
     _require_writable(run_dir)
-    remove_stale_temp_files(run_dir)  # left by a run killed mid-write; no kit write is under way now
+    try:
+        with hold_run_folder(run_dir, f"lgl-kit run --profile {profile}"):
+            return _run_plan(plan, run_dir, profile, run_name, runs_dir, log_output, force, echo, papermill)
+    except RunFolderBusy as error:
+        raise PipelineError(str(error)) from None
+
+
+def _run_plan(
+    plan, run_dir: Path, profile, run_name: str, runs_dir: str, log_output: bool, force: bool, echo, papermill
+) -> dict:
+    """:func:`run_pipeline`'s loop, run holding the run folder's lock."""
+    from lgl_helpers.app.doctor import Preflight
+
+    # A doomed run stops here, not hours later: environment, configuration and the data that exists.
+    preflight = Preflight(plan, echo)
+    remove_stale_temp_files(run_dir)  # left by a run killed mid-write; this run holds the folder, so none is in flight
     state_path = run_dir / "pipeline.json"
-    state = read_json(state_path) if state_path.is_file() else {"run_name": run_name, "notebooks": {}}
-    state["profile"] = str(profile)
+    state = read_json_object(state_path, "pipeline.json") or {"run_name": run_name, "notebooks": {}}
+    profile = str(profile)
     kernel = kernel_name()
     # Kernels inherit this: headless runs log one line per epoch instead of drawing progress widgets.
     os.environ.setdefault("LGL_PROGRESS", "0")
@@ -211,8 +253,7 @@ def run_pipeline(
         echo(f"[{step.name}] running → {step.output}")
         step.output.parent.mkdir(parents=True, exist_ok=True)
         record = {"fingerprint": step.fingerprint, "parameters": step.parameters, "status": "running"}
-        state["notebooks"][step.name] = record
-        write_json(state_path, state)
+        state = _record(state_path, step.name, record, profile)
         started = time.time()
         stop = KernelStop()
         try:
@@ -234,26 +275,21 @@ def run_pipeline(
         except KeyboardInterrupt:
             # papermill has shut the kernel down; anything but "done" reruns (and the notebook resumes) next time
             record.update(status="interrupted", wall_seconds=time.time() - started)
-            write_json(state_path, state)
+            _record(state_path, step.name, record, profile)
             raise
         except Exception as error:
             if stop.forwarded:
                 # The kernel stopped on the forwarded SIGTERM (its stage checkpointed): an interruption, not a failure.
                 record.update(status="interrupted", wall_seconds=time.time() - started)
-                write_json(state_path, state)
+                _record(state_path, step.name, record, profile)
                 raise KeyboardInterrupt("SIGTERM") from None
-            message = strip_ansi(str(error))
-            record.update(
-                status="failed",
-                wall_seconds=time.time() - started,
-                error=message.splitlines()[-1][:500] if message else type(error).__name__,
-            )
-            write_json(state_path, state)
+            record.update(status="failed", wall_seconds=time.time() - started, error=failure_summary(error))
+            _record(state_path, step.name, record, profile)
             raise PipelineError(f"[{step.name}] failed: {_failure_message(error, step.output)}") from None
         waiting = waiting_gate(step)
         if waiting is not None:
             record.update(status="waiting_for_gate", wall_seconds=time.time() - started, waiting_for_gate=waiting)
-            write_json(state_path, state)
+            state = _record(state_path, step.name, record, profile)
             echo(
                 f"[{step.name}] waiting for a gate: the run paused before phase L of iteration {waiting['iteration']}. "
                 f"Set it with `{gate_command(run_name, runs_dir, waiting['iteration'])}`, with notebook 04's gate tuner "
@@ -262,7 +298,7 @@ def run_pipeline(
             )
             return state
         record.update(status="done", wall_seconds=time.time() - started, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        write_json(state_path, state)
+        state = _record(state_path, step.name, record, profile)
         echo(f"[{step.name}] done in {record['wall_seconds']:.1f} s")
         if stop.forwarded:
             raise KeyboardInterrupt("SIGTERM")  # the notebook finished as the signal came: the next one does not start

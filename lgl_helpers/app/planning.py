@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from lgl_helpers.config import unknown_name
 from lgl_helpers.runs import project_root, resolve_path, run_folder
 
 NOTEBOOKS = (
@@ -260,14 +261,14 @@ def plan_run(
             if notebook not in defaults:
                 raise PipelineError(f"{origin} {key!r}: unknown notebook {notebook!r}; valid: {list(NOTEBOOKS)}")
             if name not in defaults[notebook]:
-                raise PipelineError(
-                    f"{origin} {key!r}: {notebook} has no parameter {name!r}; valid: {sorted(defaults[notebook])}"
-                )
+                problem = f"{origin} {key!r}: {notebook} has no parameter {name!r}"
+                raise PipelineError(unknown_name(name, defaults[notebook], problem, list_valid=True))
             target[notebook][name] = check_value(notebook, name, value, defaults[notebook][name])
             return
         owners = [nb for nb in NOTEBOOKS if key in defaults[nb]]
         if not owners:
-            raise PipelineError(f"{origin} {key!r}: no notebook has this parameter; valid names: {valid_names}")
+            problem = f"{origin} {key!r}: no notebook has this parameter"
+            raise PipelineError(unknown_name(key, valid_names, problem, list_valid=True))
         for notebook in owners:
             target[notebook][key] = check_value(notebook, key, value, defaults[notebook][key])
 

@@ -31,7 +31,15 @@ from lgl_helpers.corpus.lists import Trial
 from lgl_helpers.notebook.gate_tuner import plot_loss_histogram
 from lgl_helpers.notebook.report_figures import report_figures
 from lgl_helpers.notebook.stage2_figures import gate_evidence_table, label_correction_table
-from lgl_helpers.runs import atomic_write_text, environment_info, read_json, relative_to_run, run_folder, write_json
+from lgl_helpers.runs import (
+    atomic_write_text,
+    environment_info,
+    path_in_run,
+    read_json_object,
+    relative_to_run,
+    run_folder,
+    write_json,
+)
 from lgl_helpers.training.stage2.statefile import gate_losses_record, read_epoch_losses, read_state
 
 SYSTEMS = (
@@ -66,7 +74,20 @@ class CompareConfig(NotebookConfig):
 
 
 def _read(path: Path) -> dict | None:
-    return read_json(path) if path.is_file() else None
+    return read_json_object(path, path.name)
+
+
+def read_report_file(path: str | Path) -> dict:
+    """``report.json`` of a run, checked: one-line ValueError naming the file when it is missing, not JSON,
+    not an object or holds no system's results."""
+    path = Path(path)
+    report = read_json_object(path, "report.json")
+    if report is None:
+        raise FileNotFoundError(f"{path} does not exist; run notebook 05_compare first")
+    if not any(isinstance(report.get(key), dict) for key, _, _ in SYSTEMS):
+        names = ", ".join(repr(key) for key, _, _ in SYSTEMS)
+        raise ValueError(f"{path}: report.json holds no system's results (none of {names}); rerun notebook 05_compare")
+    return report
 
 
 def _read_scores(stage_dir: Path, metrics: dict, read_scores: TrialScoreReader) -> tuple[list[Trial], Any] | str:
@@ -158,6 +179,29 @@ def _add_intervals(report: dict[str, Any], scored: dict[str, tuple], n_resamples
     report["comparisons"] = [_comparison(report, group_of, system, reference) for system, reference in COMPARISONS]
 
 
+def _trial_lines(path: Path) -> frozenset[str]:
+    """The trials of a list as a set of whitespace-normalised lines: two files with the same trials are the same list."""
+    with open(path) as handle:
+        return frozenset(" ".join(line.split()) for line in handle if line.strip())
+
+
+def validation_is_test(run_dir: Path) -> dict[str, str]:
+    """System key → the test list, for each stage of the run whose ``val_trials`` (the list its best epoch was
+    chosen on) holds the same trials as its test list, by content, under whatever name. The lists are those
+    the stage's ``metrics.json`` names (its ``<stage>_params.json`` for a stage of an earlier kit)."""
+    same = {}
+    for key, folder, _ in SYSTEMS:
+        named = _read(run_dir / folder / "metrics.json") or {}
+        if not named.get("val_trials"):
+            named = (_read(run_dir / folder / f"{folder}_params.json") or {}).get("params") or {}
+        val, test = (path_in_run(named.get(name), run_dir) for name in ("val_trials", "trials"))
+        if val is None or test is None or not val.is_file() or not test.is_file():
+            continue
+        if val.resolve() == test.resolve() or _trial_lines(val) == _trial_lines(test):
+            same[key] = str(test)
+    return same
+
+
 def collect_report(
     run_dir: str | Path,
     n_resamples: int = bootstrap.N_RESAMPLES,
@@ -240,6 +284,7 @@ def collect_report(
     pipeline = _read(run_dir / "pipeline.json") or {"notebooks": {}}
     report["timings"] = timings.notebook_timings(run_dir, pipeline, stage_parts)
     report["profile"] = pipeline.get("profile")
+    report["validation_is_test"] = validation_is_test(run_dir)
     report["environment"] = environment_info()
     return report
 
@@ -398,6 +443,13 @@ def write_report(
         for key, _, label in report_eval.named_systems(SYSTEMS, report)
         if (report.get(key) or {}).get("ci_note")
     ]
+    notes += [
+        f"- **{label}: its val_trials is its test list** (the same trials as `{test}`): its best epoch was chosen "
+        "on the test trials, so this test EER is optimistic; give notebook 00 a separate val_trials for an unbiased one."
+        for key, _, label in SYSTEMS
+        if key in report.get("validation_is_test", {}) and report.get(key)
+        for test in [report["validation_is_test"][key]]
+    ]
     if notes:
         lines += [*notes, ""]
     lines += ["## Paired differences (test trials)", "", comparisons_table(report), ""]
@@ -474,7 +526,7 @@ def report_for_run(config: CompareConfig) -> tuple[dict, Path]:
 def read_report(run_dir: str | Path) -> tuple[dict, Path]:
     """A finished run's report as :func:`write_report` left it: (``report.json``'s content, ``report.md``)."""
     run_dir = Path(run_dir)
-    return read_json(run_dir / "report.json"), run_dir / "report.md"
+    return read_report_file(run_dir / "report.json"), run_dir / "report.md"
 
 
 def run_status_lines(run_dir: str | Path, runs_dir: str = "runs") -> list[str]:

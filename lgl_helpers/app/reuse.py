@@ -5,8 +5,10 @@
     lgl-kit export --checkpoint CKPT --format onnx|torchscript --out FILE
 
 ``embed`` writes ``emb.npy``, (N, 192) float32 L2-normalised rows, and ``emb.keys.txt``, row i's path
-on line i: one row per distinct path, in order of first appearance. Both are written only after every
-file is embedded, each atomically. A LIST is a trial list (``<0|1> <a> <b>``: both sides), a training
+on line i: for FILES one row per argument, in order (a repeated path repeats its row; each file is
+embedded once); for a LIST one row per distinct path, in order of first appearance. Both are written
+only after every file is embedded, each atomically. A file with a NaN or inf sample is refused; files
+without signal are named in a warning (``verify`` says it in its verdict line). A LIST is a trial list (``<0|1> <a> <b>``: both sides), a training
 list (``<speaker> <path> <seconds>``) or one path a line; its first line decides which, and its paths
 are relative to ``--root`` (default: the current folder). The work is
 :mod:`lgl_helpers.core.encoder` and :mod:`lgl_helpers.core.export`; this module parses and prints.
@@ -15,6 +17,7 @@ are relative to ``--root`` (default: the current folder). The work is
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -72,7 +75,7 @@ def keys_path(out: Path) -> Path:
 
 
 def _run_embed(args: argparse.Namespace) -> int:
-    from lgl_helpers.core.encoder import Encoder
+    from lgl_helpers.core.encoder import Encoder, silence_note
 
     out = Path(args.out)
     if out.suffix != ".npy":
@@ -82,22 +85,27 @@ def _run_embed(args: argparse.Namespace) -> int:
     if args.root is not None and not args.list:
         raise ValueError("--root is the folder of a --list's paths; FILES are used as given")
     if args.list:
-        keys = read_audio_keys(args.list)
+        keys = read_audio_keys(args.list)  # distinct already
         paths = [Path(args.root or ".") / key for key in keys]
     elif args.files:
-        keys = list(dict.fromkeys(args.files))
-        paths = [Path(key) for key in keys]
+        keys = list(args.files)  # row i is argument i, repeats included: a caller indexes rows by position
+        paths = [Path(key) for key in dict.fromkeys(keys)]
     else:
         raise ValueError("nothing to embed: give audio FILES or --list LIST")
     encoder = Encoder.from_checkpoint(args.checkpoint, device=args.device)
     start = time.perf_counter()
-    emb = encoder.embed(paths, batch_seconds=args.batch_seconds, show_progress=True)
+    emb, silent = encoder.embed_with_silence(paths, batch_seconds=args.batch_seconds, show_progress=True)
+    if len(paths) < len(keys):  # each distinct file embedded once, its row repeated
+        row_of = {str(path): i for i, path in enumerate(paths)}
+        emb = emb[[row_of[str(Path(key))] for key in keys]]
     seconds = time.perf_counter() - start
     # Keys first: a reader that finds the new emb.npy finds its keys already in place.
     atomic_write_text(keys_path(out), "".join(f"{key}\n" for key in keys))
     atomic_save_npy(out, emb)
     print(f"{out}: {emb.shape[0]} x {emb.shape[1]} embeddings in {seconds:.1f} s on {encoder.device}")
     print(f"{keys_path(out)}: the path of each row")
+    if silent:
+        print(f"warning: {silence_note(silent)}: their rows say nothing about a speaker", file=sys.stderr)
     return 0
 
 
@@ -137,17 +145,21 @@ def add_embed_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from lgl_helpers.core.encoder import THRESHOLD_KEY, Encoder
+    from lgl_helpers.core.encoder import THRESHOLD_KEY, Encoder, silence_note
 
     encoder = Encoder.from_checkpoint(args.checkpoint, device=args.device)
-    score = encoder.score(args.a, args.b)
+    score, silent = encoder.score_with_silence(args.a, args.b)
     print(f"score {score:.6f}")
+    # In the verdict line itself: a reader who looks only at accept/reject must see it.
+    warning = f" - WARNING: {silence_note(silent)}, so this score says nothing about the speakers" if silent else ""
     decision = encoder.decide(score)
     if decision is None:
-        print(f"no decision: {args.checkpoint} stores no '{THRESHOLD_KEY}' (the threshold of its validation EER)")
+        print(
+            f"no decision: {args.checkpoint} stores no '{THRESHOLD_KEY}' (the threshold of its validation EER){warning}"
+        )
     else:
         verdict = "accept (same speaker)" if decision else "reject (different speakers)"
-        print(f"{verdict} at threshold {encoder.eer_threshold:.6f}, the validation EER's")
+        print(f"{verdict} at threshold {encoder.eer_threshold:.6f}, the validation EER's{warning}")
     return 0
 
 

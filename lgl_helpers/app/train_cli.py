@@ -2,8 +2,9 @@
 that ``torchrun`` can launch (one per GPU; several nodes through torchrun's rendezvous).
 
 FILE is a resolved-parameters JSON the notebooks write (``runs/<run>/stage1/stage1_params.json``,
-``.../launch_params.json``), ``{"params": {...}}`` or the plain mapping; keys that are not fields of
-the stage's config (the environment, resolved data paths under other names) are ignored.
+``.../launch_params.json``), ``{"params": {...}}`` or the plain mapping. Its keys must be fields of the
+stage's config, or what the stages write there beside them (the resolved data paths, Stage II's
+``mode``): any other key is refused, naming the closest field, as a typo would otherwise be ignored.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ import json
 import logging
 from pathlib import Path
 
+from lgl_helpers.runs import DATA_KEYS
+
 STAGES = ("stage1", "stage2")
+# Keys a stage's params file holds besides its config's fields: the data paths as resolved, Stage II's mode.
+WRITTEN_BESIDE = (*DATA_KEYS, "mode")
 
 
 def read_params(path: str | Path, config_class) -> object:
@@ -28,12 +33,11 @@ def read_params(path: str | Path, config_class) -> object:
     params = obj.get("params", obj) if isinstance(obj, dict) else None
     if not isinstance(params, dict):
         raise ValueError(f"--params {path}: expected a JSON object of parameters (or {{'params': {{...}}}})")
-    names = config_class.field_names()
     missing = [name for name in ("run_name",) if name not in params]
     if missing:
         raise ValueError(f"--params {path}: no {', '.join(missing)}; is this a stage's params file?")
     try:
-        return config_class(**{name: params[name] for name in names if name in params})
+        return config_class.from_mapping(params, ignored=WRITTEN_BESIDE)
     except ValueError as error:
         raise ValueError(f"--params {path}: {error}") from None
 

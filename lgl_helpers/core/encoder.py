@@ -10,7 +10,9 @@ L2-normalised, batched by length under a budget of samples as in
 :func:`~lgl_helpers.core.embed.embed_files`, so batching changes speed, not results. Unlike the
 training and trial lists, which must be 16 kHz mono (:mod:`lgl_helpers.core.audio`), audio given here
 may be any file soundfile reads: it is mixed to mono and resampled to 16 kHz
-(``torchaudio.functional.resample``), and the log says how many files were converted.
+(``torchaudio.functional.resample``), and the log says how many files were converted. Samples follow
+the kit's audio rule (:mod:`lgl_helpers.core.audio`): a NaN or inf sample is refused naming the input,
+and an input without signal is named in a warning (:meth:`Encoder.embed_with_silence` returns them).
 
 Checkpoints: every layout :func:`~lgl_helpers.core.models.load_encoder` accepts. A kit checkpoint may
 carry ``eer_threshold``, the cosine score at which the validation list's false-accept and
@@ -33,9 +35,9 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 
-from lgl_helpers.core.audio import MIN_SECONDS, SAMPLE_RATE, AudioError
+from lgl_helpers.core.audio import MIN_SECONDS, SAMPLE_RATE, AudioError, check_samples, is_silent
 from lgl_helpers.core.embed import READ_THREADS, _float32_convolutions, _read_ahead, length_batches, padded_length
-from lgl_helpers.core.models import ECAPATDNN, EMB_DIM, KIT_FORMAT, load_encoder
+from lgl_helpers.core.models import ECAPATDNN, EMB_DIM, KIT_FORMAT, load_encoder, load_weights
 from lgl_helpers.runs import get_device, progress
 
 log = logging.getLogger(__name__)
@@ -110,14 +112,14 @@ class _Item:
         _check_length(self.name, self.length)
 
     def read(self) -> np.ndarray:
-        """(T,) float32 at 16 kHz, mono."""
+        """(T,) float32 at 16 kHz, mono; non-finite samples raise AudioError naming the input."""
         if self.array is not None:
-            return to_mono_16k(self.array, self.sample_rate)
+            return to_mono_16k(check_samples(self.name, self.array), self.sample_rate)
         try:
             wave, sample_rate = soundfile.read(self.name, dtype="float32", always_2d=True)
         except Exception as error:
             raise _audio_problem(self.path, error) from error
-        wave = to_mono_16k(wave, int(sample_rate))
+        wave = to_mono_16k(check_samples(self.name, wave), int(sample_rate))
         _check_length(self.name, len(wave))
         return wave
 
@@ -145,7 +147,7 @@ def _log_conversions(items: Sequence[_Item]) -> None:
 
 def checkpoint_threshold(path: str | os.PathLike) -> float | None:
     """The ``eer_threshold`` a kit checkpoint stores, or None (reference checkpoints and kit ones without it)."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = load_weights(path)
     if not isinstance(obj, dict) or obj.get("format") != KIT_FORMAT or obj.get(THRESHOLD_KEY) is None:
         return None
     value = obj[THRESHOLD_KEY]
@@ -153,6 +155,11 @@ def checkpoint_threshold(path: str | os.PathLike) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{path}: '{THRESHOLD_KEY}' must be a finite number, got {value!r}")
     return float(value)
+
+
+def silence_note(names: Sequence[str]) -> str:
+    """The one warning about inputs without signal (zeros or a constant), naming them."""
+    return f"no signal (silence or a constant) in {', '.join(names)}"
 
 
 class Encoder:
@@ -190,17 +197,35 @@ class Encoder:
 
         An input is a path to any file soundfile reads, or a (T,) array at ``sample_rate``. Every file's
         header is read (and every length checked, at least 0.5 s) before the first embedding, so a bad
-        file fails fast; ``batch_seconds`` bounds the padded audio per batch (memory).
+        file fails fast; ``batch_seconds`` bounds the padded audio per batch (memory). An input with a
+        NaN or inf sample raises AudioError; inputs without signal are named in one warning.
         """
+        emb, silent = self.embed_with_silence(
+            audio, sample_rate=sample_rate, batch_seconds=batch_seconds, show_progress=show_progress
+        )
+        if silent:
+            log.warning("%s: an embedding of it says nothing about a speaker", silence_note(silent))
+        return emb
+
+    def embed_with_silence(
+        self,
+        audio: Audio | Sequence[Audio],
+        *,
+        sample_rate: int = SAMPLE_RATE,
+        batch_seconds: float = 240.0,
+        show_progress: bool = False,
+    ) -> tuple[np.ndarray, list[str]]:
+        """:meth:`embed` without the warning: (the embedding(s), the names of the inputs that hold no signal
+        (:func:`~lgl_helpers.core.audio.is_silent`), in input order)."""
         if batch_seconds <= 0:
             raise ValueError(f"batch_seconds={batch_seconds} must be positive")
         single = isinstance(audio, (str, os.PathLike, np.ndarray))
         items = [_Item(a, i, sample_rate) for i, a in enumerate([audio] if single else audio)]
         if not items:
-            return np.zeros((0, EMB_DIM), dtype=np.float32)
+            return np.zeros((0, EMB_DIM), dtype=np.float32), []
         _log_conversions([item for item in items if item.path is not None])
         start = time.perf_counter()
-        emb = self._embed_items(items, int(batch_seconds * SAMPLE_RATE), show_progress)
+        emb, silent = self._embed_items(items, int(batch_seconds * SAMPLE_RATE), show_progress)
         seconds, audio_seconds = time.perf_counter() - start, sum(item.length for item in items) / SAMPLE_RATE
         log.info(
             "embedded %d input(s), %.1f s of audio, in %.1f s (%.0fx real time) on %s",
@@ -210,14 +235,17 @@ class Encoder:
             audio_seconds / max(seconds, 1e-9),
             self.device,
         )
-        return emb[0] if single else emb
+        names = [item.name for item, flag in zip(items, silent) if flag]
+        return (emb[0] if single else emb), names
 
-    def _embed_items(self, items: list[_Item], budget: int, show_progress: bool) -> np.ndarray:
+    def _embed_items(self, items: list[_Item], budget: int, show_progress: bool) -> tuple[np.ndarray, np.ndarray]:
         """The length-batched masked pass of :func:`~lgl_helpers.core.embed.embed_files` over decoded items.
 
         Batches are planned from the header lengths; the padding and masks use the decoded lengths.
+        Returns (emb (N, 192), silent (N,) bool: the inputs without signal).
         """
         emb = np.zeros((len(items), EMB_DIM), dtype=np.float32)
+        silent = np.zeros(len(items), dtype=bool)
         bar_kwargs = {"desc": "embed", "total": len(items), "unit": "file"}
         if not show_progress:
             bar_kwargs["disable"] = True
@@ -234,6 +262,7 @@ class Encoder:
                 padded = np.zeros((len(waves), width), dtype=np.float32)
                 for row, wave in enumerate(waves):
                     padded[row, : len(wave)] = wave
+                silent[batch] = [is_silent(wave) for wave in waves]
                 wave_t = torch.from_numpy(padded).to(self.device)
                 if len(waves) == 1:
                     out = self.model(wave_t)
@@ -241,12 +270,17 @@ class Encoder:
                     out = self.model(wave_t, torch.tensor([len(w) for w in waves], device=self.device))
                 emb[batch] = F.normalize(out.float(), dim=1).cpu().numpy()
                 bar.update(len(batch))
-        return emb
+        return emb, silent
 
     def score(self, a: Audio, b: Audio, *, sample_rate: int = SAMPLE_RATE) -> float:
         """Cosine score of two inputs (paths or (T,) arrays at ``sample_rate``), embedded in one batch."""
         emb = self.embed([a, b], sample_rate=sample_rate)
         return float(np.dot(emb[0].astype(np.float64), emb[1].astype(np.float64)))
+
+    def score_with_silence(self, a: Audio, b: Audio, *, sample_rate: int = SAMPLE_RATE) -> tuple[float, list[str]]:
+        """:meth:`score` and the names of the inputs without signal (its score then says nothing about speakers)."""
+        emb, silent = self.embed_with_silence([a, b], sample_rate=sample_rate)
+        return float(np.dot(emb[0].astype(np.float64), emb[1].astype(np.float64))), silent
 
     def decide(self, score: float) -> bool | None:
         """True (same speaker) when ``score`` reaches the checkpoint's ``eer_threshold``; None without one."""

@@ -38,6 +38,7 @@ from lgl_helpers.core import score_norm
 from lgl_helpers.core.embed import cosine_scores, embed_files
 from lgl_helpers.core.encoder import THRESHOLD_KEY
 from lgl_helpers.core.metrics import compute_eer, compute_min_dcf, det_points, write_trial_scores
+from lgl_helpers.core.models import load_weights
 from lgl_helpers.corpus.lists import TrainEntry, Trial, check_list, read_train_list, read_trials
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ def eer_threshold(scores, labels) -> float:
 
 def store_threshold(checkpoint: str | os.PathLike, threshold: float) -> Path:
     """Add ``eer_threshold`` to a kit checkpoint (load, add the key, atomic save)."""
-    obj = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    obj = load_weights(checkpoint)
     obj[THRESHOLD_KEY] = float(threshold)
     return runs.atomic_torch_save(obj, checkpoint)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -316,6 +317,35 @@ def _encoder_state(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[
     )
 
 
+# Lines of torch's weights-only refusal that address its own users (its advice to load with weights_only=False
+# would run whatever code an untrusted file holds), not what is wrong with the file.
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation of torch.load")
+
+
+def load_weights(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain values only, never code.
+
+    A file that holds anything else (a pickled object, a malicious payload) or is no checkpoint raises
+    ValueError, one line naming the file and what torch found, without torch's advice to retry with
+    ``weights_only=False``: that advice is wrong for a file of unknown origin.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = [
+            line.strip().removeprefix("WeightsUnpickler error:").strip()
+            for line in str(error).splitlines()
+            if line.strip() and not line.strip().startswith(_TORCH_ADVICE)
+        ]
+        reason = "; ".join(line for line in found if line) or "unsupported content"
+        raise ValueError(
+            f"{path}: refused: not a weights-only torch checkpoint ({reason}); the kit loads only tensors and "
+            "plain values from a checkpoint, never code"
+        ) from None
+    except Exception as error:  # torch raises RuntimeError, OSError, EOFError ... for truncated or foreign files
+        raise ValueError(f"{path}: cannot load as a torch checkpoint, truncated or not one ({error})") from None
+
+
 def load_encoder(path: str | os.PathLike, channels: int | None = None) -> ECAPATDNN:
     """Load an encoder, in eval mode on the CPU, from a reference Stage I / Stage II checkpoint or a kit checkpoint.
 
@@ -326,10 +356,7 @@ def load_encoder(path: str | os.PathLike, channels: int | None = None) -> ECAPAT
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint file does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, ... for non-checkpoints
-        raise ValueError(f"{path}: cannot load as a weights-only torch checkpoint ({error})") from error
+    obj = load_weights(path)
     state, stored = _encoder_state(obj, path)
     for key in ("conv1.weight", "layer4.weight"):
         if key not in state:

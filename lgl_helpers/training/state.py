@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from lgl_helpers.core.losses import AAMSoftmax
-from lgl_helpers.core.models import ECAPATDNN, encoder_like, save_encoder
+from lgl_helpers.core.models import ECAPATDNN, encoder_like, load_weights, save_encoder
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def save_checkpoint(path: str | Path, encoder: ECAPATDNN, extra: dict) -> Path:
 
 def load_checkpoint(path: str | Path) -> dict:
     """A kit checkpoint's dict, on the CPU (``weights_only``: plain values and tensors only)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_weights(path)
 
 
 def encoder_and_head(checkpoint: dict, n_clusters: int) -> tuple[ECAPATDNN, AAMSoftmax]:

@@ -1,5 +1,6 @@
 """Checks of a list against its audio: every line's format and every referenced wav (exists, 16 kHz mono,
-long enough, from the headers, in parallel), every problem reported as ``file:line``.
+long enough, from the headers, in parallel; a float-coded file's samples finite), every problem reported
+as ``file:line``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from lgl_helpers.core.audio import MIN_SECONDS, SAMPLE_RATE, AudioError, wav_info
+from lgl_helpers.core.audio import MIN_SECONDS, SAMPLE_RATE, AudioError, decoded_problem, wav_info
 from lgl_helpers.corpus.lists.formats import (
     TRAIN_FORMAT,
     TRIAL_FORMAT,
@@ -36,7 +37,8 @@ def require_folder(path: str | os.PathLike, parameter: str) -> Path:
 
 
 def _wav_problem(path: Path, min_seconds: float) -> tuple[float, str | None]:
-    """(duration, None) for a usable 16 kHz mono wav of at least ``min_seconds``, else (0, reason)."""
+    """(duration, None) for a usable 16 kHz mono wav of at least ``min_seconds`` whose samples pass the
+    audio rule (:func:`~lgl_helpers.core.audio.decoded_problem`: float files decoded), else (0, reason)."""
     try:
         info = wav_info(path)
     except AudioError as error:
@@ -48,7 +50,8 @@ def _wav_problem(path: Path, min_seconds: float) -> tuple[float, str | None]:
         return 0.0, f"has {info.channels} channels, expected mono"
     if info.duration < min_seconds:
         return 0.0, f"is {info.duration:.3f} s long, shorter than the minimum {min_seconds} s"
-    return info.duration, None
+    problem = decoded_problem(path, info)
+    return (0.0, problem) if problem else (info.duration, None)
 
 
 def check_wavs(

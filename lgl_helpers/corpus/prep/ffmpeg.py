@@ -40,7 +40,9 @@ def convert_to_wav(ffmpeg: str, src: str | os.PathLike, out: str | os.PathLike) 
 
     Only the first audio stream is kept; channels are averaged to mono and the audio resampled when
     needed. Metadata is dropped so the header holds only the format and data chunks. Raises
-    :class:`ConversionError` with ffmpeg's last message when it fails.
+    :class:`ConversionError` with ffmpeg's last message when it fails, and also when it logged an error
+    but exited 0: ffmpeg skips the packets it cannot decode and carries on, so a truncated m4a would
+    otherwise become a shorter wav. ``-xerror`` makes it stop at the first such error.
     """
     command = [
         ffmpeg,
@@ -48,6 +50,7 @@ def convert_to_wav(ffmpeg: str, src: str | os.PathLike, out: str | os.PathLike) 
         "-hide_banner",
         "-loglevel",
         "error",
+        "-xerror",
         "-y",
         "-i",
         str(src),
@@ -73,10 +76,11 @@ def convert_to_wav(ffmpeg: str, src: str | os.PathLike, out: str | os.PathLike) 
         result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired as error:
         raise ConversionError(f"ffmpeg did not finish within {TIMEOUT_S} s") from error
-    if result.returncode != 0:
-        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    if result.returncode != 0 or lines:
         # ffmpeg prefixes its message with the input's path, which the report already names
         reason = lines[-1].removeprefix(f"{src}: ") if lines else "no message"
-        raise ConversionError(f"ffmpeg exit status {result.returncode}: {reason}")
+        status = f"exit status {result.returncode}" if result.returncode else "logged a decoding error"
+        raise ConversionError(f"ffmpeg {status}: {reason} (a truncated or corrupt file?)")
     if not Path(out).is_file():
         raise ConversionError("ffmpeg reported success but wrote no file")

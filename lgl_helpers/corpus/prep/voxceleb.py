@@ -8,8 +8,10 @@ merged into one root, which is how VoxCeleb1 dev + test become the test root of 
 found in two sources is an error, since its utterances would be mixed under one folder.
 
 Resumable: each file is written under a temp name next to its target and renamed once complete and
-checked, so an existing target is a finished one (skipped on a rerun) and a temp file left by an
-interrupted run is simply overwritten. One run at a time may write into a root (a lock file in it,
+checked, so an existing target is a finished one, skipped on a rerun when its header says 16 kHz mono
+16-bit PCM (any other file there is converted again), and a temp file left by an interrupted run is
+simply overwritten. ``--dst`` may not be (or lie inside) a source's audio folder: its files would be
+their own targets. One run at a time may write into a root (a lock file in it,
 released by the system when a run ends in any way): two runs would share those temp names. Files are
 converted in parallel, one ffmpeg process per worker thread; the order of the work does not change
 any output.
@@ -18,6 +20,7 @@ any output.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 import time
@@ -38,6 +41,8 @@ from lgl_helpers.corpus.prep.ffmpeg import (
     missing_ffmpeg_message,
 )
 from lgl_helpers.runs import atomic_write_text, progress
+
+log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".m4a", ".wav")
 SOURCE_LAYOUT = "<src>/[aac/ or wav/]<speaker>/<video>/<nnnnn>.m4a|.wav"
@@ -137,11 +142,15 @@ def scan_source(src: str | os.PathLike) -> Iterator[tuple[str, Path]]:
 
 
 def plan_voxceleb(
-    sources: Sequence[str | os.PathLike], ffmpeg_path: str | None, ffmpeg: str = "ffmpeg"
+    sources: Sequence[str | os.PathLike],
+    ffmpeg_path: str | None,
+    ffmpeg: str = "ffmpeg",
+    dst: str | os.PathLike | None = None,
 ) -> tuple[list[tuple[str, Path]], int]:
     """Every utterance of all ``sources`` as ``(target, source file)``, and the number of speakers.
 
-    Raises :class:`PrepError` when a source is given twice, a speaker is in two sources, two files
+    Raises :class:`PrepError` when a source is given twice, ``dst`` lies inside a source's audio folder,
+    a speaker is in two sources, two files
     map to one target, or an m4a file is found while ffmpeg is not installed (``ffmpeg_path`` None;
     ``ffmpeg`` is the name looked for). The last is raised at the first such file, so a VoxCeleb2
     source without ffmpeg fails at once.
@@ -149,6 +158,14 @@ def plan_voxceleb(
     resolved = [Path(src).resolve() for src in sources]
     if len(set(resolved)) < len(resolved):
         raise PrepError(f"a --src is given twice: {[str(s) for s in sources]}")
+    if dst is not None:
+        for src in sources:
+            root = audio_root(src).resolve()
+            if Path(dst).resolve().is_relative_to(root):
+                raise PrepError(
+                    f"--dst {dst} is inside the audio folder {root} of --src {src}: its files would be their own "
+                    "targets; write to another folder"
+                )
     owner: dict[str, Path] = {}
     clashes: dict[str, tuple[Path, Path]] = {}
     jobs: list[tuple[str, Path]] = []
@@ -208,7 +225,11 @@ def prepare_file(source: Path, target: Path, ffmpeg: str | None) -> str:
     Raises :class:`ConversionError` (or OSError) with the reason; the temp file is then removed.
     """
     if target.exists():
-        return "skipped"
+        if target.resolve() == source.resolve():
+            raise ConversionError("is its own target: --dst must not be a source's audio folder")
+        if _is_kit_wav(target):
+            return "skipped"
+        log.info("%s: exists but is not 16 kHz mono 16-bit PCM wav; converting it again", target)
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.with_name(f".{target.name}.{TEMP_TAG}.tmp")
     try:
@@ -284,7 +305,7 @@ def prepare_voxceleb(
     ffmpeg_path = find_ffmpeg(ffmpeg)
     if ffmpeg_path is None and ffmpeg != "ffmpeg":
         raise PrepError(f"--ffmpeg {ffmpeg} is not an executable file")
-    jobs, n_speakers = plan_voxceleb(sources, ffmpeg_path, ffmpeg)
+    jobs, n_speakers = plan_voxceleb(sources, ffmpeg_path, ffmpeg, dst)
     with _exclusive(dst):
         summary = _convert_all(jobs, dst, ffmpeg_path, workers, show_progress)
     summary.n_speakers = n_speakers

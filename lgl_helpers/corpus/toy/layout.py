@@ -60,7 +60,11 @@ def utterance_path(config: ToyConfig, split: str, speaker: int, session: int, ut
 
 def toy_eval_trials(root: str | os.PathLike) -> dict[str, Path]:
     """The corpus's test lists for ``eval_trials``: ``toy-O`` (``trials.txt``) and, when written,
-    ``toy-H`` (:data:`HARD_TRIALS`: cross-session targets, same-sex non-targets)."""
+    ``toy-H`` (:data:`HARD_TRIALS`: cross-session targets, same-sex non-targets). None for a folder
+    that is laid out like the toy corpus but is not one (no manifest, which the generator writes last):
+    its lists must not be reported under the toy corpus's names."""
+    if not is_toy_corpus(root):
+        return {}
     lists = Path(root).resolve() / "lists"
     out = {"toy-O": lists / "trials.txt", "toy-H": lists / HARD_TRIALS}
     return {name: path for name, path in out.items() if path.is_file()}

@@ -21,7 +21,7 @@ from lgl_helpers.core.embed import evaluate_trials
 from lgl_helpers.core.evaluation import final_evaluation, plan_evaluation, store_threshold
 from lgl_helpers.core.losses import AATDiscriminator, ContrastiveLoss
 from lgl_helpers.core.metrics import TEST_SCORES
-from lgl_helpers.core.models import ECAPATDNN, load_encoder
+from lgl_helpers.core.models import ECAPATDNN, load_encoder, load_weights
 from lgl_helpers.training import launch
 from lgl_helpers.training.executor import MidEpoch, Stage1Models, enable_tf32, stage1_epoch
 from lgl_helpers.training.stage1.checkpoints import (
@@ -50,7 +50,7 @@ def export_reference(checkpoint: str | Path, out_path: str | Path) -> Path:
 
     The result loads with the reference's ``model.load_network`` (and with :func:`load_encoder`).
     """
-    obj = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    obj = load_weights(checkpoint)
     if not isinstance(obj, dict) or obj.get("stage") != STAGE_DIR or "loss" not in obj or "aat" not in obj:
         raise ValueError(
             f"{checkpoint}: not a Stage I kit checkpoint (needs 'stage': 'stage1', 'encoder', 'loss', 'aat')"
@@ -251,6 +251,7 @@ def _final_metrics(
     return metrics
 
 
+@runs.holds_run_folder("Stage I training")
 def train_stage1(
     config: Stage1Config,
     on_epoch: Callable[[dict, list[dict]], None] | None = None,

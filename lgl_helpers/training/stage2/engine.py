@@ -585,6 +585,7 @@ class Engine:
         return metrics
 
 
+@runs.holds_run_folder("Stage II training")
 def run_stage2(
     config: Stage2Config,
     on_epoch: Callable[[dict, dict], None] | None = None,

@@ -18,9 +18,9 @@ GATE_OVERRIDES = "gate_overrides.json"  # written by the gate tuner, read when a
 
 def read_state(stage_dir: str | Path) -> dict | None:
     path = Path(stage_dir) / "state.json"
-    if not path.is_file():
+    state = runs.read_json_object(path, "the Stage II state file")
+    if state is None:
         return None
-    state = runs.read_json(path)
     if state.get("format") != STATE_FORMAT:
         raise ValueError(f"{path}: not a Stage II state file (format {state.get('format')!r})")
     return state
