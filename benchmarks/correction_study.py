@@ -99,7 +99,7 @@ def over_run(profile: str, runs_dir: Path, seed: int, n_clusters_over: int, wait
     target = runs_dir / f"seed{seed}_over"
     target.mkdir(parents=True, exist_ok=True)
     for name in SHARED:
-        if name != "clustering":
+        if name != "clustering" and (source / name).exists():
             _link_tree(source / name, target / name)
     overrides = {
         **EXTRA,
@@ -121,7 +121,8 @@ def lgl_run(profile: str, runs_dir: Path, seed: int, variant: str, n_clusters_ov
     target = runs_dir / f"seed{seed}_{variant}"
     target.mkdir(parents=True, exist_ok=True)
     for name in (*SHARED, "stage2_baseline"):
-        _link_tree(source / name, target / name)
+        if (source / name).exists():  # notebook 02's clustering/ is not run: notebook 03 clusters itself
+            _link_tree(source / name, target / name)
     overrides = {
         **EXTRA,
         "seed": seed,
