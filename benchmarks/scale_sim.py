@@ -283,7 +283,7 @@ def step_scoring(data: Path, sizes: Sizes) -> dict:
     from lgl_helpers.core import evaluation
     from lgl_helpers.core.metrics import TEST_SCORES, write_trial_scores
     from lgl_helpers.corpus.lists import read_trials
-    from lgl_helpers.runs import write_json
+    from lgl_helpers.runs import relative_to_run, write_json
 
     keys = (data / "test_keys.txt").read_text().split()
     test_speakers = np.load(data / "test_speakers.npy")
@@ -311,9 +311,11 @@ def step_scoring(data: Path, sizes: Sizes) -> dict:
                     else stage_dir / "eval" / name / f"scores_{variant}.txt"
                 )
                 write_trial_scores(path, lists[name].trials, scores)
-                files[variant], metrics[variant] = str(path), evaluation._metrics(scores, labels)
+                # stored as a stage stores them: relative to the run folder
+                files[variant] = relative_to_run(path, run_dir)
+                metrics[variant] = evaluation._metrics(scores, labels)
             records[name] = {
-                "trials": str(lists[name].path),
+                "trials": relative_to_run(lists[name].path, run_dir),
                 "n_trials": labels.size,
                 "scores": files,
                 "metrics": metrics,
