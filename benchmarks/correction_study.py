@@ -211,11 +211,12 @@ def print_tables(rows: list[dict]) -> None:
             + " | "
             + (_ci(r["vs_baseline"], r["vs_baseline_ci"], True) if "vs_baseline" in r else "–")
             + " | "
-            + ("–" if g is None else f"{g['gate']:.3f} ({g['gate_rule']})")
-            + " | "
-            + ("–" if g is None else f"{_pct(g['fraction_kept'])} | {_pct(g['kept_reliable'])} / ")
-            + ("" if g is None else f"{_pct(g['dropped_reliable'])} | {g['auc_reliable']:.3f}")
-            + ("– | –" if g is None else "")
+            + (
+                "– | – | – | –"
+                if g is None
+                else f"{g['gate']:.3f} ({g['gate_rule']}) | {_pct(g['fraction_kept'])} | "
+                f"{_pct(g['kept_reliable'])} / {_pct(g['dropped_reliable'])} | {g['auc_reliable']:.3f}"
+            )
             + " | "
             + ("–" if c is None else f"{c['corrected']} ({_pct(c['corrected_accuracy'])})")
             + " | "
@@ -281,7 +282,8 @@ def main() -> None:
             with table.open("a") as out:
                 out.write(json.dumps(row) + "\n")
             print(f"seed {seed} {variant}: EER {row['eer']:.2f} in {row['seconds']:.0f} s", flush=True)
-    print_tables(read_rows(table))
+    # Recomputed from the run folders: a variant that finished before its reference has its paired differences now.
+    print_tables([variant_row(runs_dir, r["seed"], r["variant"]) | {"seconds": r["seconds"]} for r in read_rows(table)])
 
 
 if __name__ == "__main__":
