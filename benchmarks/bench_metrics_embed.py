@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from lgl_helpers.core.audio import wav_info, write_wav
+from lgl_helpers.core.distributed import get_device
 from lgl_helpers.core.embed import embed_files
 from lgl_helpers.core.metrics import compute_eer, compute_min_dcf
 from lgl_helpers.core.models import ECAPATDNN
-from lgl_helpers.runs import get_device
 
 
 def _best_of(fn, repeats: int) -> float:

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from lgl_helpers.core import augment, data, embed, models
+from lgl_helpers.core.distributed import get_device
 from lgl_helpers.core.losses import AAMSoftmax
 from lgl_helpers.corpus import lists
-from lgl_helpers.runs import get_device
 from lgl_helpers.training.executor import EncoderWithHead
 
 

@@ -177,19 +177,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def get_device(name: str = "auto"):
-    """``"auto"`` → CUDA when available, else CPU; ``"cpu"``/``"cuda"``/``"cuda:1"`` as given."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} was requested but CUDA is not available; use device='auto' or 'cpu'")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"device={name!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N'")
-    return torch.device(name)
-
-
 def _progress_enabled() -> bool:
     if os.environ.get("LGL_PROGRESS") in ("0", "1"):
         return os.environ["LGL_PROGRESS"] == "1"

@@ -11,7 +11,7 @@ from sklearn.metrics import normalized_mutual_info_score
 from lgl_helpers.clustering import cluster, kmeans, pseudo_labels, quality
 from lgl_helpers.core import embed, models
 from lgl_helpers.corpus.lists import ListFormatError, TrainEntry, read_train_list
-from lgl_helpers.notebook import clustering_view
+from lgl_helpers.notebook import clustering_view, projection
 from lgl_helpers.runs import seed_everything, write_json
 from lgl_helpers.training import stage2
 from lgl_helpers.training.stage1 import Stage1Config, train_stage1
@@ -288,7 +288,7 @@ def test_purity_scatter_has_one_point_per_cluster():
 
 def test_umap_projection_keeps_speakers_apart_and_plots_two_panels(tmp_path):
     emb, truth = blobs(25, 4, dim=24, spread=0.1, seed=7)
-    index, xy = clustering_view.umap_projection(emb, sample=60, seed=0)
+    index, xy = projection.umap_projection(emb, sample=60, seed=0)
     assert index.shape == (60,) and xy.shape == (60, 2) and np.all(np.diff(index) > 0)
     distance = np.linalg.norm(xy[:, None] - xy[None], axis=2) + np.eye(60) * 1e9
     nearest = distance.argmin(axis=1)
@@ -305,7 +305,7 @@ def test_umap_projection_keeps_speakers_apart_and_plots_two_panels(tmp_path):
 
 def test_umap_needs_a_few_points():
     with pytest.raises(ValueError, match="sample=3"):
-        clustering_view.umap_projection(np.eye(10, dtype=np.float32), sample=3)
+        projection.umap_projection(np.eye(10, dtype=np.float32), sample=3)
 
 
 # --- notebook-02 configuration --------------------------------------------------------------------------
@@ -321,6 +321,7 @@ def test_config_rejects_bad_values_naming_the_parameter():
 
 
 def test_resolve_inputs_reports_missing_checkpoint_and_list(tmp_path):
+    (tmp_path / "r").mkdir()  # a run folder without a Stage I model (a missing run is its own error)
     cfg = cluster.ClusteringConfig(run_name="r", runs_dir=str(tmp_path))
     with pytest.raises(
         FileNotFoundError, match=r"init_model='': .*r/stage1/best.model does not exist \(run notebook 01"

@@ -6,7 +6,7 @@ import umap.umap_ as umap_module
 from sklearn.metrics import pairwise_distances
 from umap.distances import cosine
 
-from lgl_helpers.notebook import clustering_view, projection
+from lgl_helpers.notebook import projection
 
 
 def test_pairwise_cosine_is_sklearn_with_umaps_metric_bit_for_bit():
@@ -20,7 +20,7 @@ def test_pairwise_cosine_is_sklearn_with_umaps_metric_bit_for_bit():
 
 def test_umap_projection_equals_a_plain_umap_fit():
     emb = np.random.default_rng(4).normal(size=(80, 12)).astype(np.float32)
-    index, xy = clustering_view.umap_projection(emb, sample=80, seed=0)
+    index, xy = projection.umap_projection(emb, sample=80, seed=0)
     plain = umap.UMAP(n_components=2, n_neighbors=15, metric="cosine", random_state=0, n_jobs=1)
     assert np.array_equal(xy, plain.fit_transform(emb[index]).astype(np.float32))
 

@@ -21,6 +21,7 @@ from lgl_helpers.core.data import EpochSampler, Stage1Dataset, make_loader
 from lgl_helpers.core.models import ECAPATDNN, save_encoder
 from lgl_helpers.corpus.lists import read_train_list
 from lgl_helpers.training import executor, stage1, stage2, step_checkpoints
+from lgl_helpers.training.stage1 import scoring as stage1_scoring
 from lgl_helpers.training.stage1 import trainer as stage1_trainer
 from lgl_helpers.training.stage2 import executor as stage2_executor
 from lgl_helpers.training.state import load_checkpoint
@@ -166,7 +167,8 @@ def _stage1_config(corpus, runs_dir, **overrides):
 def no_stage1_evaluation(monkeypatch):
     """Epoch 0's evaluation as fixed numbers: these tests compare training, not embedding."""
     metrics = {"eer": 50.0, "min_dcf": 1.0, "min_dcf_0.01": 1.0}
-    monkeypatch.setattr(stage1_trainer, "_evaluate", lambda *args: dict(metrics))
+    for module in (stage1_scoring, stage1_trainer):  # the untrained encoder's and the epochs' evaluations
+        monkeypatch.setattr(module, "evaluate", lambda *args: dict(metrics))
 
 
 def test_stage1_timed_checkpoint_then_a_crash_resumes_mid_epoch_bitwise(

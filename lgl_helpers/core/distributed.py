@@ -58,16 +58,27 @@ def launched() -> bool:
     return int(os.environ.get(_ENV_WORLD, "1")) > 1
 
 
+def get_device(name: str = "auto"):
+    """``"auto"`` → CUDA when available, else CPU; ``"cpu"``/``"cuda"``/``"cuda:1"`` as given."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} was requested but CUDA is not available; use device='auto' or 'cpu'")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"device={name!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N'")
+    return torch.device(name)
+
+
 def init(device_name: str) -> torch.device:
     """Join torchrun's process group (when launched) and return this rank's device.
 
     NCCL on CUDA, gloo on CPUs; each rank uses GPU ``LOCAL_RANK``. ``device_name`` as in
-    :func:`lgl_helpers.runs.get_device` (``auto``, ``cpu``, ``cuda``).
+    :func:`get_device` (``auto``, ``cpu``, ``cuda``).
     """
     import torch
     import torch.distributed as dist
-
-    from lgl_helpers.runs import get_device
 
     device = get_device(device_name)
     if not launched():

@@ -27,10 +27,11 @@ import torch.nn.functional as F
 
 from lgl_helpers.core import distributed
 from lgl_helpers.core.audio import SAMPLE_RATE, check_wav, read_wav
+from lgl_helpers.core.distributed import get_device
 from lgl_helpers.core.metrics import eer_and_min_dcf
 from lgl_helpers.core.models import EMB_DIM
 from lgl_helpers.corpus.lists import Trial
-from lgl_helpers.runs import get_device, progress
+from lgl_helpers.runs import progress
 
 log = logging.getLogger(__name__)
 

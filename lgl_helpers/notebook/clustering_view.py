@@ -156,35 +156,6 @@ def plot_purity_vs_size(pseudo_labels: np.ndarray, speakers: Sequence):
     return fig
 
 
-def umap_projection(
-    emb: np.ndarray, *, sample: int, seed: int = 0, n_neighbors: int = 15
-) -> tuple[np.ndarray, np.ndarray]:
-    """UMAP (cosine metric) of a random sample of rows, so a million-utterance run stays interactive.
-
-    emb: (N, D). Returns sample indices (S,) int64, sorted, and coordinates (S, 2) float32, with
-    S = min(sample, N). The sample and the layout are fixed by ``seed``.
-    """
-    import umap
-
-    from lgl_helpers.notebook.projection import cache_umap_compilation, exact_small_data_distances
-
-    cache_umap_compilation()
-    emb = np.asarray(emb, dtype=np.float32)
-    if emb.ndim != 2:
-        raise ValueError(f"emb must be (N, D), got shape {emb.shape}")
-    size = min(int(sample), emb.shape[0])
-    if size < 5:
-        raise ValueError(f"sample={sample} (with N={emb.shape[0]}) leaves {size} points; UMAP needs at least 5")
-    index = np.sort(np.random.default_rng(seed).choice(emb.shape[0], size=size, replace=False)).astype(np.int64)
-    # A seeded UMAP is single-threaded anyway; saying so avoids umap's warning about it.
-    reducer = umap.UMAP(
-        n_components=2, n_neighbors=min(n_neighbors, size - 1), metric="cosine", random_state=seed, n_jobs=1
-    )
-    with exact_small_data_distances():
-        xy = reducer.fit_transform(emb[index])
-    return index, xy.astype(np.float32)
-
-
 def _colour_codes(values: np.ndarray) -> np.ndarray:
     """(S,) ids → (S,) colour indices in [0, 20) of the tab20 map, by sorted id."""
     _, codes = np.unique(values, return_inverse=True)
@@ -194,7 +165,7 @@ def _colour_codes(values: np.ndarray) -> np.ndarray:
 def plot_umap(xy: np.ndarray, pseudo_labels: np.ndarray, speakers: Sequence, highlight_cluster: int | None = None):
     """Two UMAP panels of the same points: coloured by pseudo label (left) and by true speaker (right).
 
-    xy: (S, 2) from :func:`umap_projection`; pseudo_labels, speakers: (S,) for the same sample. Colours
+    xy: (S, 2) from :func:`lgl_helpers.notebook.projection.umap_projection`; pseudo_labels, speakers: (S,) for the same sample. Colours
     cycle through 20 hues, so with many clusters equal colours can mean different clusters.
     ``highlight_cluster`` circles that cluster's members in both panels. Returns a matplotlib Figure.
     """

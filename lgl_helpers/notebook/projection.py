@@ -84,10 +84,35 @@ def exact_small_data_distances():
         umap_module.pairwise_distances = sklearn_pairwise
 
 
+def umap_projection(
+    emb: np.ndarray, *, sample: int, seed: int = 0, n_neighbors: int = 15
+) -> tuple[np.ndarray, np.ndarray]:
+    """UMAP (cosine metric) of a random sample of rows, so a million-utterance run stays interactive.
+
+    emb: (N, D). Returns sample indices (S,) int64, sorted, and coordinates (S, 2) float32, with
+    S = min(sample, N). The sample and the layout are fixed by ``seed``.
+    """
+    import umap
+
+    cache_umap_compilation()
+    emb = np.asarray(emb, dtype=np.float32)
+    if emb.ndim != 2:
+        raise ValueError(f"emb must be (N, D), got shape {emb.shape}")
+    size = min(int(sample), emb.shape[0])
+    if size < 5:
+        raise ValueError(f"sample={sample} (with N={emb.shape[0]}) leaves {size} points; UMAP needs at least 5")
+    index = np.sort(np.random.default_rng(seed).choice(emb.shape[0], size=size, replace=False)).astype(np.int64)
+    # A seeded UMAP is single-threaded anyway; saying so avoids umap's warning about it.
+    reducer = umap.UMAP(
+        n_components=2, n_neighbors=min(n_neighbors, size - 1), metric="cosine", random_state=seed, n_jobs=1
+    )
+    with exact_small_data_distances():
+        xy = reducer.fit_transform(emb[index])
+    return index, xy.astype(np.float32)
+
+
 def warm_up() -> None:
     """Fit a small UMAP once so that numba's cache holds every function a fit compiles (``make setup``)."""
-    from lgl_helpers.notebook.clustering_view import umap_projection
-
     emb = np.random.default_rng(0).normal(size=(300, 192)).astype(np.float32)
     umap_projection(emb, sample=300, seed=0)
 

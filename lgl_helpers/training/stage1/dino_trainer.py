@@ -25,7 +25,6 @@ from lgl_helpers.core import distributed
 from lgl_helpers.core.data import make_loader
 from lgl_helpers.core.models import ECAPATDNN
 from lgl_helpers.training.executor import MidEpoch
-from lgl_helpers.training.stage1 import trainer
 from lgl_helpers.training.stage1.checkpoints import (
     RunState,
     resume_or_start,
@@ -38,11 +37,11 @@ from lgl_helpers.training.stage1.dino import DinoHead, DinoLoss, collapse_warnin
 from lgl_helpers.training.stage1.dino_epoch import (
     DinoModels,
     DinoSchedule,
-    MultiCropDataset,
     dino_epoch,
     param_groups,
 )
-from lgl_helpers.training.stage1.inputs import Stage1Data
+from lgl_helpers.training.stage1.inputs import Stage1Data, multicrop_dataset
+from lgl_helpers.training.stage1.scoring import evaluate, evaluate_untrained, final_metrics
 from lgl_helpers.training.state import module_state
 from lgl_helpers.training.step_checkpoints import StepCheckpoints
 
@@ -133,20 +132,6 @@ class Schedules:
         }
 
 
-def multicrop_dataset(config: Stage1Config, data: Stage1Data) -> MultiCropDataset:
-    return MultiCropDataset(
-        data.entries,
-        data.paths["train_root"],
-        config.global_crops,
-        config.global_frames,
-        config.local_crops,
-        config.local_frames,
-        data.sources,
-        seed=config.seed,
-        check_files=False,
-    )
-
-
 def _finish_epoch(config, data, models, state, epoch, means, n_batches, tic, device) -> tuple[dict, bool, bool]:
     """After an epoch's batches: the teacher on the validation trials on evaluated epochs, history, best, log line."""
     train_seconds = time.perf_counter() - tic
@@ -155,7 +140,7 @@ def _finish_epoch(config, data, models, state, epoch, means, n_batches, tic, dev
     improved = False
     if evaluated:
         with state.timings.part("validation"):
-            record.update(trainer._evaluate(models.teacher, data.val_trials, data.paths["test_root"], device))
+            record.update(evaluate(models.teacher, data.val_trials, data.paths["test_root"], device))
         improved = state.best is None or record["eer"] < state.best["eer"]
         if improved:
             state.best = {key: record[key] for key in ("epoch", "eer", "min_dcf", "min_dcf_0.01")}
@@ -219,7 +204,7 @@ def train_dino(
     models.parallelise(device, config.sync_batchnorm)
     runs.open_run(stage_dir, params, STAGE_DIR)
     if state.untrained is None:
-        record = trainer._evaluate_untrained(models.teacher, data, state, device)
+        record = evaluate_untrained(models.teacher, data, state, device)
         if on_epoch:
             on_epoch(record, state.history)
 
@@ -277,5 +262,5 @@ def train_dino(
         result.update(epochs_run=state.epoch, wall_seconds=state.wall_seconds)
         return result
     distributed.barrier()
-    result.update(trainer._final_metrics(config, stage_dir, data, state, started, device))
+    result.update(final_metrics(config, stage_dir, data, state, started, device))
     return result

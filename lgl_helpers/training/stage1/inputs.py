@@ -15,7 +15,7 @@ from lgl_helpers.core.data import Stage1Dataset, check_training_list, make_loade
 from lgl_helpers.core.metrics import match_trials
 from lgl_helpers.corpus.lists import TrainEntry, Trial, check_list, read_eval_trials
 from lgl_helpers.training.stage1.config import Stage1Config
-from lgl_helpers.training.stage1.dino_epoch import multicrop_views
+from lgl_helpers.training.stage1.dino_epoch import MultiCropDataset, multicrop_views
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,6 @@ def preview_crops(data: Stage1Data, config: Stage1Config, n_items: int = 4, epoc
     Returns dict ``global`` (n, n_global, Tg) and ``local`` (n, n_local, Tl) numpy arrays of the augmented
     crops and ``captions``: per item, the augmentation of each crop in words (globals first).
     """
-    from lgl_helpers.training.stage1.dino_trainer import multicrop_dataset
-
     dataset = multicrop_dataset(config, data)
     loader = make_loader(dataset, min(n_items, len(dataset)), 0, dataset.seed, "cpu")
     loader.sampler.set_epoch(epoch)
@@ -141,3 +139,17 @@ def preview_crops(data: Stage1Data, config: Stage1Config, n_items: int = 4, epoc
     recipes = batch["global_recipes"] + batch["local_recipes"]
     out["captions"] = [[describe_recipe(recipe, i) for recipe in recipes] for i in range(n)]
     return out
+
+
+def multicrop_dataset(config: Stage1Config, data: Stage1Data) -> MultiCropDataset:
+    return MultiCropDataset(
+        data.entries,
+        data.paths["train_root"],
+        config.global_crops,
+        config.global_frames,
+        config.local_crops,
+        config.local_frames,
+        data.sources,
+        seed=config.seed,
+        check_files=False,
+    )

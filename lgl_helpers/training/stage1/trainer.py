@@ -17,11 +17,8 @@ from lgl_helpers import runs
 from lgl_helpers.config import STAGE1_METHOD_NAMES
 from lgl_helpers.core import distributed
 from lgl_helpers.core.data import make_loader
-from lgl_helpers.core.embed import evaluate_trials
-from lgl_helpers.core.evaluation import final_evaluation, plan_evaluation, store_threshold
 from lgl_helpers.core.losses import AATDiscriminator, ContrastiveLoss
-from lgl_helpers.core.metrics import TEST_SCORES
-from lgl_helpers.core.models import ECAPATDNN, load_encoder, load_weights
+from lgl_helpers.core.models import ECAPATDNN, load_weights
 from lgl_helpers.training import launch
 from lgl_helpers.training.executor import MidEpoch, Stage1Models, enable_tf32, stage1_epoch
 from lgl_helpers.training.stage1.checkpoints import (
@@ -33,7 +30,9 @@ from lgl_helpers.training.stage1.checkpoints import (
     thin_checkpoints,
 )
 from lgl_helpers.training.stage1.config import STAGE_DIR, Stage1Config, stage_folder
+from lgl_helpers.training.stage1.dino_trainer import train_dino
 from lgl_helpers.training.stage1.inputs import Stage1Data, prepare_data
+from lgl_helpers.training.stage1.scoring import evaluate, evaluate_untrained, final_metrics
 from lgl_helpers.training.state import load_checkpoint, module_state
 from lgl_helpers.training.step_checkpoints import StepCheckpoints
 
@@ -64,12 +63,6 @@ def export_reference(checkpoint: str | Path, out_path: str | Path) -> Path:
 # ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
-
-
-def _evaluate(model, trials, root, device) -> dict:
-    """``eer``, ``min_dcf`` and ``min_dcf_0.01`` of the trials."""
-    result = evaluate_trials(model, trials, root, device=device, show_progress=False)
-    return {key: float(result[key]) for key in ("eer", "min_dcf", "min_dcf_0.01")}
 
 
 def _scores_text(history: list[dict]) -> str:
@@ -135,20 +128,6 @@ def _checkpoint_extra(models: Stage1Models, state: RunState, params: dict) -> di
     }
 
 
-def _evaluate_untrained(encoder: ECAPATDNN, data: Stage1Data, state: RunState, device) -> dict:
-    """Epoch 0: the untrained encoder on the validation (and test) trials. Returns its history record."""
-    tic = time.perf_counter()
-    with state.timings.part("untrained_evaluation"):
-        val = _evaluate(encoder, data.val_trials, data.paths["test_root"], device)
-        test = val if data.same_val_test else _evaluate(encoder, data.test_trials, data.paths["test_root"], device)
-    state.untrained = {"val": val, "test": test}
-    state.wall_seconds += time.perf_counter() - tic
-    record = {"epoch": 0, **val, "seconds": time.perf_counter() - tic}
-    state.history.append(record)
-    log.info("epoch 0 (untrained): EER %.2f%% minDCF %.4f", val["eer"], val["min_dcf"])
-    return record
-
-
 def _finish_epoch(
     config: Stage1Config,
     data: Stage1Data,
@@ -172,7 +151,7 @@ def _finish_epoch(
     improved = False
     if evaluated:
         with state.timings.part("validation"):
-            metrics = _evaluate(models.encoder, data.val_trials, data.paths["test_root"], device)
+            metrics = evaluate(models.encoder, data.val_trials, data.paths["test_root"], device)
         record.update(metrics)
         improved = state.best is None or record["eer"] < state.best["eer"]
         if improved:
@@ -200,55 +179,6 @@ def _finish_epoch(
         f" | val EER {record['eer']:.2f}% minDCF {record['min_dcf']:.4f}" if evaluated else "",
     )
     return record, evaluated, improved
-
-
-def _final_metrics(
-    config: Stage1Config, stage_dir: Path, data: Stage1Data, state: RunState, started: float, device
-) -> dict:
-    """``metrics.json``: the best epoch's encoder on the test trials, against the untrained one, and on
-    every list of ``eval_trials``, raw and normalised, in one embedding pass
-    (:func:`~lgl_helpers.core.evaluation.final_evaluation`): per-trial scores in ``test_scores.txt``
-    and ``eval/``; the validation list's ``eer_threshold`` is added to ``best.model``."""
-    best_path = stage_dir / "best.model"
-    scores_path = stage_dir / TEST_SCORES
-    plan = plan_evaluation(config, data.paths, data.entries, data.val_trials, data.test_trials)
-    with state.timings.part("final_evaluation"):
-        result = final_evaluation(
-            load_encoder(best_path), plan, data.paths["test_root"], stage_dir, scores_path, device=device
-        )
-    store_threshold(best_path, result["eer_threshold"])
-    test = result["test"]
-    untrained = state.untrained["test"]
-    metrics = {
-        **test,
-        "stage1_method": config.stage1_method,
-        "best_epoch": state.best["epoch"],
-        "untrained_eer": untrained["eer"],
-        "untrained_min_dcf": untrained["min_dcf"],
-        "untrained_min_dcf_0.01": untrained["min_dcf_0.01"],
-        "val_eer": state.best["eer"],
-        "epochs_run": state.epoch,
-        "wall_seconds": state.wall_seconds,
-        "call_seconds": time.perf_counter() - started,
-        "timings": state.timings.seconds,
-        "best_checkpoint": runs.relative_to_run(best_path, stage_dir.parent),
-        "test_scores": runs.relative_to_run(scores_path, stage_dir.parent),
-        "trials": runs.relative_to_run(data.paths["trials"], stage_dir.parent),
-        "val_trials": runs.relative_to_run(data.paths["val_trials"], stage_dir.parent),
-        "val_is_test": data.same_val_test,
-        "eer_threshold": result["eer_threshold"],
-        "eval": result["eval"],
-    }
-    runs.write_json(stage_dir / "metrics.json", metrics)
-    log.info(
-        "Stage I done: best epoch %d, test EER %.2f%% (untrained %.2f%%), minDCF %.4f; %s",
-        metrics["best_epoch"],
-        metrics["eer"],
-        metrics["untrained_eer"],
-        metrics["min_dcf"],
-        best_path,
-    )
-    return metrics
 
 
 @runs.holds_run_folder("Stage I training")
@@ -282,9 +212,6 @@ def train_stage1(
     data = data if data is not None else prepare_data(config)
     params = _resolved_params(config, data)
     if config.stage1_method == "dino":
-        # imported here: the DINO driver reuses this module's evaluation and final metrics
-        from lgl_helpers.training.stage1.dino_trainer import train_dino
-
         return train_dino(config, data, params, stage_dir, device, started, on_epoch)
     models = _build(config, device)
     state = resume_or_start(config, stage_dir, params, lambda ckpt: _load_models(models, ckpt))
@@ -292,7 +219,7 @@ def train_stage1(
     runs.open_run(stage_dir, params, STAGE_DIR)
 
     if state.untrained is None:
-        record = _evaluate_untrained(models.encoder, data, state, device)
+        record = evaluate_untrained(models.encoder, data, state, device)
         if on_epoch:
             on_epoch(record, state.history)
 
@@ -351,7 +278,7 @@ def train_stage1(
         result.update(epochs_run=state.epoch, wall_seconds=state.wall_seconds)
         return result
     distributed.barrier()  # every rank reads best.model, which rank 0 wrote
-    result.update(_final_metrics(config, stage_dir, data, state, started, device))
+    result.update(final_metrics(config, stage_dir, data, state, started, device))
     return result
 
 
