@@ -95,7 +95,7 @@ def test_target_markers_pick_python_312_linux():
 
 @pytest.mark.slow
 def test_scale_simulation_at_a_small_fraction(tmp_path):
-    steps = ["train_list", "pseudo_labels", "kmeans", "quality", "scoring", "report"]
+    steps = ["train_list", "pseudo_labels", "kmeans", "quality", "merge", "scoring", "report"]
     proc = _run("benchmarks/scale_sim.py", str(tmp_path), "--scale", "0.002", "--steps", *steps)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name in steps:
