@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from lgl_helpers.app import pipeline
-from lgl_helpers.runs import read_json
+from lgl_helpers.files import read_json
 
 
 def stage2_loss_drop(run_dir: Path, mode: str) -> float:

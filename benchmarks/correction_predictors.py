@@ -23,7 +23,7 @@ from lgl_helpers.clustering.pseudo_labels import read_pseudo_labels
 from lgl_helpers.core.audio import SAMPLE_RATE
 from lgl_helpers.core.gate import gmm_gate, valley_gate
 from lgl_helpers.corpus.lists import read_train_list
-from lgl_helpers.runs import read_json
+from lgl_helpers.files import read_json
 from lgl_helpers.training.stage2.clean_losses import clean_pass
 from lgl_helpers.training.stage2.correction import correct_labels, correction_evidence
 from lgl_helpers.training.state import encoder_and_head, load_checkpoint

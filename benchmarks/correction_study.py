@@ -38,7 +38,7 @@ from lgl_helpers.app import pipeline
 from lgl_helpers.app.planning import parse_overrides
 from lgl_helpers.core.bootstrap import bootstrap_metrics, paired_difference, speaker_ids
 from lgl_helpers.core.metrics import read_trial_scores
-from lgl_helpers.runs import read_json
+from lgl_helpers.files import read_json
 
 CORRECTION = {"confidence": 0.5, "temperature": 0.1}
 OVER_FACTOR = 3  # n_clusters_over = this × n_clusters (Miara et al.: 50,000 for 7,500, about 6.7)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from lgl_helpers.app.report import NOTEBOOK_OF, SYSTEMS
-from lgl_helpers.runs import read_json
+from lgl_helpers.files import read_json
 from lgl_helpers.timings import SETUP_SECTION, notebook_timings
 
 

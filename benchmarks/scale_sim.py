@@ -290,7 +290,8 @@ def step_scoring(data: Path, sizes: Sizes) -> dict:
     from lgl_helpers.core import evaluation
     from lgl_helpers.core.metrics import TEST_SCORES, write_trial_scores
     from lgl_helpers.corpus.lists import read_trials
-    from lgl_helpers.runs import relative_to_run, write_json
+    from lgl_helpers.files import write_json
+    from lgl_helpers.runs import relative_to_run
 
     keys = (data / "test_keys.txt").read_text().split()
     test_speakers = np.load(data / "test_speakers.npy")

@@ -31,7 +31,7 @@ from lgl_helpers.app import pipeline
 from lgl_helpers.app.planning import parse_overrides
 from lgl_helpers.core.bootstrap import paired_difference, speaker_ids
 from lgl_helpers.core.metrics import compute_eer, read_trial_scores
-from lgl_helpers.runs import read_json
+from lgl_helpers.files import read_json
 
 SHARED = ("stage1", "clustering", "lists", "data.json", "data_summary.json", "data_setup_params.json")
 

@@ -1,6 +1,6 @@
 """Progress of long loops in a headless run: a throttled log line where a terminal would show a tqdm bar.
 
-Under papermill, in CI or into a log file the bars are off (:func:`lgl_helpers.runs.progress`), and
+Under papermill, in CI or into a log file the bars are off (:func:`progress`), and
 an epoch line comes only when the epoch ends: 40 minutes of silence per VoxCeleb epoch. In their
 place :class:`ProgressLog` logs one line at most every :data:`INTERVAL_S` seconds (the environment
 variable ``LGL_PROGRESS_INTERVAL`` overrides it), through ``logging``, so the run's log file and
@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 
@@ -126,3 +127,28 @@ class ProgressLog:
         if self.total and rate > 0:
             parts.append(f"ETA {format_duration(max(self.total - self.n, 0) / rate)}")
         return f"{self.desc}: " + ", ".join(parts) if self.desc else ", ".join(parts)
+
+
+def _progress_enabled() -> bool:
+    if os.environ.get("LGL_PROGRESS") in ("0", "1"):
+        return os.environ["LGL_PROGRESS"] == "1"
+    if "ipykernel" in sys.modules and "PAPERMILL_EXECUTION" not in os.environ:
+        return True
+    return sys.stderr.isatty()
+
+
+def progress(iterable: Iterable | None = None, **tqdm_kwargs):
+    """tqdm bar when output is a terminal or an interactive notebook.
+
+    Headless runs (papermill, CI, log files) get a :class:`~lgl_helpers.progress_log.ProgressLog`
+    with the same interface instead, a log line a minute (``LGL_PROGRESS_INTERVAL`` seconds), unless
+    the caller passes ``disable``; set ``LGL_PROGRESS=1`` to force the bar on or ``0`` to force it off.
+    """
+    if "disable" not in tqdm_kwargs and not _progress_enabled():
+        return ProgressLog(iterable, **tqdm_kwargs)
+    if "ipykernel" in sys.modules and "PAPERMILL_EXECUTION" not in os.environ:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
+    tqdm_kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, **tqdm_kwargs)

@@ -1,354 +1,24 @@
-"""Run folders, atomic writes, seeding, devices and progress bars shared by every stage.
+"""Run folders: where a run lives, opening it (parameters, log file), finding it, and the paths stored in it.
 
-Every artefact of the kit is written through the atomic helpers here (temp file in the same folder,
-then ``os.replace``), so an interruption never leaves a half-written list, checkpoint or report.
-Written files get the mode a plain ``open`` would give them (0666 less the umask), so a group folder
-stays readable by the group.
-
-One process at a time writes a run folder: :func:`hold_run_folder` takes the lock file
-``runs/<run>/.lock`` (``fcntl.flock``, released by the system however the process ends). ``lgl-kit
-run`` holds it for the whole pipeline, a training stage for its whole run, :func:`open_run` while it
-clears temp files and writes the parameters; a second writer gets one line naming the holder's pid.
-The processes a holder starts (notebook kernels, torchrun's ranks) write on its behalf: a lock held
-by an ancestor process counts as held.
+A run folder is the unit a researcher copies: paths inside it are stored relative to it
+(:func:`relative_to_run`, :func:`path_in_run`). Writes go through :mod:`lgl_helpers.files`; one process at a
+time writes a run (:mod:`lgl_helpers.run_lock`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import fcntl
 import functools
-import importlib.metadata
-import io
-import json
 import logging
 import os
-import platform
-import random
-import re
 import sys
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from lgl_helpers.core import distributed
-
-log = logging.getLogger(__name__)
-
-
-# The temp file of an atomic write is ".<target name>.<8 characters from mkstemp>.tmp" next to the target;
-# a killed process leaves it behind, and remove_stale_temp_files recognises exactly this pattern.
-_TEMP_SUFFIX = ".tmp"
-_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
-
-
-def _umask() -> int:
-    """The process's umask: from /proc (reading it there changes nothing, which matters with threads
-    writing at once), else by setting it and setting it straight back."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: str | os.PathLike, write_fn, mode: str) -> Path:
-    path = Path(path)
-    if not distributed.is_main():
-        return path  # one writer per run: rank 0 (lgl_helpers.core.distributed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
-    try:
-        # mkstemp creates the file 0600 (private while it is being written); the published file gets
-        # what open() would have given it, so a lab's group folder stays readable by the group.
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, mode) as handle:
-            write_fn(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temp files that interrupted atomic writes left anywhere under ``folder``; return them.
-
-    Only names of the pattern the kit's atomic writes use (``.last.model.k3j9x0qa.tmp``) are removed,
-    never other files. Call it when a stage starts or resumes in its folder, before it writes there.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    removed = [p for p in sorted(folder.rglob(f".*{_TEMP_SUFFIX}")) if p.is_file() and _TEMP_NAME.fullmatch(p.name)]
-    for path in removed:
-        path.unlink(missing_ok=True)
-    if removed:
-        log.info("removed %d temp file(s) of interrupted writes under %s", len(removed), folder)
-    return removed
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` so that readers see either the old or the complete new file."""
-    return _atomic_write(path, lambda handle: handle.write(text), "w")
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Byte version of :func:`atomic_write_text`."""
-    return _atomic_write(path, lambda handle: handle.write(data), "wb")
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` through a temp file, so a crash mid-save keeps the previous checkpoint."""
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
-def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
-    """``np.save`` through a temp file."""
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array), allow_pickle=False)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
-def _to_jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): _to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Atomic, pretty-printed JSON (dataclasses, paths and numpy scalars are converted)."""
-    return atomic_write_text(path, json.dumps(_to_jsonable(obj), indent=2, sort_keys=False) + "\n")
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path) as handle:
-        return json.load(handle)
-
-
-def read_json_object(path: str | os.PathLike, what: str) -> dict | None:
-    """A JSON object the kit wrote (``what``: pipeline.json, state.json, report.json ...); None when the file
-    does not exist. A truncated, non-JSON or non-object file raises ValueError, one line naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        obj = read_json(path)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        where = f" at line {error.lineno} column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
-        reason = error.msg if isinstance(error, json.JSONDecodeError) else "not text"
-        raise ValueError(
-            f"{path}: {what} is not valid JSON{where} ({reason}; truncated or edited?): restore or remove it"
-        ) from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: {what} must hold a JSON object, found a {type(obj).__name__}: restore or remove it")
-    return obj
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch (CPU and CUDA): the single place where a run's seed is applied."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _progress_enabled() -> bool:
-    if os.environ.get("LGL_PROGRESS") in ("0", "1"):
-        return os.environ["LGL_PROGRESS"] == "1"
-    if "ipykernel" in sys.modules and "PAPERMILL_EXECUTION" not in os.environ:
-        return True
-    return sys.stderr.isatty()
-
-
-def progress(iterable: Iterable | None = None, **tqdm_kwargs):
-    """tqdm bar when output is a terminal or an interactive notebook.
-
-    Headless runs (papermill, CI, log files) get a :class:`~lgl_helpers.progress_log.ProgressLog`
-    with the same interface instead, a log line a minute (``LGL_PROGRESS_INTERVAL`` seconds), unless
-    the caller passes ``disable``; set ``LGL_PROGRESS=1`` to force the bar on or ``0`` to force it off.
-    """
-    if "disable" not in tqdm_kwargs and not _progress_enabled():
-        from lgl_helpers.progress_log import ProgressLog
-
-        return ProgressLog(iterable, **tqdm_kwargs)
-    if "ipykernel" in sys.modules and "PAPERMILL_EXECUTION" not in os.environ:
-        from tqdm.auto import tqdm
-    else:
-        from tqdm import tqdm
-    tqdm_kwargs.setdefault("dynamic_ncols", True)
-    return tqdm(iterable, **tqdm_kwargs)
-
-
-def environment_info() -> dict:
-    """Machine and package versions recorded next to every run's parameters."""
-    import torch
-
-    info = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "numpy": np.__version__,
-    }
-    for module, distributions in RECORDED_PACKAGES.items():
-        info[module] = _installed_version(distributions)
-    return info
-
-
-# Recorded name: the pip distributions that install it. Read from the installed metadata: importing the
-# packages for their __version__ took about 6 s at every stage start (umap loads numba, papermill jsonschema).
-RECORDED_PACKAGES = {
-    "torchaudio": ("torchaudio",),
-    "faiss": ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss-gpu-cu11", "faiss"),
-    "sklearn": ("scikit-learn",),
-    "umap": ("umap-learn",),
-    "soundfile": ("soundfile",),
-    "papermill": ("papermill",),
-}
-
-
-def _installed_version(distributions: tuple[str, ...]) -> str | None:
-    """The version of the first of ``distributions`` that is installed; None (recorded, not fatal) if none is."""
-    for name in distributions:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-LOCK_FILE = ".lock"  # in runs/<run>/: "<pid> <what holds it>"
-
-
-class RunFolderBusy(ValueError):
-    """Another process writes the run folder; the message names it (pid and command)."""
-
-
-_held: dict[Path, list] = {}  # run folder → [open lock file, depth of nested holds in this process]
-
-
-def _ancestor_pids() -> set[int]:
-    """Process ids of this process's parent, its parent, ... (from /proc; the parent alone elsewhere)."""
-    pids, pid = set(), os.getppid()
-    while pid > 1 and pid not in pids:
-        pids.add(pid)
-        try:
-            # /proc/<pid>/stat: "pid (name) state ppid ..."; the name may hold spaces and parentheses
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    return pids
-
-
-def _lock_holder(handle) -> tuple[int | None, str]:
-    handle.seek(0)
-    pid, _, what = handle.read().strip().partition(" ")
-    return (int(pid) if pid.isdigit() else None), what
-
-
-def _secondary_rank() -> bool:
-    """A torchrun rank other than 0 (also before its process group exists): rank 0 holds the lock for all."""
-    return not distributed.is_main() or int(os.environ.get("RANK", "0")) != 0
-
-
-def _acquire(run_dir: Path, holder: str) -> bool:
-    """Take the lock of ``run_dir``; False when an ancestor process holds it already (nothing to release)."""
-    key = run_dir.resolve()
-    if key in _held:
-        _held[key][1] += 1
-        return True
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / LOCK_FILE, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        pid, what = _lock_holder(handle)
-        handle.close()
-        if pid is not None and pid in _ancestor_pids():
-            return False
-        who = f"pid {pid} ({what})" if pid is not None else "another process"
-        stop = f"; `kill {pid}` stops it (a rerun then resumes)" if pid is not None else ""
-        raise RunFolderBusy(
-            f"run folder {run_dir} is in use by {who}: one writer at a time; wait for it to end{stop}"
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()} {holder}\n")
-    handle.flush()
-    _held[key] = [handle, 1]
-    return True
-
-
-def _release(run_dir: Path) -> None:
-    key = run_dir.resolve()
-    _held[key][1] -= 1
-    if _held[key][1] == 0:
-        handle = _held.pop(key)[0]
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()  # the file stays: removing a lock file others may have open would let two holders in
-
-
-@contextlib.contextmanager
-def hold_run_folder(run_dir: str | os.PathLike, holder: str):
-    """Hold the run folder's lock (``run_dir/.lock``, the folder created) for the ``with`` block.
-
-    ``holder`` says what holds it (``"lgl-kit run --profile demo"``), for the message a second writer
-    gets: :class:`RunFolderBusy`, one line with the holder's pid. Re-entrant within a process; a lock
-    held by an ancestor process (the ``lgl-kit run`` that started this kernel) counts as held; torchrun
-    ranks other than 0 do not take it.
-    """
-    run_dir = Path(run_dir)
-    if _secondary_rank():
-        yield run_dir
-        return
-    acquired = _acquire(run_dir, holder)
-    try:
-        yield run_dir
-    finally:
-        if acquired:
-            _release(run_dir)
-
-
-def holds_run_folder(holder: str):
-    """Decorator: ``fn(config, ...)`` runs holding the lock of ``config``'s run folder (``run_name``, ``runs_dir``)."""
-
-    def decorate(fn):
-        @functools.wraps(fn)
-        def wrapper(config, *args, **kwargs):
-            with hold_run_folder(run_folder(config.run_name, config.runs_dir), holder):
-                return fn(config, *args, **kwargs)
-
-        return wrapper
-
-    return decorate
+from lgl_helpers.files import read_json, remove_stale_temp_files, write_json
+from lgl_helpers.reproducibility import environment_info
+from lgl_helpers.run_lock import hold_run_folder
 
 
 def _config_run_folder(config: Any, folder: Path) -> Path:
@@ -470,6 +140,20 @@ def run_folder(run_name: str, runs_dir: str | os.PathLike = "runs") -> Path:
 
 class RunNotFoundError(FileNotFoundError):
     """The run a notebook's ``run_name`` names does not exist (or lacks what the notebook reads)."""
+
+
+def holds_run_folder(holder: str):
+    """Decorator: ``fn(config, ...)`` runs holding the lock of ``config``'s run folder (``run_name``, ``runs_dir``)."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(config, *args, **kwargs):
+            with hold_run_folder(run_folder(config.run_name, config.runs_dir), holder):
+                return fn(config, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def _other_runs(runs_dir: Path) -> str:

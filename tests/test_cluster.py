@@ -11,8 +11,9 @@ from sklearn.metrics import normalized_mutual_info_score
 from lgl_helpers.clustering import cluster, kmeans, pseudo_labels, quality
 from lgl_helpers.core import embed, models
 from lgl_helpers.corpus.lists import ListFormatError, TrainEntry, read_train_list
+from lgl_helpers.files import write_json
 from lgl_helpers.notebook import clustering_view, projection
-from lgl_helpers.runs import seed_everything, write_json
+from lgl_helpers.reproducibility import seed_everything
 from lgl_helpers.training import stage2
 from lgl_helpers.training.stage1 import Stage1Config, train_stage1
 

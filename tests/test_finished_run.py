@@ -13,7 +13,8 @@ import pytest
 
 from lgl_helpers import runs
 from lgl_helpers.app import pipeline, planning
-from lgl_helpers.runs import project_root, read_json
+from lgl_helpers.files import read_json
+from lgl_helpers.runs import project_root
 
 pytestmark = [
     pytest.mark.slow,

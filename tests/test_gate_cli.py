@@ -11,7 +11,7 @@ import papermill
 import pytest
 import torch
 
-from lgl_helpers import runs
+from lgl_helpers import files
 from lgl_helpers.app import cli, doctor, report
 from lgl_helpers.app.planning import notebook_parameters
 from lgl_helpers.core.models import ECAPATDNN, save_encoder
@@ -29,7 +29,7 @@ def _lgl_state(runs_dir, status="paused_before_gate", phase="L", iteration=1, ma
         "gate": None,
         "params": {"max_iterations": max_iterations},
     }
-    runs.write_json(stage_dir / "state.json", state)
+    files.write_json(stage_dir / "state.json", state)
     return stage_dir
 
 
@@ -79,7 +79,7 @@ def test_gate_refuses_with_one_line(tmp_path, capsys, setup, args, message):
 
 def test_report_says_the_run_waits_for_a_gate_and_then_that_it_is_set(tmp_path, capsys):
     _lgl_state(tmp_path)
-    runs.write_json(tmp_path / "r" / "pipeline.json", {"notebooks": {"03_stage2_baseline": {"status": "interrupted"}}})
+    files.write_json(tmp_path / "r" / "pipeline.json", {"notebooks": {"03_stage2_baseline": {"status": "interrupted"}}})
     assert cli.main(["report", "--run-name", "r", "--runs-dir", str(tmp_path)]) == 1  # no report.json yet
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("LGL is waiting for the gate of phase L of iteration 1: set it with ")
@@ -134,7 +134,7 @@ def test_a_paused_pipeline_run_resumes_with_the_gate_set_by_lgl_kit_gate(tiny_co
     out = capsys.readouterr().out
     assert "waiting for a gate" in out and "finished" not in out
     assert "run 'r' is paused: 04_stage2_lgl waits for the gate of iteration 1" in out
-    pipeline_state = runs.read_json(tmp_path / "r" / "pipeline.json")
+    pipeline_state = files.read_json(tmp_path / "r" / "pipeline.json")
     assert pipeline_state["notebooks"]["04_stage2_lgl"]["status"] == "waiting_for_gate"
 
     assert _gate(tmp_path, "--iteration", "1", "--value", "7.5") == 0
@@ -143,4 +143,4 @@ def test_a_paused_pipeline_run_resumes_with_the_gate_set_by_lgl_kit_gate(tiny_co
     state = stage2.read_state(tmp_path / "r" / "stage2_lgl")
     assert state["status"] == "done" and state["iterations"][0]["gate_source"] == "override"
     assert {record["gate"] for record in state["history"] if record["phase"] == "L"} == {7.5}
-    assert runs.read_json(tmp_path / "r" / "pipeline.json")["notebooks"]["04_stage2_lgl"]["status"] == "done"
+    assert files.read_json(tmp_path / "r" / "pipeline.json")["notebooks"]["04_stage2_lgl"]["status"] == "done"

@@ -21,7 +21,7 @@ import soundfile
 import torch
 from tiny_encoder import tiny_encoder, write_checkpoints, write_noise
 
-from lgl_helpers import runs
+from lgl_helpers import files, run_lock, runs
 from lgl_helpers.app import cli, pipeline, planning
 from lgl_helpers.app.data_checks import _checkpoint_check
 from lgl_helpers.app.doctor import runs_folder_check
@@ -141,8 +141,8 @@ def test_embed_keeps_a_row_per_argument_and_names_silent_files(tmp_path, capsys,
 _HOLDER = textwrap.dedent(
     """
     import subprocess, sys, time
-    from lgl_helpers import runs
-    with runs.hold_run_folder(sys.argv[1], "a test holder"):
+    from lgl_helpers import run_lock
+    with run_lock.hold_run_folder(sys.argv[1], "a test holder"):
         print("held", flush=True)
         if len(sys.argv) > 2:  # a child process writes on the holder's behalf, as a notebook kernel does
             code = "import sys; from lgl_helpers import runs; runs.open_run(sys.argv[1], {}, 'child'); print('ok')"
@@ -173,17 +173,17 @@ def holder(tmp_path):
 def test_a_second_writer_is_refused_naming_the_holder_pid(tmp_path, holder):
     process = holder()
     with pytest.raises(
-        runs.RunFolderBusy, match=f"run folder {tmp_path / 'r'} is in use by pid {process.pid} \\(a test holder\\)"
+        run_lock.RunFolderBusy, match=f"run folder {tmp_path / 'r'} is in use by pid {process.pid} \\(a test holder\\)"
     ):
-        with runs.hold_run_folder(tmp_path / "r", "another"):
+        with run_lock.hold_run_folder(tmp_path / "r", "another"):
             pass
     with pytest.raises(planning.PipelineError, match=f"is in use by pid {process.pid}"):
         pipeline.run_pipeline("ci", "r", runs_dir=str(tmp_path), only="05", echo=lambda _: None)
     assert not (tmp_path / "r" / "pipeline.json").exists()
     process.kill()
     process.wait()
-    with runs.hold_run_folder(tmp_path / "r", "after the holder ended"):  # the system released it
-        assert (tmp_path / "r" / runs.LOCK_FILE).read_text().split(" ", 1)[0] == str(os.getpid())
+    with run_lock.hold_run_folder(tmp_path / "r", "after the holder ended"):  # the system released it
+        assert (tmp_path / "r" / run_lock.LOCK_FILE).read_text().split(" ", 1)[0] == str(os.getpid())
 
 
 def test_a_holders_child_writes_on_its_behalf(tmp_path, holder):
@@ -197,7 +197,7 @@ def test_stale_temp_files_are_kept_while_another_process_writes(tmp_path, holder
     in_flight = tmp_path / "r" / "stage1" / ".last.model.k3j9x0qa.tmp"
     in_flight.parent.mkdir(parents=True)
     in_flight.write_bytes(b"another run's checkpoint, being written")
-    with pytest.raises(runs.RunFolderBusy):
+    with pytest.raises(run_lock.RunFolderBusy):
         runs.open_run(tmp_path / "r" / "stage1", {"run_name": "r", "runs_dir": str(tmp_path)}, "stage1")
     assert in_flight.is_file()
 
@@ -355,7 +355,7 @@ def test_torchscript_export_prints_no_tracer_warning(tmp_path):
 def test_outputs_follow_the_umask(tmp_path, umask, mode):
     previous = os.umask(umask)
     try:
-        path = runs.write_json(tmp_path / "out.json", {"a": 1})
+        path = files.write_json(tmp_path / "out.json", {"a": 1})
     finally:
         os.umask(previous)
     assert path.stat().st_mode & 0o777 == mode
@@ -398,8 +398,10 @@ def test_report_says_when_validation_is_the_test_list_by_content(tmp_path, tiny_
 
 
 def test_lock_is_released_however_the_holder_ends(tmp_path):
-    code = "import os, sys; from lgl_helpers import runs; runs._acquire(runs.Path(sys.argv[1]), 'killed'); os._exit(9)"
+    code = (
+        "import os, sys; from pathlib import Path; from lgl_helpers import run_lock; run_lock._acquire(Path(sys.argv[1]), 'killed'); os._exit(9)"
+    )
     assert subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")]).returncode == 9
     start = time.monotonic()
-    with runs.hold_run_folder(tmp_path / "r", "next"):
+    with run_lock.hold_run_folder(tmp_path / "r", "next"):
         assert time.monotonic() - start < 5

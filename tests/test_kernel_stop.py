@@ -13,7 +13,7 @@ import papermill
 import pytest
 
 from lgl_helpers.app import pipeline
-from lgl_helpers.runs import read_json
+from lgl_helpers.files import read_json
 
 # A process standing in for a kernel: says "ready", then exits with status 7 on SIGTERM (or ignores it).
 _CHILD = (

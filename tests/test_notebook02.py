@@ -11,7 +11,8 @@ from lgl_helpers.clustering.pseudo_labels import read_pseudo_labels
 from lgl_helpers.clustering.quality import majority_agreement
 from lgl_helpers.core import models
 from lgl_helpers.corpus.lists import read_train_list
-from lgl_helpers.runs import project_root, seed_everything
+from lgl_helpers.reproducibility import seed_everything
+from lgl_helpers.runs import project_root
 
 
 @pytest.mark.slow

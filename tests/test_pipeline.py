@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from lgl_helpers.app import kernel_config, pipeline, planning
-from lgl_helpers.runs import read_json
+from lgl_helpers.files import read_json
 
 # Learned-number thresholds, each well inside the worst of 3 training seeds (0-2) measured with
 # `python benchmarks/ci_margins.py --seeds 0 1 2` (docs/install.md, "Tests"). The ci corpus has 200 trials, so one

@@ -12,7 +12,7 @@ import sys
 import papermill
 import pytest
 
-from lgl_helpers import runs
+from lgl_helpers import files
 from lgl_helpers.app import doctor, pipeline
 from lgl_helpers.training import stage2
 
@@ -39,7 +39,7 @@ def notebooks(monkeypatch, tmp_path):
         fake.kwargs = kwargs
         if name == "04_stage2_lgl":
             state = {"format": stage2.STATE_FORMAT, "status": fake.lgl_status, "iteration": 1, "phase": "L"}
-            runs.write_json(stage_dir / "state.json", state)
+            files.write_json(stage_dir / "state.json", state)
 
     fake.lgl_status = "paused_before_gate"
     fake.calls, fake.stage_dir = calls, stage_dir

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from lgl_helpers import progress_log, runs
+from lgl_helpers import progress_log
 from lgl_helpers.progress_log import ProgressLog
 
 
@@ -68,15 +68,15 @@ def test_durations_over_an_hour():
 
 def test_progress_is_a_log_when_headless_and_a_bar_otherwise(monkeypatch):
     monkeypatch.setenv("LGL_PROGRESS", "0")
-    assert isinstance(runs.progress(range(3), desc="x", total=3, unit="batch", leave=False), ProgressLog)
+    assert isinstance(progress_log.progress(range(3), desc="x", total=3, unit="batch", leave=False), ProgressLog)
     # A caller that turns its bar off (show_progress=False) stays silent.
-    assert not isinstance(runs.progress(total=3, disable=True), ProgressLog)
+    assert not isinstance(progress_log.progress(total=3, disable=True), ProgressLog)
     monkeypatch.setenv("LGL_PROGRESS", "1")
-    assert not isinstance(runs.progress(range(3)), ProgressLog)
+    assert not isinstance(progress_log.progress(range(3)), ProgressLog)
 
 
 def test_a_headless_embedding_pass_logs_its_progress(tmp_path, monkeypatch, caplog):
-    """A real caller: ``embed_files`` opens ``runs.progress(...)`` as a context manager and updates it per batch."""
+    """A real caller: ``embed_files`` opens ``progress_log.progress(...)`` as a context manager and updates it per batch."""
     import torch
 
     from lgl_helpers.core.embed import embed_files

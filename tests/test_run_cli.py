@@ -22,7 +22,7 @@ import zmq
 
 from lgl_helpers import runs
 from lgl_helpers.app import cli, kernel_config, pipeline, planning
-from lgl_helpers.runs import read_json
+from lgl_helpers.files import read_json
 
 INTERRUPTED_LINE = "lgl-kit run: interrupted — rerun the same command to resume\n"
 
@@ -324,8 +324,8 @@ def test_sigterm_takes_the_same_path_as_ctrl_c(tmp_path, executed):
 def _killed_write(path) -> None:
     """An atomic write whose process dies (like kill -9) after writing part of the data."""
     code = (
-        "import os, sys; from lgl_helpers import runs; "
-        "runs._atomic_write(sys.argv[1], lambda h: (h.write(b'partial'), h.flush(), os._exit(9)), 'wb')"
+        "import os, sys; from lgl_helpers import files; "
+        "files._atomic_write(sys.argv[1], lambda h: (h.write(b'partial'), h.flush(), os._exit(9)), 'wb')"
     )
     assert subprocess.run([sys.executable, "-c", code, str(path)]).returncode == 9
 

@@ -3,7 +3,7 @@
 The plan (which notebooks, with which checked parameters) comes from :mod:`lgl_helpers.app.planning`.
 ``runs/<run>/pipeline.json`` records, per notebook, the parameters it ran with and whether it
 finished, so rerunning a run skips finished notebooks and resumes the interrupted one. A run holds its
-folder's lock (:func:`lgl_helpers.runs.hold_run_folder`) from start to end, so a second ``lgl-kit run``
+folder's lock (:func:`lgl_helpers.run_lock.hold_run_folder`) from start to end, so a second ``lgl-kit run``
 of the same run name stops at once naming the first one's pid, and each record is written into the
 pipeline.json as it is on disk (read, changed, written), never from a copy read at the start. An LGL run
 with ``pause_before_gate`` that stopped before a phase L is recorded as ``"waiting_for_gate"`` and
@@ -25,16 +25,9 @@ from typing import Any
 
 from lgl_helpers.app.gate_cli import gate_command
 from lgl_helpers.app.planning import PipelineError, PlannedNotebook, notebook_parameters, plan_run, select_notebooks
-from lgl_helpers.runs import (
-    RunFolderBusy,
-    hold_run_folder,
-    project_root,
-    read_json_object,
-    remove_stale_temp_files,
-    run_folder,
-    writable_problem,
-    write_json,
-)
+from lgl_helpers.files import read_json_object, remove_stale_temp_files, write_json
+from lgl_helpers.run_lock import RunFolderBusy, hold_run_folder
+from lgl_helpers.runs import project_root, run_folder, writable_problem
 
 # 128 + SIGINT: the status a shell reports for a command stopped by Ctrl-C.
 EXIT_INTERRUPTED = 130

@@ -28,18 +28,12 @@ from lgl_helpers.core.evaluation import check_eval_trials
 from lgl_helpers.core.gate import valley_gate
 from lgl_helpers.core.metrics import TEST_SCORES, TrialScoreReader, match_trials
 from lgl_helpers.corpus.lists import Trial
+from lgl_helpers.files import atomic_write_text, read_json_object, write_json
 from lgl_helpers.notebook.gate_tuner import plot_loss_histogram
 from lgl_helpers.notebook.report_figures import report_figures
 from lgl_helpers.notebook.stage2_figures import gate_evidence_table, label_correction_table
-from lgl_helpers.runs import (
-    atomic_write_text,
-    environment_info,
-    path_in_run,
-    read_json_object,
-    relative_to_run,
-    run_folder,
-    write_json,
-)
+from lgl_helpers.reproducibility import environment_info
+from lgl_helpers.runs import path_in_run, relative_to_run, run_folder
 from lgl_helpers.training.stage2.statefile import gate_losses_record, read_epoch_losses, read_state
 
 SYSTEMS = (

@@ -20,7 +20,8 @@ from lgl_helpers.config import STAGE1_METHOD_NAMES
 from lgl_helpers.core import bootstrap
 from lgl_helpers.core.metrics import TrialScoreReader, det_points, match_trials
 from lgl_helpers.core.score_norm import METHOD_LABELS, METHODS
-from lgl_helpers.runs import path_in_run, read_json
+from lgl_helpers.files import read_json
+from lgl_helpers.runs import path_in_run
 
 METRIC_KEYS = ("eer", "min_dcf", "min_dcf_0.01")
 DET_STEP = 0.02  # DET points kept: one per this step in probit units along either axis

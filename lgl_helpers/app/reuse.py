@@ -29,7 +29,7 @@ from lgl_helpers.corpus.lists.formats import (
     read_train_list,
     read_trials,
 )
-from lgl_helpers.runs import atomic_save_npy, atomic_write_text
+from lgl_helpers.files import atomic_save_npy, atomic_write_text
 
 LIST_FORMATS = f"'<path>', '{TRAIN_FORMAT}' or '{TRIAL_FORMAT}'"
 

@@ -64,15 +64,8 @@ from lgl_helpers.clustering.quality import UntrainedBaseline, clustering_quality
 from lgl_helpers.config import NotebookConfig, check, check_int, check_n_clusters, check_non_negative, check_positive
 from lgl_helpers.core import distributed
 from lgl_helpers.corpus.lists import TrainEntry, check_list, read_train_list
-from lgl_helpers.runs import (
-    atomic_save_npy,
-    read_json,
-    require_run,
-    resolve_data_paths,
-    resolve_path,
-    run_folder,
-    write_json,
-)
+from lgl_helpers.files import atomic_save_npy, read_json, write_json
+from lgl_helpers.runs import require_run, resolve_data_paths, resolve_path, run_folder
 
 log = logging.getLogger(__name__)
 
@@ -494,7 +487,7 @@ def check_n_clusters_over(value, n_clusters: int, n_items: int | None = None, na
 def untrained_encoder(checkpoint: str | os.PathLike, seed: int):
     """A freshly initialised ECAPA-TDNN with the checkpoint's widths, seeded like a training run's start (eval mode)."""
     from lgl_helpers.core import models
-    from lgl_helpers.runs import seed_everything
+    from lgl_helpers.reproducibility import seed_everything
 
     trained = models.load_encoder(checkpoint)
     seed_everything(seed)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from lgl_helpers.corpus.lists import ListFormatError, TrainEntry
-from lgl_helpers.runs import atomic_write_text
+from lgl_helpers.files import atomic_write_text
 
 
 def relative_paths(entries: Sequence[TrainEntry | str]) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from lgl_helpers.clustering.pseudo_labels import check_labels
-from lgl_helpers.runs import write_json
+from lgl_helpers.files import write_json
 
 # A cluster "merges" speakers / a speaker is "split" only when at least this many utterances sit on
 # each side, so that one stray utterance does not count as a merge or a split.

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from lgl_helpers.runs import atomic_write_bytes
+from lgl_helpers.files import atomic_write_bytes
 
 SAMPLE_RATE = 16000
 MIN_SECONDS = 0.5

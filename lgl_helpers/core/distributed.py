@@ -3,7 +3,7 @@ few collectives the stages need.
 
 Every rank runs the same code on its shard of each batch and of each evaluation; the stages' decisions
 (gate, stopping rule, clustering) are made from gathered, identical data, so all ranks take the same
-path. Only rank 0 writes files: :mod:`lgl_helpers.runs`'s writers do nothing on other ranks, and a
+path. Only rank 0 writes files: :mod:`lgl_helpers.files`' writers do nothing on other ranks, and a
 rank that reads what rank 0 wrote waits at :func:`barrier` first. Without a process group (a notebook
 kernel, one process) every function here is the identity and costs nothing.
 """

@@ -31,7 +31,7 @@ from lgl_helpers.core.distributed import get_device
 from lgl_helpers.core.metrics import eer_and_min_dcf
 from lgl_helpers.core.models import EMB_DIM
 from lgl_helpers.corpus.lists import Trial
-from lgl_helpers.runs import progress
+from lgl_helpers.progress_log import progress
 
 log = logging.getLogger(__name__)
 

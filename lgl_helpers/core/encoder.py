@@ -39,7 +39,7 @@ from lgl_helpers.core.audio import MIN_SECONDS, SAMPLE_RATE, AudioError, check_s
 from lgl_helpers.core.distributed import get_device
 from lgl_helpers.core.embed import READ_THREADS, _float32_convolutions, _read_ahead, length_batches, padded_length
 from lgl_helpers.core.models import ECAPATDNN, EMB_DIM, KIT_FORMAT, load_encoder, load_weights
-from lgl_helpers.runs import progress
+from lgl_helpers.progress_log import progress
 
 log = logging.getLogger(__name__)
 

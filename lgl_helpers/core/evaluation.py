@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lgl_helpers import runs
+from lgl_helpers import files, runs
 from lgl_helpers.config import check
 from lgl_helpers.core import score_norm
 from lgl_helpers.core.embed import cosine_scores, embed_files
@@ -150,7 +150,7 @@ def store_threshold(checkpoint: str | os.PathLike, threshold: float) -> Path:
     """Add ``eer_threshold`` to a kit checkpoint (load, add the key, atomic save)."""
     obj = load_weights(checkpoint)
     obj[THRESHOLD_KEY] = float(threshold)
-    return runs.atomic_torch_save(obj, checkpoint)
+    return files.atomic_torch_save(obj, checkpoint)
 
 
 def _metrics(scores: np.ndarray, labels: np.ndarray) -> dict:

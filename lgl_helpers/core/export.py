@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from lgl_helpers.core.audio import SAMPLE_RATE
 from lgl_helpers.core.models import ECAPATDNN
-from lgl_helpers.runs import atomic_write_bytes
+from lgl_helpers.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lgl_helpers.corpus.lists.formats import ListFormatError, Trial, numbered_line_fields
-from lgl_helpers.runs import atomic_write_text
+from lgl_helpers.files import atomic_write_text
 
 TEST_SCORES = "test_scores.txt"  # a stage's final test scores, next to its metrics.json
 SCORES_FORMAT = "<score> <1|0> <wav path A> <wav path B>"

@@ -397,7 +397,7 @@ def save_encoder(path: str | os.PathLike, model: ECAPATDNN, extra: dict | None =
     ``extra`` holds plain values (numbers, strings, lists, dicts, tensors) so that the file stays
     loadable with ``weights_only=True``; it may not reuse the three reserved keys.
     """
-    from lgl_helpers.runs import atomic_torch_save
+    from lgl_helpers.files import atomic_torch_save
 
     extra = dict(extra or {})
     clash = set(CHECKPOINT_KEYS) & set(extra)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lgl_helpers import runs
+from lgl_helpers import files, runs
 from lgl_helpers.config import NotebookConfig, check, check_choice, check_int
 from lgl_helpers.corpus import lists, toy
 
@@ -163,17 +163,17 @@ def prepare_lists(paths: dict[str, Path | None], run_dir: str | os.PathLike, *, 
     if built:
         out["train_list"] = lists.write_train_list(folder / "train_list.txt", entries)
     else:
-        out["train_list"] = runs.atomic_write_text(folder / "train_list.txt", Path(paths["train_list"]).read_text())
-    out["trials"] = runs.atomic_write_text(folder / "trials.txt", Path(paths["trials"]).read_text())
+        out["train_list"] = files.atomic_write_text(folder / "train_list.txt", Path(paths["train_list"]).read_text())
+    out["trials"] = files.atomic_write_text(folder / "trials.txt", Path(paths["trials"]).read_text())
     out["val_trials"] = out["trials"]
     if separate_val:
-        out["val_trials"] = runs.atomic_write_text(folder / "val_trials.txt", Path(paths["val_trials"]).read_text())
+        out["val_trials"] = files.atomic_write_text(folder / "val_trials.txt", Path(paths["val_trials"]).read_text())
     eval_trials = {name: out["trials"] for name in toy_lists if name not in extra_lists}
-    eval_trials |= {name: runs.atomic_write_text(folder / p.name, p.read_text()) for name, p in extra_lists.items()}
+    eval_trials |= {name: files.atomic_write_text(folder / p.name, p.read_text()) for name, p in extra_lists.items()}
     # Paths inside the run are stored relative to it: a copied or moved run folder finds its own lists.
     data = {key: runs.relative_to_run(out[key], run_dir) or None for key in runs.DATA_KEYS}
     data[runs.EVAL_TRIALS_KEY] = {name: runs.relative_to_run(path, run_dir) for name, path in eval_trials.items()}
-    runs.write_json(run_dir / "data.json", data)
+    files.write_json(run_dir / "data.json", data)
     return {"paths": out, "checks": checks, "built_train_list": built, "eval_trials": eval_trials}
 
 
@@ -242,7 +242,7 @@ def read_setup(run_dir: str | os.PathLike) -> dict:
     """A finished set-up as :func:`prepare_lists` returned it, from ``data.json`` and ``data_summary.json``
     (nothing checked again, nothing written)."""
     run_dir = Path(run_dir)
-    summary = runs.read_json(run_dir / "data_summary.json")
+    summary = files.read_json(run_dir / "data_summary.json")
     paths = runs.resolve_data_paths(run_dir)
     return {
         "paths": paths,
@@ -261,5 +261,5 @@ def write_data_summary(run_dir: str | os.PathLike, setup: dict, train_summary: d
         "train": train_summary,
         "augmentation": augmentation,
     }
-    runs.write_json(Path(run_dir) / "data_summary.json", summary)
+    files.write_json(Path(run_dir) / "data_summary.json", summary)
     return summary

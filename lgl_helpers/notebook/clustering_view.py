@@ -18,7 +18,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from lgl_helpers.clustering.pseudo_labels import check_labels
 from lgl_helpers.clustering.quality import MIN_MEMBERS, UntrainedBaseline, cluster_summary
-from lgl_helpers.runs import atomic_write_bytes
+from lgl_helpers.files import atomic_write_bytes
 
 
 def format_cluster_table(rows: Sequence[dict], max_speakers: int = 6) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from IPython.display import display
 from matplotlib.figure import Figure
 
-from lgl_helpers import runs
+from lgl_helpers import files, runs
 from lgl_helpers.notebook import stage1_figures, tensorboard_log, viewing
 from lgl_helpers.training import stage1
 from lgl_helpers.training.state import load_checkpoint
@@ -38,7 +38,7 @@ def read_finished(stage_dir: Path) -> dict:
     checkpoint), ``completed`` and ``stage_dir``."""
     history = load_checkpoint(stage_dir / "checkpoints" / "last.model")["history"]
     return {
-        **runs.read_json(stage_dir / "metrics.json"),
+        **files.read_json(stage_dir / "metrics.json"),
         "completed": True,
         "stage_dir": str(stage_dir),
         "history": history,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
-from lgl_helpers import runs
+from lgl_helpers import files, runs
 from lgl_helpers.core import gate as gate_rules
 from lgl_helpers.notebook import gate_tuner, stage2_curves, stage2_figures, tensorboard_log, viewing
 from lgl_helpers.training import stage2
@@ -75,7 +75,7 @@ def train(cfg: stage2.Stage2Config, stage_dir: Path, view_only: bool = False) ->
     if view_only:
         state = stage2.read_state(stage_dir)
         display(curves(state["history"]))
-        return {"status": state["status"], **runs.read_json(stage_dir / "metrics.json")}
+        return {"status": state["status"], **files.read_json(stage_dir / "metrics.json")}
     log_path = runs.add_file_log(stage_dir, stage_dir.name)
     try:
         data = stage2.prepare_data(cfg)
@@ -168,7 +168,7 @@ def show_results(cfg: stage2.Stage2Config, stage_dir: Path) -> None:
     state = stage2.read_state(stage_dir)
     display(stage2_figures.plot_eer_per_epoch(state["history"], stage1_val_eer=stage2.stage1_eer(cfg, "val_eer")))
     display(stage2_figures.plot_nmi_per_iteration(state["iterations"]))
-    metrics = runs.read_json(stage_dir / "metrics.json") if state["status"] == "done" else None
+    metrics = files.read_json(stage_dir / "metrics.json") if state["status"] == "done" else None
     display(
         Markdown(
             stage2_figures.iteration_table(metrics) if metrics else f"run status: {state['status']} (not finished)"

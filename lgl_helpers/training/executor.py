@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lgl_helpers import runs
+from lgl_helpers import progress_log
 from lgl_helpers.core import distributed
 from lgl_helpers.core.data import stage1_views, stage2_inputs
 from lgl_helpers.core.embed import autocast_context
@@ -194,7 +194,7 @@ def stage1_epoch(
             "sums": {key: distributed.all_reduce_sum(float(value)) for key, value in sums.items()},
         }
 
-    bar = runs.progress(_batches(loader, mid), desc=desc, total=len(loader), unit="batch", leave=False)
+    bar = progress_log.progress(_batches(loader, mid), desc=desc, total=len(loader), unit="batch", leave=False)
     for batch in bar:
         if max_batches is not None and n_batches - start >= max_batches:
             completed = False
@@ -293,7 +293,7 @@ def stage2_epoch(
         }
 
     autocast = partial(autocast_context, precision, torch.device(device))
-    bar = runs.progress(_batches(loader, mid), desc=desc, total=len(loader), unit="batch", leave=False)
+    bar = progress_log.progress(_batches(loader, mid), desc=desc, total=len(loader), unit="batch", leave=False)
     for batch in bar:
         wave, labels = stage2_inputs(batch, device)
         with autocast():

@@ -17,7 +17,7 @@ import threading
 from collections import deque
 from pathlib import Path
 
-from lgl_helpers import runs
+from lgl_helpers import files
 from lgl_helpers.training.step_checkpoints import TrainingStopped
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def write_launch_params(config, stage_dir: Path) -> Path:
     params = dataclasses.asdict(config)
     if hasattr(config, "mode"):
         params["mode"] = config.mode
-    return runs.write_json(stage_dir / LAUNCH_FILE, {"params": params})
+    return files.write_json(stage_dir / LAUNCH_FILE, {"params": params})
 
 
 def stream(command: list[str]) -> int:

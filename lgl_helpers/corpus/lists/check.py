@@ -24,7 +24,7 @@ from lgl_helpers.corpus.lists.formats import (
     read_trials,
     train_list_counts,
 )
-from lgl_helpers.runs import progress
+from lgl_helpers.progress_log import progress
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lgl_helpers.runs import atomic_write_text
+from lgl_helpers.files import atomic_write_text
 
 
 class ListFormatError(ValueError):

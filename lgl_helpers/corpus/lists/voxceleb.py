@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from lgl_helpers.runs import atomic_write_bytes
+from lgl_helpers.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

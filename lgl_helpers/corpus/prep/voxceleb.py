@@ -40,7 +40,8 @@ from lgl_helpers.corpus.prep.ffmpeg import (
     find_ffmpeg,
     missing_ffmpeg_message,
 )
-from lgl_helpers.runs import atomic_write_text, progress
+from lgl_helpers.files import atomic_write_text
+from lgl_helpers.progress_log import progress
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ AUDIO_SUFFIXES = (".m4a", ".wav")
 SOURCE_LAYOUT = "<src>/[aac/ or wav/]<speaker>/<video>/<nnnnn>.m4a|.wav"
 FAILURES_FILE = "prep_failed.txt"
 LOCK_FILE = ".prep.lock"
-# The naming of the kit's atomic writes (lgl_helpers.runs), so remove_stale_temp_files recognises it;
+# The naming of the kit's atomic writes (lgl_helpers.files), so remove_stale_temp_files recognises it;
 # fixed rather than random, so a rerun overwrites exactly what an interrupted run left.
 TEMP_TAG = "prep_tmp"
 _SHOWN_FAILURES = 20

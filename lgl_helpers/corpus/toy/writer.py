@@ -34,7 +34,8 @@ from lgl_helpers.corpus.toy.layout import (
 from lgl_helpers.corpus.toy.sources import synthesize_music, synthesize_noise
 from lgl_helpers.corpus.toy.trials import make_hard_trials, make_trials
 from lgl_helpers.corpus.toy.voices import speaker_traits, synthesize_speech
-from lgl_helpers.runs import progress, write_json
+from lgl_helpers.files import write_json
+from lgl_helpers.progress_log import progress
 
 log = logging.getLogger(__name__)
 

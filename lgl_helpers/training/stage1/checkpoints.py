@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lgl_helpers import runs
+from lgl_helpers import files, runs
 from lgl_helpers.core import distributed
 from lgl_helpers.core.metrics import TEST_SCORES
 from lgl_helpers.core.models import ECAPATDNN, REFERENCE_MFA_CHANNELS
@@ -113,9 +113,9 @@ def save_epoch(stage_dir: Path, encoder: ECAPATDNN, extra: dict, epoch: int, eva
     save_checkpoint(first, encoder, extra)
     payload = first.read_bytes()
     if improved:
-        runs.atomic_write_bytes(stage_dir / "best.model", payload)
+        files.atomic_write_bytes(stage_dir / "best.model", payload)
     if first != last:
-        runs.atomic_write_bytes(last, payload)  # last.model is written after the others: a complete resume point
+        files.atomic_write_bytes(last, payload)  # last.model is written after the others: a complete resume point
     (stage_dir / "checkpoints" / MID_EPOCH).unlink(missing_ok=True)
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from lgl_helpers import runs
+from lgl_helpers import progress_log
 from lgl_helpers.core import distributed
 from lgl_helpers.core.audio import SAMPLE_RATE
 from lgl_helpers.core.augment import (
@@ -260,7 +260,7 @@ def dino_epoch(
             "sums": {key: distributed.all_reduce_sum(value) for key, value in sums.items()},
         }
 
-    bar = runs.progress(_batches(loader, mid), desc=desc, total=len(loader), unit="batch", leave=False)
+    bar = progress_log.progress(_batches(loader, mid), desc=desc, total=len(loader), unit="batch", leave=False)
     for batch in bar:
         if max_batches is not None and n_batches - start >= max_batches:
             completed = False

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from lgl_helpers import runs
+from lgl_helpers import files, reproducibility, runs
 from lgl_helpers.core import distributed
 from lgl_helpers.core.data import make_loader
 from lgl_helpers.core.models import ECAPATDNN
@@ -54,7 +54,7 @@ SCHEDULE_FIELDS = ("epochs",)
 
 def build_models(config: Stage1Config, device) -> DinoModels:
     """Fresh student and teacher (the same initial weights), heads, loss and optimizer, seeded with ``config.seed``."""
-    runs.seed_everything(config.seed)
+    reproducibility.seed_everything(config.seed)
     student = ECAPATDNN(config.channels, config.mfa_channels).to(device)
     head = DinoHead(
         192, config.dino_out_dim, config.dino_hidden_dim, config.dino_bottleneck_dim, config.dino_layers
@@ -252,7 +252,7 @@ def train_dino(
                     extra = _extra(models, state, params, schedules.state(epoch, n_batches))
                     save_epoch(stage_dir, models.teacher, extra, epoch, evaluated, improved)
                     thin_checkpoints(stage_dir, state, config.keep_every)
-            runs.atomic_write_text(stage_dir / "scores.txt", _scores_text(state.history))
+            files.atomic_write_text(stage_dir / "scores.txt", _scores_text(state.history))
             if on_epoch:
                 on_epoch(record, state.history)
             checkpoints.after_epoch(f"epoch {epoch}")

@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from lgl_helpers import runs
+from lgl_helpers import files, runs
 from lgl_helpers.core.embed import evaluate_trials
 from lgl_helpers.core.evaluation import final_evaluation, plan_evaluation, store_threshold
 from lgl_helpers.core.metrics import TEST_SCORES
@@ -76,7 +76,7 @@ def final_metrics(
         "eer_threshold": result["eer_threshold"],
         "eval": result["eval"],
     }
-    runs.write_json(stage_dir / "metrics.json", metrics)
+    files.write_json(stage_dir / "metrics.json", metrics)
     log.info(
         "Stage I done: best epoch %d, test EER %.2f%% (untrained %.2f%%), minDCF %.4f; %s",
         metrics["best_epoch"],

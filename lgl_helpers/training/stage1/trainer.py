@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from lgl_helpers import runs
+from lgl_helpers import files, reproducibility, runs
 from lgl_helpers.config import STAGE1_METHOD_NAMES
 from lgl_helpers.core import distributed
 from lgl_helpers.core.data import make_loader
@@ -57,7 +57,7 @@ def export_reference(checkpoint: str | Path, out_path: str | Path) -> Path:
     state = {f"Network.{k}": v for k, v in obj["encoder"].items()}
     state.update({f"Loss.{k}": v for k, v in obj["loss"].items()})
     state.update({f"AATNet.{k}": v for k, v in obj["aat"].items()})
-    return runs.atomic_torch_save(state, out_path)
+    return files.atomic_torch_save(state, out_path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -90,7 +90,7 @@ def _resolved_params(config: Stage1Config, data: Stage1Data) -> dict:
 
 def _build(config: Stage1Config, device) -> Stage1Models:
     """Fresh models seeded with ``config.seed``: ECAPA-TDNN C=channels, contrastive loss, discriminator, Adam ×2, StepLR."""
-    runs.seed_everything(config.seed)
+    reproducibility.seed_everything(config.seed)
     encoder = ECAPATDNN(config.channels, config.mfa_channels).to(device)
     loss_fn = ContrastiveLoss().to(device)
     aat = AATDiscriminator().to(device)
@@ -268,7 +268,7 @@ def train_stage1(
                     extra = _checkpoint_extra(models, state, params)
                     save_epoch(stage_dir, models.encoder, extra, state.epoch, evaluated, improved)
                     thin_checkpoints(stage_dir, state, config.keep_every)
-            runs.atomic_write_text(stage_dir / "scores.txt", _scores_text(state.history))
+            files.atomic_write_text(stage_dir / "scores.txt", _scores_text(state.history))
             if on_epoch:
                 on_epoch(record, state.history)
             checkpoints.after_epoch(f"epoch {epoch}")
@@ -292,7 +292,7 @@ def _train_under_torchrun(config: Stage1Config, on_epoch: Callable | None) -> di
             on_epoch(record, history[: i + 1])
     result = {"completed": False, "stage_dir": str(stage_dir), "history": history}
     metrics_file = stage_dir / "metrics.json"
-    metrics = runs.read_json(metrics_file) if metrics_file.is_file() else {}
+    metrics = files.read_json(metrics_file) if metrics_file.is_file() else {}
     if history[-1]["epoch"] == config.epochs and metrics.get("epochs_run") == config.epochs:
         result.update(metrics, completed=True)
     else:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lgl_helpers import runs
+from lgl_helpers import files, runs
 from lgl_helpers.clustering import cluster
 from lgl_helpers.clustering.pseudo_labels import read_pseudo_labels
 from lgl_helpers.clustering.quality import majority_agreement
@@ -96,7 +96,7 @@ class Engine:
         self.state["wall_seconds"] += now - self.last_commit
         self.last_commit = now
         self.state["timings"] = self.times.seconds
-        runs.write_json(self.path("state.json"), self.state)
+        files.write_json(self.path("state.json"), self.state)
         distributed.barrier()
 
     def iteration_record(self, iteration: int) -> dict:
@@ -263,7 +263,7 @@ class Engine:
             head_weight=head_weight,
         )
         rel = f"iter_{iteration:02d}/T/{CORRECTED_LABELS}"
-        runs.atomic_write_bytes(self.path(rel), npz_bytes(correction))
+        files.atomic_write_bytes(self.path(rel), npz_bytes(correction))
         evidence = correction_evidence(labels, keep, correction, self.speakers)
         log.info(
             "iteration %d: label correction relabels %d of %d rejected samples (%d changed)%s",
@@ -302,7 +302,7 @@ class Engine:
         if self.speakers is not None:
             record["reliable"] = majority_agreement(labels, self.speakers)
         rel = f"iter_{iteration:02d}/T/clean_losses.npz"
-        runs.atomic_write_bytes(self.path(rel), npz_bytes(record))
+        files.atomic_write_bytes(self.path(rel), npz_bytes(record))
         log.info(
             "iteration %d: clean-pass losses of %d utterances under %s in %.1f s",
             iteration,
@@ -581,7 +581,7 @@ class Engine:
             "wall_seconds": self.state["wall_seconds"],
             "timings": self.times.seconds,
         }
-        runs.write_json(self.path("metrics.json"), metrics)
+        files.write_json(self.path("metrics.json"), metrics)
         return metrics
 
 
@@ -642,7 +642,7 @@ def _run_under_torchrun(config: Stage2Config, on_epoch: Callable | None) -> dict
             on_epoch(record, state)
     out = {"status": state["status"], "stage_dir": str(stage_dir), "state": state}
     if state["status"] == "done":
-        out.update(runs.read_json(stage_dir / "metrics.json"))
+        out.update(files.read_json(stage_dir / "metrics.json"))
     else:
         out["iteration"] = state["iteration"]
     return out

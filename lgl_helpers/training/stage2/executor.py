@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from lgl_helpers import runs
+from lgl_helpers import files
 from lgl_helpers.clustering.quality import majority_agreement
 from lgl_helpers.core import distributed
 from lgl_helpers.core import gate as gate_rules
@@ -218,7 +218,7 @@ def save_epoch(
     losses_rel = f"{rel_dir}/losses_epoch_{epoch:03d}.npz"
     extra = checkpoint_extra(engine, iteration, phase, epoch, gate, averaged, head, optimizer)
     save_checkpoint(engine.path(model_rel), averaged.model, extra)
-    runs.atomic_write_bytes(engine.path(losses_rel), npz_bytes(arrays))
+    files.atomic_write_bytes(engine.path(losses_rel), npz_bytes(arrays))
     previous_best = info["best_eer"]
     info["eers"].append(evaluation["eer"])
     info["skipped_batches"] += stats["skipped_batches"]
@@ -268,7 +268,7 @@ def save_epoch(
             "model": model_rel,
         }
     stale |= set(thin_loss_records(engine.state, engine.config.keep_every)) | {f"{rel_dir}/{MID_EPOCH}"}
-    runs.atomic_write_text(engine.path("scores.txt"), scores_text(engine.state["history"]))
+    files.atomic_write_text(engine.path("scores.txt"), scores_text(engine.state["history"]))
     engine.commit()
     # Files the state no longer points at go only after the commit.
     for rel in stale if distributed.is_main() else ():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lgl_helpers import runs
+from lgl_helpers import files
 from lgl_helpers.config import check_gate
 from lgl_helpers.core.gate import GateChoice, gmm_gate, valley_gate
 from lgl_helpers.training.stage2.config import LGLConfig
@@ -29,7 +29,7 @@ def read_gate_overrides(stage_dir: str | Path) -> dict[int, float]:
     if not path.is_file():
         return {}
     overrides = {}
-    for key, value in runs.read_json(path).items():
+    for key, value in files.read_json(path).items():
         try:
             overrides[int(key)] = check_gate(value, name=f"gate of iteration {key}")
         except (TypeError, ValueError) as error:
@@ -42,7 +42,7 @@ def write_gate_override(stage_dir: str | Path, iteration: int, gate: float) -> P
     gate = check_gate(gate)
     overrides = read_gate_overrides(stage_dir)
     overrides[int(iteration)] = gate
-    return runs.write_json(Path(stage_dir) / GATE_OVERRIDES, {str(k): v for k, v in sorted(overrides.items())})
+    return files.write_json(Path(stage_dir) / GATE_OVERRIDES, {str(k): v for k, v in sorted(overrides.items())})
 
 
 def next_gate_iteration(state: dict) -> int | None:

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lgl_helpers import runs
+from lgl_helpers import files
 from lgl_helpers.core import distributed
 from lgl_helpers.training.stage2.config import FIXED_FIELDS
 from lgl_helpers.training.stage2.statefile import read_state, saved_params, scores_text
@@ -35,7 +35,7 @@ def _link(source: Path, target: Path) -> None:
     try:
         os.link(source, target)
     except OSError:  # another file system: copy
-        runs.atomic_write_bytes(target, source.read_bytes())
+        files.atomic_write_bytes(target, source.read_bytes())
 
 
 def baseline_phase_t(engine: Engine) -> tuple[Path, dict] | None:
@@ -95,7 +95,7 @@ def reuse_baseline_phase_t(engine: Engine, info: dict) -> bool:
         "model": info["best_model"],
     }
     engine.state["phase_t_from"] = str(base_dir)
-    runs.atomic_write_text(engine.path("scores.txt"), scores_text(engine.state["history"]))
+    files.atomic_write_text(engine.path("scores.txt"), scores_text(engine.state["history"]))
     engine.commit()
     log.info(
         "iteration 1: phase T is the baseline's (%s: same Stage I model, pseudo labels and parameters): "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lgl_helpers import runs
+from lgl_helpers import files, runs
 from lgl_helpers.training.stage2.config import Stage2Config
 from lgl_helpers.training.stage2.inputs import Stage2Data
 
@@ -18,7 +18,7 @@ GATE_OVERRIDES = "gate_overrides.json"  # written by the gate tuner, read when a
 
 def read_state(stage_dir: str | Path) -> dict | None:
     path = Path(stage_dir) / "state.json"
-    state = runs.read_json_object(path, "the Stage II state file")
+    state = files.read_json_object(path, "the Stage II state file")
     if state is None:
         return None
     if state.get("format") != STATE_FORMAT:
@@ -153,4 +153,4 @@ def stage1_eer(config: Stage2Config, key: str = "eer") -> float | None:
     """Stage I's EER from ``runs/<run>/stage1/metrics.json`` (None when absent): ``key="eer"`` on the
     test trials, ``"val_eer"`` on the validation trials (the line Stage II's validation EERs are drawn against)."""
     path = runs.run_folder(config.run_name, config.runs_dir) / "stage1" / "metrics.json"
-    return runs.read_json(path).get(key) if path.is_file() else None
+    return files.read_json(path).get(key) if path.is_file() else None

@@ -1,4 +1,4 @@
-"""Run folders (lgl_helpers.runs): the environment every run records next to its parameters."""
+"""lgl_helpers.reproducibility: the environment every run records next to its parameters."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import json
 import subprocess
 import sys
 
-from lgl_helpers import runs
+from lgl_helpers import reproducibility
 
 
 def test_environment_records_the_installed_versions_without_importing_the_packages():
     # A fresh interpreter: whether the packages were imported is only visible from there.
     script = (
-        "import json, sys; from lgl_helpers import runs; info = runs.environment_info(); "
-        "print(json.dumps({'info': info, 'imported': [m for m in runs.RECORDED_PACKAGES if m in sys.modules]}))"
+        "import json, sys; from lgl_helpers import reproducibility; info = reproducibility.environment_info(); "
+        "print(json.dumps({'info': info, 'imported': [m for m in reproducibility.RECORDED_PACKAGES if m in sys.modules]}))"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     out = json.loads(done.stdout)
@@ -26,5 +26,5 @@ def test_environment_records_the_installed_versions_without_importing_the_packag
 
 
 def test_a_package_that_is_not_installed_is_recorded_as_none(monkeypatch):
-    monkeypatch.setitem(runs.RECORDED_PACKAGES, "faiss", ("no-such-distribution-lgl",))
-    assert runs.environment_info()["faiss"] is None
+    monkeypatch.setitem(reproducibility.RECORDED_PACKAGES, "faiss", ("no-such-distribution-lgl",))
+    assert reproducibility.environment_info()["faiss"] is None
