@@ -325,7 +325,7 @@ def test_resolve_inputs_reports_missing_checkpoint_and_list(tmp_path):
     (tmp_path / "r").mkdir()  # a run folder without a Stage I model (a missing run is its own error)
     cfg = cluster.ClusteringConfig(run_name="r", runs_dir=str(tmp_path))
     with pytest.raises(
-        FileNotFoundError, match=r"init_model='': .*r/stage1/best.model does not exist \(run notebook 01"
+        FileNotFoundError, match=r"run_name='r': .*r/stage1/best.model does not exist; run notebooks 00 and 01"
     ):
         cluster.resolve_inputs(cfg)
     checkpoint = tmp_path / "c.model"

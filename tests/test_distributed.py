@@ -22,6 +22,7 @@ from corpus_params import tiny_data_params
 from lgl_helpers.core import distributed
 from lgl_helpers.core.data import EpochSampler
 from lgl_helpers.core.losses import ContrastiveLoss
+from lgl_helpers.timings import PartTimes
 from lgl_helpers.training import launch
 from lgl_helpers.training import stage1 as stage1_pkg
 from lgl_helpers.training import stage2 as stage2_pkg
@@ -85,7 +86,7 @@ def test_only_rank_0_deletes_a_finished_phase_s_last_checkpoint(tmp_path, monkey
     # (two ranks deleting it at once raced; the one that found it gone failed the run).
     engine = Engine.__new__(Engine)  # the bookkeeping alone: no data, no model
     engine.config = stage2_pkg.LGLConfig(max_iterations=1)
-    engine.stage_dir, engine.last_commit = tmp_path, time.perf_counter()
+    engine.stage_dir, engine.last_commit, engine.times = tmp_path, time.perf_counter(), PartTimes()
     engine.state = {"wall_seconds": 0.0, "phase": "L"}
     for epoch in (1, 2):
         (tmp_path / f"epoch_00{epoch}.model").write_bytes(b"checkpoint")

@@ -398,9 +398,7 @@ def test_report_says_when_validation_is_the_test_list_by_content(tmp_path, tiny_
 
 
 def test_lock_is_released_however_the_holder_ends(tmp_path):
-    code = (
-        "import os, sys; from pathlib import Path; from lgl_helpers import run_lock; run_lock._acquire(Path(sys.argv[1]), 'killed'); os._exit(9)"
-    )
+    code = "import os, sys; from pathlib import Path; from lgl_helpers import run_lock; run_lock._acquire(Path(sys.argv[1]), 'killed'); os._exit(9)"
     assert subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")]).returncode == 9
     start = time.monotonic()
     with run_lock.hold_run_folder(tmp_path / "r", "next"):
