@@ -3,7 +3,7 @@
 import pytest
 
 from lgl_helpers.training import retention
-from lgl_helpers.training.stage1 import trainer
+from lgl_helpers.training.stage1 import checkpoints as checkpoints_module
 
 
 @pytest.mark.parametrize(
@@ -30,9 +30,9 @@ def test_stage1_keeps_best_latest_and_every_kth_evaluated_checkpoint(tmp_path):
     (tmp_path / "best.model").write_bytes(b"x")
     history = [{"epoch": 0, "eer": 50.0}]
     history += [{"epoch": e, "eer": 10.0} if e in evaluated else {"epoch": e} for e in range(1, 26)]
-    state = trainer._State(epoch=25, history=history, best={"epoch": 7, "eer": 9.0})
+    state = checkpoints_module.RunState(epoch=25, history=history, best={"epoch": 7, "eer": 9.0})
 
-    trainer._thin_checkpoints(tmp_path, state, keep_every=5)
+    checkpoints_module.thin_checkpoints(tmp_path, state, keep_every=5)
     # best 7, latest 25 and the evaluated multiples of 5 (15; 5 and 25 too); last.model and best.model stay.
     assert sorted(p.name for p in checkpoints.glob("epoch_*.model")) == [
         "epoch_005.model",

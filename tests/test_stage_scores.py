@@ -13,6 +13,7 @@ from lgl_helpers.core.metrics import compute_eer, compute_min_dcf, read_trial_sc
 from lgl_helpers.core.models import ECAPATDNN, save_encoder
 from lgl_helpers.corpus.lists import Trial, read_train_list, read_trials, write_trials
 from lgl_helpers.training import stage1, stage2
+from lgl_helpers.training.stage1 import scoring as stage1_scoring
 
 TRIALS = [
     Trial(1, "id1/s/1.wav", "id1/t/2.wav"),
@@ -90,9 +91,9 @@ def test_stage1_keeps_its_test_scores(tiny_corpus, tmp_path, monkeypatch, separa
     if separate_val:  # a validation list in another order under another name: still val = test
         overrides["val_trials"] = str(write_trials(tmp_path / "val.txt", list(reversed(read_trials(trials_path)))))
     calls = []
-    original = stage1.trainer.evaluate_trials
+    original = stage1_scoring.evaluate_trials
     monkeypatch.setattr(
-        stage1.trainer, "evaluate_trials", lambda *args, **kwargs: calls.append(args[1]) or original(*args, **kwargs)
+        stage1_scoring, "evaluate_trials", lambda *args, **kwargs: calls.append(args[1]) or original(*args, **kwargs)
     )
     config = _stage1_config(tiny_corpus, tmp_path / "runs", **overrides)
     stage1.train_stage1(config)

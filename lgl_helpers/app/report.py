@@ -192,7 +192,7 @@ def validation_is_test(run_dir: Path) -> dict[str, str]:
         if val is None or test is None or not val.is_file() or not test.is_file():
             continue
         if val.resolve() == test.resolve() or _trial_lines(val) == _trial_lines(test):
-            same[key] = str(test)
+            same[key] = relative_to_run(test, run_dir)  # inside the run: relative, so a moved run reports the same
     return same
 
 
