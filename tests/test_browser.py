@@ -347,6 +347,7 @@ def _use_the_tuner(page, url: str, config, stage_dir, tuner) -> float:
     return catch_up_s
 
 
+@pytest.mark.slow
 def test_gate_tuner_in_jupyterlab(paused_run, lab):
     config, stage_dir = paused_run
     url, _ = lab

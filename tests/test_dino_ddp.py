@@ -31,6 +31,7 @@ def worker_results(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_two_ranks_dino_loss_and_centre_equal_one_process(worker_results):
     student, teacher = global_batch()
     student.requires_grad_(True)

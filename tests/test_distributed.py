@@ -99,6 +99,7 @@ def test_only_rank_0_deletes_a_finished_phase_s_last_checkpoint(tmp_path, monkey
     assert (tmp_path / "epoch_001.model").exists()
 
 
+@pytest.mark.slow
 def test_two_ranks_contrastive_loss_equals_one_process_on_the_global_batch(worker_results):
     features = torch.randn(8, 2, 192, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     loss_fn = ContrastiveLoss()
@@ -169,6 +170,7 @@ def stage1_two_ranks(tiny_corpus, tmp_path_factory):
     return config, result, seen
 
 
+@pytest.mark.slow
 def test_stage1_under_torchrun_finishes_and_reports(stage1_two_ranks):
     config, result, seen = stage1_two_ranks
     stage_dir = Path(result["stage_dir"])
@@ -180,6 +182,7 @@ def test_stage1_under_torchrun_finishes_and_reports(stage1_two_ranks):
     assert all(path.stat().st_size == 0 for path in stage_dir.glob("stage1.rank*.log"))
 
 
+@pytest.mark.slow
 def test_stage1_resumed_at_an_epoch_boundary_equals_the_straight_run(stage1_two_ranks, tiny_corpus):
     config, result, _ = stage1_two_ranks
     runs_dir = Path(config.runs_dir)
@@ -193,6 +196,7 @@ def test_stage1_resumed_at_an_epoch_boundary_equals_the_straight_run(stage1_two_
     assert [r.get("eer") for r in again["history"]] == [r.get("eer") for r in straight["history"]]
 
 
+@pytest.mark.slow
 def test_stage2_lgl_under_torchrun_finishes(stage1_two_ranks, tiny_corpus):
     config, result, _ = stage1_two_ranks
     lgl = stage2_pkg.LGLConfig(

@@ -170,6 +170,7 @@ def test_only_05_does_not_need_faiss(monkeypatch, tmp_path, tiny_data):
     assert messages == ["[preflight] before the first notebook: 3 checks ok"]
 
 
+@pytest.mark.slow
 def test_torch_torchaudio_mismatch_stops_doctor_and_run_before_any_notebook(tmp_path):
     # A torchaudio first on the path whose import fails like a binary built for another torch.
     fake = tmp_path / "fake" / "torchaudio"
@@ -285,6 +286,7 @@ def test_without_data_json_a_later_stage_is_refused_naming_what_to_run(tmp_path,
     )
 
 
+@pytest.mark.slow
 def test_data_checks_wait_for_notebook00_then_stop_the_run_before_01(tmp_path):
     # The toy corpus does not exist yet: notebook 00 generates it, and only then can n_clusters be checked.
     overrides = {

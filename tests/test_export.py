@@ -50,6 +50,7 @@ def _batch(seconds: list[float], seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     return wave, lengths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", export.FORMATS)
 @pytest.mark.parametrize("seconds", [[0.5], [8.0], [0.5, 8.0], [2.0, 2.0, 1.3]], ids=["short", "long", "pair", "three"])
 def test_exported_model_reproduces_pytorch(exported, encoder, fmt, seconds):

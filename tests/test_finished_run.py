@@ -85,6 +85,7 @@ def viewed(ci_run, tmp_path_factory):
     return before, file_hashes(run_dir), executed
 
 
+@pytest.mark.slow
 def test_opening_each_notebook_on_a_finished_run_leaves_it_byte_identical(viewed):
     before, after, executed = viewed
     assert after == before, {
@@ -126,6 +127,7 @@ def test_viewed_report_shows_the_reports_numbers(viewed, ci_run):
         assert f"{report[system]['eer']:.2f}" in text, f"the report's {system} EER is not shown"
 
 
+@pytest.mark.slow
 def test_a_copied_run_opens_resumes_and_reports_the_same(ci_run, tmp_path):
     run_dir, overrides, _, _ = ci_run
     copy = tmp_path / "elsewhere" / run_dir.name
@@ -160,6 +162,7 @@ def test_a_copied_run_opens_resumes_and_reports_the_same(ci_run, tmp_path):
     assert _without(copied, WHERE_AND_WHEN) == _without(original, WHERE_AND_WHEN)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("notebook", ["02_clustering_umap", "03_stage2_baseline", "05_compare"])
 def test_a_missing_run_is_named_in_one_line(notebook, tmp_path):
     import papermill.exceptions

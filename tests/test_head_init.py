@@ -83,6 +83,7 @@ def test_phase_t_starts_from_the_centroids_of_the_stage1_embeddings(tiny_corpus,
         stage2.BaselineConfig(head_init="xavier")
 
 
+@pytest.mark.slow
 def test_weight_average_is_what_an_epoch_evaluates_saves_and_resumes_from(tiny_corpus, tmp_path):
     from lgl_helpers.core.models import ECAPATDNN, load_encoder
     from lgl_helpers.training import stage2

@@ -107,6 +107,7 @@ def test_lgl_config_needs_the_clean_pass_for_correction(tiny_corpus, tmp_path, s
         _config(tiny_corpus, tmp_path, stage1_model, gate_rule="otsu").validate()
 
 
+@pytest.mark.slow
 def test_lgl_run_with_gmm_gate_and_correction_trains_on_the_relabelled_samples_and_refuses_changes(
     tiny_corpus, tmp_path, stage1_model
 ):

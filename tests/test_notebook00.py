@@ -24,6 +24,7 @@ def _execute(tmp_path, **parameters):
     return tmp_path / "runs" / parameters["run_name"]
 
 
+@pytest.mark.slow
 def test_notebook00_sets_up_the_toy_corpus(tiny_corpus, tiny_config, tmp_path):
     run_dir = _execute(
         tmp_path,
@@ -65,6 +66,7 @@ def test_notebook00_sets_up_the_toy_corpus(tiny_corpus, tiny_config, tmp_path):
     assert params["params"]["toy_root"] == str(tiny_corpus) and params["params"]["interactive"] is False
 
 
+@pytest.mark.slow
 def test_notebook00_builds_the_list_from_a_given_train_root(tiny_corpus, tmp_path):
     root = str(tiny_corpus)
     run_dir = _execute(
@@ -85,6 +87,7 @@ def test_notebook00_builds_the_list_from_a_given_train_root(tiny_corpus, tmp_pat
     assert not (tmp_path / "none").exists()
 
 
+@pytest.mark.slow
 def test_notebook00_stops_on_a_bad_list_without_writing_lists(tiny_corpus, tmp_path):
     bad = tmp_path / "trials.txt"
     bad.write_text("1 id10001/none/00001.wav\n")

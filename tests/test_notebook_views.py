@@ -77,6 +77,7 @@ def trained(tiny_corpus, tmp_path_factory):
     return config, stage_dir, paused_log
 
 
+@pytest.mark.slow
 def test_training_writes_its_log_and_looking_at_the_run_does_not(trained, capsys):
     config, stage_dir, paused_log = trained
     log_file = stage_dir / "stage2_lgl.log"
@@ -176,6 +177,7 @@ def test_interactive_training_draws_one_figure_and_redraws_it(trained, monkeypat
     assert "latest: iteration 1, phase L, epoch 2" in shown[0]._suptitle.get_text()
 
 
+@pytest.mark.slow
 def test_stage1_epochs_are_in_tensorboard_and_redraw_the_live_curves(tiny_corpus, tmp_path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

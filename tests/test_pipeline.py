@@ -112,6 +112,7 @@ def test_same_seed_twice_gives_the_same_report(ci_run):
     assert set(second["timings"]) == set(first["timings"]) - set(planning.NOTEBOOKS[:2])
 
 
+@pytest.mark.slow
 def test_failing_notebook_stops_with_cell_error_and_saved_notebook(tmp_path, capfd):
     overrides = {"00_data_setup.train_root": str(tmp_path / "missing"), "00_data_setup.make_toy": False}
     with pytest.raises(planning.PipelineError) as error:

@@ -43,6 +43,7 @@ def test_stage1_keeps_best_latest_and_every_kth_evaluated_checkpoint(tmp_path):
     assert (checkpoints / "last.model").is_file() and (tmp_path / "best.model").is_file()
 
 
+@pytest.mark.slow
 def test_stage1_thins_its_checkpoints_with_the_configured_keep_every(tiny_corpus, tmp_path):
     from lgl_helpers.training import stage1
 

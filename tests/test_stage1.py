@@ -230,6 +230,7 @@ def test_preview_views_shapes(tiny_corpus, tmp_path):
     assert len(preview["captions"]) == 3 and all(c.startswith("a: ") for c in preview["captions"])
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_parameters_unless_allowed(tiny_corpus, tmp_path):
     config = _config(tiny_corpus, tmp_path, epochs=1)
     stage1.train_stage1(config)

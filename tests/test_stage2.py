@@ -349,6 +349,7 @@ def test_resume_refuses_changed_parameters(tiny_corpus, tmp_path, stage1_model):
     assert engine.state["params"]["n_clusters"] == config.n_clusters + 1
 
 
+@pytest.mark.slow
 def test_clean_pass_gate_chooses_and_selects_on_one_pass_of_the_best_t_model(tiny_corpus, tmp_path, stage1_model):
     config = _config(
         tiny_corpus,
@@ -570,6 +571,7 @@ def test_iteration_1_reuses_the_other_modes_clustering(tiny_corpus, tmp_path, st
     [(dict(frames=36), {}), ({}, dict(max_epochs_per_phase=1))],
     ids=["other frames", "an earlier call trained a longer phase"],
 )
+@pytest.mark.slow
 def test_lgl_trains_its_own_phase_t_when_the_baseline_differs(
     tiny_corpus, tmp_path, stage1_model, baseline_change, baseline_rerun
 ):
