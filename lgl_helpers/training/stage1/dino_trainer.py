@@ -41,7 +41,7 @@ from lgl_helpers.training.stage1.dino_epoch import (
     param_groups,
 )
 from lgl_helpers.training.stage1.inputs import Stage1Data, multicrop_dataset
-from lgl_helpers.training.stage1.scoring import evaluate, evaluate_untrained, final_metrics
+from lgl_helpers.training.stage1.scoring import evaluate, evaluate_untrained, final_metrics, scores_text
 from lgl_helpers.training.state import module_state
 from lgl_helpers.training.step_checkpoints import StepCheckpoints
 
@@ -169,20 +169,11 @@ def _finish_epoch(config, data, models, state, epoch, means, n_batches, tic, dev
     return record, evaluated, improved
 
 
-def _scores_text(history: list[dict]) -> str:
-    lines = []
-    for rec in history:
-        if rec["epoch"] == 0:
-            head = "Epoch 0 (untrained)"
-        else:
-            head = (
-                f"Epoch {rec['epoch']}, LR {rec['lr']:f}, LOSS {rec['loss']:f}, H_TEACHER {rec['teacher_entropy']:.4f}, "
-                f"H_MEAN {rec['teacher_mean_entropy']:.4f}, CENTRE {rec['center_norm']:.4f}"
-            )
-        if rec.get("eer") is not None:
-            head += f", EER {rec['eer']:.4f}, minDCF {rec['min_dcf']:.4f}, minDCF0.01 {rec['min_dcf_0.01']:.4f}"
-        lines.append(head)
-    return "\n".join(lines) + "\n"
+def _describe_epoch(rec: dict) -> str:
+    return (
+        f"Epoch {rec['epoch']}, LR {rec['lr']:f}, LOSS {rec['loss']:f}, H_TEACHER {rec['teacher_entropy']:.4f}, "
+        f"H_MEAN {rec['teacher_mean_entropy']:.4f}, CENTRE {rec['center_norm']:.4f}"
+    )
 
 
 def train_dino(
@@ -252,7 +243,7 @@ def train_dino(
                     extra = _extra(models, state, params, schedules.state(epoch, n_batches))
                     save_epoch(stage_dir, models.teacher, extra, epoch, evaluated, improved)
                     thin_checkpoints(stage_dir, state, config.keep_every)
-            files.atomic_write_text(stage_dir / "scores.txt", _scores_text(state.history))
+            files.atomic_write_text(stage_dir / "scores.txt", scores_text(state.history, _describe_epoch))
             if on_epoch:
                 on_epoch(record, state.history)
             checkpoints.after_epoch(f"epoch {epoch}")

@@ -86,3 +86,15 @@ def final_metrics(
         best_path,
     )
     return metrics
+
+
+def scores_text(history: list[dict], describe_epoch) -> str:
+    """``scores.txt``: a line per history record, the reference's layout. ``describe_epoch(record)`` words a
+    trained epoch's own figures (each method has its losses); the untrained encoder and the EERs read alike."""
+    lines = []
+    for rec in history:
+        head = "Epoch 0 (untrained)" if rec["epoch"] == 0 else describe_epoch(rec)
+        if rec.get("eer") is not None:
+            head += f", EER {rec['eer']:.4f}, minDCF {rec['min_dcf']:.4f}, minDCF0.01 {rec['min_dcf_0.01']:.4f}"
+        lines.append(head)
+    return "\n".join(lines) + "\n"

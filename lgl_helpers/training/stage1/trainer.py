@@ -32,7 +32,7 @@ from lgl_helpers.training.stage1.checkpoints import (
 from lgl_helpers.training.stage1.config import STAGE_DIR, Stage1Config, stage_folder
 from lgl_helpers.training.stage1.dino_trainer import train_dino
 from lgl_helpers.training.stage1.inputs import Stage1Data, prepare_data
-from lgl_helpers.training.stage1.scoring import evaluate, evaluate_untrained, final_metrics
+from lgl_helpers.training.stage1.scoring import evaluate, evaluate_untrained, final_metrics, scores_text
 from lgl_helpers.training.state import load_checkpoint, module_state
 from lgl_helpers.training.step_checkpoints import StepCheckpoints
 
@@ -65,20 +65,11 @@ def export_reference(checkpoint: str | Path, out_path: str | Path) -> Path:
 # ----------------------------------------------------------------------------------------------
 
 
-def _scores_text(history: list[dict]) -> str:
-    lines = []
-    for rec in history:
-        if rec["epoch"] == 0:
-            head = "Epoch 0 (untrained)"
-        else:
-            head = (
-                f"Epoch {rec['epoch']}, LR {rec['lr']:f}, Acc {rec['top1']:.2f}, LOSS {rec['loss']:f}, "
-                f"AAT {rec['aat_loss']:.4f}, DISC {rec['disc_loss']:.4f}"
-            )
-        if rec.get("eer") is not None:
-            head += f", EER {rec['eer']:.4f}, minDCF {rec['min_dcf']:.4f}, minDCF0.01 {rec['min_dcf_0.01']:.4f}"
-        lines.append(head)
-    return "\n".join(lines) + "\n"
+def _describe_epoch(rec: dict) -> str:
+    return (
+        f"Epoch {rec['epoch']}, LR {rec['lr']:f}, Acc {rec['top1']:.2f}, LOSS {rec['loss']:f}, "
+        f"AAT {rec['aat_loss']:.4f}, DISC {rec['disc_loss']:.4f}"
+    )
 
 
 def _resolved_params(config: Stage1Config, data: Stage1Data) -> dict:
@@ -268,7 +259,7 @@ def train_stage1(
                     extra = _checkpoint_extra(models, state, params)
                     save_epoch(stage_dir, models.encoder, extra, state.epoch, evaluated, improved)
                     thin_checkpoints(stage_dir, state, config.keep_every)
-            files.atomic_write_text(stage_dir / "scores.txt", _scores_text(state.history))
+            files.atomic_write_text(stage_dir / "scores.txt", scores_text(state.history, _describe_epoch))
             if on_epoch:
                 on_epoch(record, state.history)
             checkpoints.after_epoch(f"epoch {epoch}")
